@@ -1,0 +1,159 @@
+// Package config owns alertd's configuration file: its schema, its defaults
+// and its validation. Loading is strict (unknown keys are errors), expands
+// ${VAR} and ${VAR:-default} from the environment in every scalar, resolves
+// relative paths against the file's directory, and reports every problem it
+// finds as FILE:LINE:COL: message. It builds nothing: turning rules into
+// matchers and templates is the rules package's job.
+package config
+
+import (
+	"time"
+)
+
+// Config is one loaded configuration file.
+type Config struct {
+	// File is the path the configuration was loaded from ("" for a reader).
+	File string `yaml:"-"`
+
+	MQTT     MQTT   `yaml:"mqtt"`
+	SMTP     *SMTP  `yaml:"smtp"` // nil: mail is written to the spool directory
+	Store    Store  `yaml:"store"`
+	HTTP     HTTP   `yaml:"http"`
+	Log      Log    `yaml:"log"`
+	Defaults Rule   `yaml:"defaults"`
+	Rules    []Rule `yaml:"rules"`
+}
+
+// MQTT is the broker alertd subscribes to, or the embedded one it runs.
+type MQTT struct {
+	// Broker is the URL of an external broker. Empty: alertd runs its own
+	// embedded broker on Listen, so a fresh machine works with no setup.
+	Broker string `yaml:"broker"`
+	// Listen is the embedded broker's address. The default port is not 1883
+	// so that the quick start works beside a Mosquitto that already holds it.
+	Listen       string `yaml:"listen"`
+	ClientID     string `yaml:"client_id"`
+	Username     string `yaml:"username"`
+	Password     Secret `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	QoS          int    `yaml:"qos"`
+	TLS          TLS    `yaml:"tls"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// TLS configures certificate verification and client certificates.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// SMTP is the submission server alertd delivers through.
+type SMTP struct {
+	Host              string   `yaml:"host"`
+	Port              int      `yaml:"port"`
+	Security          string   `yaml:"security"`
+	Auth              string   `yaml:"auth"`
+	Username          string   `yaml:"username"`
+	Password          Secret   `yaml:"password"`
+	PasswordFile      string   `yaml:"password_file"`
+	AllowInsecureAuth bool     `yaml:"allow_insecure_auth"`
+	From              string   `yaml:"from"`
+	Helo              string   `yaml:"helo"`
+	Timeout           Duration `yaml:"timeout"`
+	TLS               TLS      `yaml:"tls"`
+	Retry             Retry    `yaml:"retry"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// Retry is the backoff for deliveries the server answered with 4xx, or
+// that failed on the network or at authentication.
+type Retry struct {
+	Initial     Duration `yaml:"initial"`
+	Max         Duration `yaml:"max"`
+	GiveUpAfter Duration `yaml:"give_up_after"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// Store is where alertd keeps its state.
+type Store struct {
+	// Path is the bbolt file holding the outbox, dedupe and rate-limit state.
+	Path string `yaml:"path"`
+	// Spool receives one .eml file per mail when smtp is not configured.
+	Spool string `yaml:"spool"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// HTTP is the metrics and health endpoint.
+type HTTP struct {
+	// Listen defaults to loopback: metrics are not for the whole LAN unless
+	// the operator says so. "off" or "" after an explicit key disables it.
+	Listen string `yaml:"listen"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// Log configures alertd's own logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+
+	Pos Positions `yaml:"-"`
+}
+
+// Rule is one alerting rule. The same schema serves for defaults: a key set
+// in defaults applies to every rule that does not set it.
+type Rule struct {
+	Name      string   `yaml:"name"`
+	Topic     string   `yaml:"topic"`
+	Field     string   `yaml:"field"`
+	Above     *float64 `yaml:"above"`
+	Below     *float64 `yaml:"below"`
+	Equals    *Scalar  `yaml:"equals"`
+	NotEquals *Scalar  `yaml:"not_equals"`
+	Severity  string   `yaml:"severity"`
+	To        []string `yaml:"to"`
+	Subject   string   `yaml:"subject"`
+	Body      string   `yaml:"body"`
+	Cooldown  Duration `yaml:"cooldown"`
+	RateLimit Rate     `yaml:"rate_limit"`
+
+	// Pos holds where each key was set, for errors found after loading.
+	Pos Positions `yaml:"-"`
+}
+
+// Defaults, each with its reason.
+const (
+	// DefaultListen is the embedded broker's quick-start address: loopback
+	// only, and not 1883 so it never collides with an installed Mosquitto.
+	DefaultListen = "127.0.0.1:18830"
+	// DefaultHTTPListen serves /metrics and /healthz on loopback only
+	// (9464 is the port Prometheus' registry assigns to exporters of this kind).
+	DefaultHTTPListen = "127.0.0.1:9464"
+	DefaultStorePath  = "alertd.db"
+	DefaultQoS        = 1 // QoS 1 with a persistent session: readings survive a short outage
+	// DefaultSMTPTimeout bounds dial and each command; RFC 5321's 5 minutes
+	// would hold an alert for far too long behind a stalled server.
+	DefaultSMTPTimeout = 30 * time.Second
+	// Retry pacing: first retry soon enough to matter for an alert, the cap
+	// low enough that a returning server is noticed within minutes, and a
+	// day of trying before giving up, like a mail server's queue lifetime.
+	DefaultRetryInitial     = 30 * time.Second
+	DefaultRetryMax         = 10 * time.Minute
+	DefaultRetryGiveUpAfter = 24 * time.Hour
+	DefaultSeverity         = "warning"
+	// DefaultCooldown: at most one mail per series per 10 minutes unless
+	// the rule says otherwise, so a noisy sensor cannot flood an inbox.
+	DefaultCooldown = 10 * time.Minute
+)
+
+// DefaultRateLimit caps mails per rule when neither the rule nor defaults set
+// one: generous for real incidents, a ceiling for a misconfigured rule.
+var DefaultRateLimit = Rate{N: 20, Per: time.Hour}

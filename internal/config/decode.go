@@ -1,0 +1,270 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// decoder walks a yaml.Node tree into the config structs itself, instead of
+// yaml's Decode, because yaml's strict mode reports lines without columns,
+// stops at custom unmarshalers, and loses positions we need later.
+type decoder struct {
+	file   string
+	errs   Errors
+	env    func(string) (string, bool)
+	visits int
+}
+
+// maxVisits bounds the work an alias-heavy file can cause ("billion laughs").
+const maxVisits = 1_000_000
+
+func posOf(n *yaml.Node) Pos { return Pos{Line: n.Line, Col: n.Column} }
+
+func (d *decoder) errorf(n *yaml.Node, format string, args ...any) {
+	d.errs.Add(d.file, posOf(n), format, args...)
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	default:
+		return "a value"
+	}
+}
+
+// decode fills v (a pointer) from n. path names the key for messages.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	d.visits++
+	if d.visits > maxVisits {
+		if d.visits == maxVisits+1 {
+			d.errorf(n, "document too large or too many aliases")
+		}
+		return
+	}
+	for n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // an empty key keeps its default
+	}
+	switch v.Interface().(type) {
+	case *Duration:
+		if s, ok := d.scalar(n, path); ok {
+			dur, err := ParseDuration(s)
+			if err != nil {
+				d.errorf(n, "%s: %v", path, err)
+				return
+			}
+			v.Elem().Set(reflect.ValueOf(dur))
+		}
+		return
+	case *Rate:
+		if s, ok := d.scalar(n, path); ok {
+			r, err := ParseRate(s)
+			if err != nil {
+				d.errorf(n, "%s: %v", path, err)
+				return
+			}
+			v.Elem().Set(reflect.ValueOf(r))
+		}
+		return
+	case **Scalar:
+		if s, ok := d.scalar(n, path); ok {
+			sc, err := parseScalar(s, n.Tag)
+			if err != nil {
+				d.errorf(n, "%s: %v", path, err)
+				return
+			}
+			v.Elem().Set(reflect.ValueOf(&sc))
+		}
+		return
+	case **float64:
+		if s, ok := d.scalar(n, path); ok {
+			f, err := parseFloat(s)
+			if err != nil {
+				d.errorf(n, "%s: %v", path, err)
+				return
+			}
+			v.Elem().Set(reflect.ValueOf(&f))
+		}
+		return
+	}
+	e := v.Elem()
+	switch e.Kind() {
+	case reflect.Pointer:
+		if e.IsNil() {
+			e.Set(reflect.New(e.Type().Elem()))
+		}
+		d.decode(n, e, path)
+	case reflect.Struct:
+		d.mapping(n, e, path)
+	case reflect.Slice:
+		d.slice(n, e, path)
+	case reflect.String:
+		if s, ok := d.scalar(n, path); ok {
+			e.SetString(s)
+		}
+	case reflect.Int:
+		if s, ok := d.scalar(n, path); ok {
+			i, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				d.errorf(n, "%s: %q is not a whole number", path, s)
+				return
+			}
+			e.SetInt(int64(i))
+		}
+	case reflect.Bool:
+		if s, ok := d.scalar(n, path); ok {
+			b, ok := parseBool(s)
+			if !ok {
+				d.errorf(n, "%s: %q is not true or false", path, s)
+				return
+			}
+			e.SetBool(b)
+		}
+	default:
+		panic(fmt.Sprintf("config: no decoder for %s", e.Type()))
+	}
+}
+
+func parseBool(s string) (bool, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "yes", "on":
+		return true, true
+	case "false", "no", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// scalar returns n's text after ${VAR} expansion.
+func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, "%s: expected a single value, found %s", path, kindName(n))
+		return "", false
+	}
+	s, err := expand(n.Value, d.env)
+	if err != nil {
+		d.errorf(n, "%s: %v", path, err)
+		return "", false
+	}
+	return s, true
+}
+
+func (d *decoder) slice(n *yaml.Node, e reflect.Value, path string) {
+	items := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		items = n.Content
+	} else if e.Type().Elem().Kind() != reflect.String {
+		d.errorf(n, "%s: expected a list, found %s", path, kindName(n))
+		return
+	}
+	out := reflect.MakeSlice(e.Type(), len(items), len(items))
+	for i, item := range items {
+		d.decode(item, out.Index(i).Addr(), fmt.Sprintf("%s[%d]", path, i))
+	}
+	e.Set(out)
+}
+
+// fieldsOf maps yaml keys to struct field indexes.
+func fieldsOf(t reflect.Type) (map[string]int, int) {
+	keys := map[string]int{}
+	posField := -1
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		if f.Type == reflect.TypeOf(Positions(nil)) {
+			posField = i
+		}
+		if tag == "" || tag == "-" {
+			continue
+		}
+		keys[tag] = i
+	}
+	return keys, posField
+}
+
+func (d *decoder) mapping(n *yaml.Node, e reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s: expected a mapping of keys, found %s", strings.TrimPrefix(path, "."), kindName(n))
+		return
+	}
+	keys, posField := fieldsOf(e.Type())
+	pos := Positions{"": posOf(n)}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		name := k.Value
+		full := strings.TrimPrefix(path+"."+name, ".")
+		idx, ok := keys[name]
+		if !ok {
+			d.errorf(k, "unknown key %q%s%s", name, where(path), suggest(name, keys))
+			continue
+		}
+		if p, dup := pos[name]; dup {
+			d.errorf(k, "key %q already set at line %d", name, p.Line)
+			continue
+		}
+		pos[name] = posOf(val)
+		d.decode(val, e.Field(idx).Addr(), full)
+	}
+	if posField >= 0 {
+		e.Field(posField).Set(reflect.ValueOf(pos))
+	}
+}
+
+func where(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " in " + strings.TrimPrefix(path, ".")
+}
+
+// suggest names the closest known key, for typos like "topci".
+func suggest(name string, keys map[string]int) string {
+	best, bestDist := "", 3
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if dist := levenshtein(name, k); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func levenshtein(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 99
+	}
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,197 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/alertd/alertd/internal/topic"
+)
+
+// validate adds every semantic problem to errs. Each check names the key
+// and points at the value that is wrong.
+func (c *Config) validate(errs *Errors) {
+	add := func(pos Pos, format string, args ...any) { errs.Add(c.File, pos, format, args...) }
+	c.MQTT.validate(add)
+	if c.SMTP != nil {
+		c.SMTP.validate(add)
+	}
+	if c.HTTP.Listen != "" && c.HTTP.Listen != "off" {
+		if _, _, err := net.SplitHostPort(c.HTTP.Listen); err != nil {
+			add(c.HTTP.Pos.At("listen"), "http.listen: %q is not host:port", c.HTTP.Listen)
+		}
+	}
+	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
+		add(c.Log.Pos.At("level"), "log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	if !oneOf(c.Log.Format, "text", "json") {
+		add(c.Log.Pos.At("format"), "log.format: %q is not one of text, json", c.Log.Format)
+	}
+	if c.Defaults.Pos.Has("name") {
+		add(c.Defaults.Pos.At("name"), "defaults: name cannot have a default (each rule names itself)")
+	}
+	seen := map[string]Pos{}
+	for i := range c.Rules {
+		r := &c.Rules[i]
+		r.validate(i, &c.Defaults, add)
+		if r.Name == "" {
+			continue
+		}
+		if first, dup := seen[r.Name]; dup {
+			add(r.Pos.At("name"), "rules[%d]: duplicate rule name %q (first used at line %d)", i, r.Name, first.Line)
+			continue
+		}
+		seen[r.Name] = r.Pos.At("name")
+	}
+}
+
+func oneOf(s string, options ...string) bool {
+	for _, o := range options {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *MQTT) validate(add func(Pos, string, ...any)) {
+	if m.Broker != "" {
+		u, err := url.Parse(m.Broker)
+		switch {
+		case err != nil || u.Host == "":
+			add(m.Pos.At("broker"), "mqtt.broker: %q is not a URL like tcp://host:1883", m.Broker)
+		case !oneOf(u.Scheme, "tcp", "ssl", "tls", "mqtts", "ws", "wss"):
+			add(m.Pos.At("broker"), "mqtt.broker: scheme %q is not one of tcp, ssl, tls, mqtts, ws, wss", u.Scheme)
+		case u.User != nil:
+			add(m.Pos.At("broker"), "mqtt.broker: put credentials in mqtt.username and mqtt.password, not in the URL")
+		}
+	} else if _, port, err := net.SplitHostPort(m.Listen); err != nil || !validPort(port) {
+		add(m.Pos.At("listen"), "mqtt.listen: %q is not host:port", m.Listen)
+	}
+	if m.QoS != 0 && m.QoS != 1 {
+		add(m.Pos.At("qos"), "mqtt.qos: must be 0 or 1, got %d", m.QoS)
+	}
+	if len(m.ClientID) > 128 {
+		add(m.Pos.At("client_id"), "mqtt.client_id: longer than 128 characters")
+	}
+	if m.Password != "" && m.Username == "" {
+		add(m.Pos.At("password"), "mqtt.password is set but mqtt.username is empty")
+	}
+	m.TLS.validate("mqtt.tls", add)
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func (t *TLS) validate(section string, add func(Pos, string, ...any)) {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		add(t.Pos.At("cert_file"), "%s: cert_file and key_file go together", section)
+	}
+}
+
+func (s *SMTP) validate(add func(Pos, string, ...any)) {
+	if s.Host == "" {
+		add(s.Pos.At("host"), "smtp.host is required (omit the whole smtp section to write mail to the spool)")
+	} else if strings.ContainsAny(s.Host, " /:\r\n") {
+		add(s.Pos.At("host"), "smtp.host: %q must be a host name or address, without scheme or port", s.Host)
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		add(s.Pos.At("port"), "smtp.port: %d is not a port number", s.Port)
+	}
+	if !oneOf(s.Security, "starttls", "tls", "none") {
+		add(s.Pos.At("security"), "smtp.security: %q is not one of starttls, tls, none", s.Security)
+	}
+	if !oneOf(s.Auth, "auto", "plain", "login", "none") {
+		add(s.Pos.At("auth"), "smtp.auth: %q is not one of auto, plain, login, none", s.Auth)
+	}
+	if s.Username != "" && s.Password == "" && s.Auth != "none" {
+		add(s.Pos.At("username"), "smtp.username is set but smtp.password (or password_file) is empty")
+	}
+	if s.From == "" {
+		add(s.Pos.At("from"), "smtp.from is required, e.g. \"Alerts <alerts@example.org>\"")
+	} else if _, err := mail.ParseAddress(s.From); err != nil {
+		add(s.Pos.At("from"), "smtp.from: %q is not an address: %v", s.From, err)
+	}
+	if strings.ContainsAny(s.Helo, " \r\n") {
+		add(s.Pos.At("helo"), "smtp.helo: %q must be a single host name", s.Helo)
+	}
+	if s.Timeout.D() <= 0 {
+		add(s.Pos.At("timeout"), "smtp.timeout must be greater than 0")
+	}
+	r := &s.Retry
+	if r.Initial.D() <= 0 {
+		add(r.Pos.At("initial"), "smtp.retry.initial must be greater than 0")
+	}
+	if r.Max.D() < r.Initial.D() {
+		add(r.Pos.At("max"), "smtp.retry.max (%s) must not be less than retry.initial (%s)", r.Max, r.Initial)
+	}
+	if r.GiveUpAfter.D() <= 0 {
+		add(r.Pos.At("give_up_after"), "smtp.retry.give_up_after must be greater than 0")
+	}
+	s.TLS.validate("smtp.tls", add)
+}
+
+var ruleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func (r *Rule) validate(i int, defaults *Rule, add func(Pos, string, ...any)) {
+	at := func(key string) Pos { return r.KeyPos(defaults, key) }
+	label := fmt.Sprintf("rules[%d]", i)
+	if r.Name != "" {
+		label = fmt.Sprintf("rule %q", r.Name)
+	}
+	switch {
+	case !r.Pos.Has("name"):
+		add(r.Pos.At(""), "%s: name is required", label)
+	case !ruleName.MatchString(r.Name):
+		add(at("name"), "%s: name may use letters, digits, '_', '.' and '-' (at most 128)", label)
+	}
+	if r.Topic == "" {
+		add(r.Pos.At(""), "%s: topic is required (an MQTT filter such as sensors/+/telemetry)", label)
+	} else if err := topic.ValidateFilter(r.Topic); err != nil {
+		add(at("topic"), "%s: invalid topic filter %q: %v", label, r.Topic, err)
+	}
+	if strings.HasPrefix(r.Field, ".") || strings.HasSuffix(r.Field, ".") || strings.Contains(r.Field, "..") {
+		add(at("field"), "%s: field %q is not a dot path like power.battery", label, r.Field)
+	}
+	r.validateCondition(label, at, add)
+	if len(r.To) == 0 {
+		add(r.Pos.At(""), "%s: no recipients: set to: here or in defaults", label)
+	}
+	for _, to := range r.To {
+		if a, err := mail.ParseAddress(to); err != nil || strings.ContainsAny(a.Address, "\r\n") {
+			add(at("to"), "%s: %q is not an e-mail address", label, to)
+		}
+	}
+	if strings.ContainsAny(r.Severity, "\r\n") || len(r.Severity) > 32 {
+		add(at("severity"), "%s: severity must be a short word", label)
+	}
+	if r.RateLimit.N > 0 && r.RateLimit.Per < time.Second {
+		add(at("rate_limit"), "%s: invalid rate_limit", label)
+	}
+}
+
+func (r *Rule) validateCondition(label string, at func(string) Pos, add func(Pos, string, ...any)) {
+	threshold := r.Above != nil || r.Below != nil
+	switch {
+	case !threshold && r.Equals == nil && r.NotEquals == nil:
+		add(r.Pos.At(""), "%s: no condition: set above, below, equals or not_equals", label)
+	case threshold && (r.Equals != nil || r.NotEquals != nil):
+		key := "equals"
+		if r.Equals == nil {
+			key = "not_equals"
+		}
+		add(at(key), "%s: %s cannot be combined with above/below", label, key)
+	case r.Equals != nil && r.NotEquals != nil:
+		add(at("not_equals"), "%s: equals and not_equals cannot be combined", label)
+	case r.Above != nil && r.Below != nil && *r.Below > *r.Above:
+		add(at("below"), "%s: below (%v) is greater than above (%v): no value could ever be normal; "+
+			"above and below together fire outside the band [below, above]", label, *r.Below, *r.Above)
+	}
+}

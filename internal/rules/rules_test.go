@@ -1,0 +1,279 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/event"
+)
+
+// recorder is an Observer that remembers why payloads were refused.
+type recorder struct {
+	mu   sync.Mutex
+	errs map[string][]error
+}
+
+func (r *recorder) InvalidPayload(rule, _ string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.errs == nil {
+		r.errs = map[string][]error{}
+	}
+	r.errs[rule] = append(r.errs[rule], err)
+}
+
+func compile(t testing.TB, yaml string) (*Engine, *recorder) {
+	t.Helper()
+	cfg, err := config.Load(strings.NewReader(yaml), "test.yaml")
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	rec := &recorder{}
+	e, err := Compile(cfg, rec)
+	if err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+	return e, rec
+}
+
+func evaluate(e *Engine, topic, payload string) []Notification {
+	return e.Evaluate(&event.Event{Source: "test", Topic: topic, Payload: []byte(payload), Received: time.Unix(1700000000, 0)}, nil)
+}
+
+func names(ns []Notification) string {
+	var out []string
+	for _, n := range ns {
+		out = append(out, n.Rule.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+const conditions = `
+defaults: {to: [ops@example.org]}
+rules:
+  - {name: hot, topic: "s/+/t", field: temp, above: 30}
+  - {name: cold, topic: "s/+/t", field: temp, below: 5}
+  - {name: band, topic: "s/+/t", field: temp, above: 40, below: -10}
+  - {name: offline, topic: "s/+/status", equals: offline}
+  - {name: not-ok, topic: "s/+/status", not_equals: ok}
+  - {name: code1, topic: "s/+/code", field: c, equals: 1}
+  - {name: battery, topic: "s/+/t", field: power.battery, below: 20}
+  - {name: first, topic: "s/+/list", field: readings.1.v, above: 10}
+  - {name: raw, topic: "raw/#", above: 100}
+`
+
+func TestConditions(t *testing.T) {
+	e, _ := compile(t, conditions)
+	cases := []struct {
+		topic, payload, want string
+	}{
+		{"s/a/t", `{"temp": 30.5}`, "hot"},
+		{"s/a/t", `{"temp": 30}`, ""}, // strict: 30 is not above 30
+		{"s/a/t", `{"temp": 4.9}`, "cold"},
+		{"s/a/t", `{"temp": 41}`, "hot,band"},
+		{"s/a/t", `{"temp": -11}`, "cold,band"},
+		{"s/a/t", `{"temp": "31"}`, "hot"}, // devices that send numbers as strings
+		{"s/a/t", `{"temp": 20, "power": {"battery": 15}}`, "battery"},
+		{"s/a/status", `offline`, "offline,not-ok"},
+		{"s/a/status", ` ok `, ""},
+		{"s/a/code", `{"c": 1.0}`, "code1"}, // 1 written as a number equals 1.0
+		{"s/a/code", `{"c": "1"}`, "code1"},
+		{"s/a/code", `{"c": 2}`, ""},
+		{"s/a/list", `{"readings": [{"v": 1}, {"v": 11}]}`, "first"},
+		{"s/a/list", `{"readings": [{"v": 11}, {"v": 1}]}`, ""},
+		{"raw/x/y", `101`, "raw"},
+		{"raw", `101`, "raw"}, // '#' matches the parent level
+		{"other/a/t", `{"temp": 99}`, ""},
+		{"s/a/b/t", `{"temp": 99}`, ""}, // '+' is exactly one level
+	}
+	for _, c := range cases {
+		t.Run(c.topic+" "+c.payload, func(t *testing.T) {
+			if got := names(evaluate(e, c.topic, c.payload)); got != c.want {
+				t.Errorf("fired %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+func TestHostilePayloadsNeverMatchAndAreCounted(t *testing.T) {
+	e, rec := compile(t, conditions)
+	deep := strings.Repeat(`{"a":`, 1000) + "1" + strings.Repeat("}", 1000)
+	cases := []struct {
+		payload string
+		want    error
+	}{
+		{`not json`, ErrNotJSON},
+		{`{"temp": 31`, ErrNotJSON},
+		{`[31]`, ErrNotObject},
+		{`{"hum": 31}`, ErrFieldMissing},
+		{`{"temp": {"v": 31}}`, ErrFieldNotValue},
+		{`{"temp": "hot"}`, ErrNotNumber},
+		{`{"temp": "NaN"}`, ErrNotNumber},
+		{`{"temp": "Infinity"}`, ErrNotNumber},
+		{`{"temp": 1e999}`, ErrNotFinite},
+		{`{"temp": "0x1F"}`, ErrNotNumber},
+		{`{"temp": true}`, ErrNotNumber},
+		{`{"temp": null}`, ErrNotNumber},
+		{"{\"temp\": \"\xff\xfe\"}", ErrBadUTF8},
+		{strings.Repeat(" ", MaxPayload+1), ErrTooLarge},
+		{deep, ErrTooDeep},
+		{"\x00\x01\x02", ErrNotJSON}, // binary that happens to be valid UTF-8
+	}
+	for _, c := range cases {
+		rec.errs = nil
+		if got := evaluate(e, "s/dev/t", c.payload); len(got) != 0 {
+			t.Errorf("payload %.40q fired %s", c.payload, names(got))
+		}
+		hot := rec.errs["hot"]
+		if len(hot) != 1 || !errors.Is(hot[0], c.want) {
+			t.Errorf("payload %.40q: rule hot saw %v, want %v", c.payload, hot, c.want)
+		}
+	}
+}
+
+func TestNotificationData(t *testing.T) {
+	e, _ := compile(t, `
+defaults: {to: [ops@example.org]}
+rules:
+  - name: salon
+    topic: "casa/+/sensores/#"
+    field: temp
+    above: 25
+    severity: critical
+    subject: "Temperatura alta en el salón {{.Device}}: {{.Value}} °C (umbral {{.Threshold}})"
+    body: "{{.Topic}} {{index .Wildcards 1}} {{.Field}}={{.Value}} n={{.Number}} sup={{.Suppressed}} {{.Payload}}"
+`)
+	ns := evaluate(e, "casa/salon/sensores/planta1/x", `{"temp": 26.5}`)
+	if len(ns) != 1 {
+		t.Fatalf("want one notification, got %d", len(ns))
+	}
+	subject, body, err := ns[0].Render(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Temperatura alta en el salón salon: 26.5 °C (umbral 25)"; subject != want {
+		t.Errorf("subject %q, want %q", subject, want)
+	}
+	if want := `casa/salon/sensores/planta1/x planta1/x temp=26.5 n=26.5 sup=3 {"temp": 26.5}`; body != want {
+		t.Errorf("body %q, want %q", body, want)
+	}
+	if ns[0].Series != "casa/salon/sensores/planta1/x" {
+		t.Errorf("series %q", ns[0].Series)
+	}
+}
+
+func TestSubjectCannotCarryLineBreaks(t *testing.T) {
+	e, _ := compile(t, `
+defaults: {to: [ops@example.org]}
+rules:
+  - {name: s, topic: "d/+", field: state, equals: "x\r\nBcc: evil@example.com", subject: "{{.Value}}"}
+`)
+	ns := evaluate(e, "d/1", `{"state": "x\r\nBcc: evil@example.com"}`)
+	if len(ns) != 1 {
+		t.Fatalf("want a notification, got %d", len(ns))
+	}
+	subject, _, err := ns[0].Render(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(subject, "\r\n") || subject != "x Bcc: evil@example.com" {
+		t.Errorf("subject %q must be one line", subject)
+	}
+}
+
+func TestDefaultTemplatesRender(t *testing.T) {
+	e, _ := compile(t, conditions)
+	ns := evaluate(e, "s/kitchen/t", `{"temp": 35}`)
+	subject, body, err := ns[0].Render(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject != "[warning] hot: kitchen temp=35" {
+		t.Errorf("default subject %q", subject)
+	}
+	for _, want := range []string{"s/kitchen/t", "temp = 35 (threshold 30)", "Held back:  2", `{"temp": 35}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("default body lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+func TestTemplateErrorsArePositioned(t *testing.T) {
+	cfg, err := config.Load(strings.NewReader(`defaults: {to: [a@example.org]}
+rules:
+  - name: typo
+    topic: a/b
+    above: 1
+    subject: "{{.Vaule}}"
+  - name: syntax
+    topic: a/c
+    above: 1
+    body: "{{if .Value}}"
+`), "r.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Compile(cfg, nil)
+	var errs config.Errors
+	if !errors.As(err, &errs) || len(errs) != 2 {
+		t.Fatalf("want 2 positioned errors, got %v", err)
+	}
+	if got := errs[0].Error(); !strings.HasPrefix(got, "r.yaml:6:14: ") || !strings.Contains(got, "Vaule") {
+		t.Errorf("first error %q", got)
+	}
+	if got := errs[1].Error(); !strings.HasPrefix(got, "r.yaml:10:11: ") {
+		t.Errorf("second error %q", got)
+	}
+}
+
+func TestIndexMatchesLikeALinearScan(t *testing.T) {
+	filters := []string{"#", "+", "a/#", "a/+", "a/b", "a/+/c", "+/+/c", "a/b/#", "$SYS/#", "+/b", "a//c", "a/+/+/#"}
+	var yaml strings.Builder
+	yaml.WriteString("defaults: {to: [a@example.org]}\nrules:\n")
+	for i, f := range filters {
+		fmt.Fprintf(&yaml, "  - {name: r%d, topic: %q, equals: x}\n", i, f)
+	}
+	e, _ := compile(t, yaml.String())
+	topics := []string{"a", "a/b", "a/b/c", "a/x/c", "x/y/c", "$SYS/x", "$SYS", "a//c", "/b", "a/b/c/d", "b"}
+	for _, topic := range topics {
+		var want []string
+		for i, f := range filters {
+			if matchesByScan(f, topic) {
+				want = append(want, fmt.Sprintf("r%d", i))
+			}
+		}
+		if got := names(evaluate(e, topic, "x")); got != strings.Join(want, ",") {
+			t.Errorf("topic %q: index gave %q, scan gives %q", topic, got, strings.Join(want, ","))
+		}
+	}
+}
+
+// matchesByScan is the MQTT 3.1.1 matching rule written the obvious way.
+func matchesByScan(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (filter[0] == '+' || filter[0] == '#') {
+		return false
+	}
+	f, t := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, l := range f {
+		if l == "#" {
+			return true
+		}
+		if i >= len(t) || (l != "+" && l != t[i]) {
+			return false
+		}
+	}
+	return len(f) == len(t)
+}
+
+func TestNonMatchingTopicDoesNotAllocate(t *testing.T) {
+	e, _ := compile(t, conditions)
+	ev := &event.Event{Topic: "unwatched/device/x", Payload: []byte(`{"temp": 1}`)}
+	if n := testing.AllocsPerRun(100, func() { e.Evaluate(ev, nil) }); n != 0 {
+		t.Errorf("non-matching topic allocates %.0f times per message", n)
+	}
+}

@@ -1,0 +1,224 @@
+// Package dedupe is the gate between a matched rule and a mail: it holds
+// back a notification when its series had a mail within the rule's
+// cooldown, or when the rule has used up its rate limit, and counts what it
+// held back so the next mail can say so. Its state lives in bbolt (the
+// series and rules buckets) and survives restarts.
+//
+// The decision itself is a pure function of stored state and the injected
+// clock. Admitting a notification and enqueueing its mail happen in one
+// transaction, so a crash can neither send without recording nor record
+// without sending.
+package dedupe
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/alertd/alertd/internal/store"
+)
+
+// Reasons a notification is held back (metric label values).
+const (
+	ReasonCooldown  = "cooldown"
+	ReasonRateLimit = "rate_limit"
+)
+
+// Candidate is what the gate decides on.
+type Candidate struct {
+	Rule     string
+	Series   string
+	Cooldown time.Duration // 0: no dedupe
+	Limit    int           // mails per Per; 0: unlimited
+	Per      time.Duration
+}
+
+// Verdict is the gate's answer.
+type Verdict struct {
+	Admitted bool
+	Reason   string // why it was held back, when not admitted
+	// Suppressed is, for an admitted notification, how many of this rule's
+	// notifications were held back since its previous mail.
+	Suppressed uint64
+}
+
+// Enqueue writes the admitted notification's mail inside the gate's
+// transaction. It may run more than once (bbolt batches retry), so it must
+// depend only on its arguments.
+type Enqueue func(tx *bolt.Tx, suppressed uint64) error
+
+// Gate decides and records. Safe for concurrent use.
+type Gate struct {
+	db  *bolt.DB
+	now func() time.Time
+
+	mu sync.Mutex
+	// held counts suppressions not yet written to bbolt. Writing each one
+	// would cost an fsync per suppressed reading; they are folded into the
+	// next admitting transaction or written by Flush at shutdown.
+	held map[string]uint64
+}
+
+// New returns a gate over db; now is the clock (time.Now in production).
+func New(db *bolt.DB, now func() time.Time) *Gate {
+	return &Gate{db: db, now: now, held: map[string]uint64{}}
+}
+
+// Admit decides on c and, when admitted, records the mail and calls enqueue
+// in the same transaction.
+func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
+	now := g.now()
+	var reason string
+	if err := g.db.View(func(tx *bolt.Tx) error {
+		reason = decide(tx, c, now)
+		return nil
+	}); err != nil {
+		return Verdict{}, err
+	}
+	if reason != "" {
+		g.hold(c.Rule)
+		return Verdict{Reason: reason}, nil
+	}
+	g.mu.Lock()
+	pending := g.held[c.Rule]
+	g.mu.Unlock()
+	var v Verdict
+	err := g.db.Batch(func(tx *bolt.Tx) error {
+		v = Verdict{}
+		if v.Reason = decide(tx, c, now); v.Reason != "" {
+			return nil // another reading of this series got there first
+		}
+		st := loadRule(tx, c.Rule)
+		v.Admitted, v.Suppressed = true, st.held+pending
+		st.held = 0
+		st.sent = append(prune(st.sent, c, now), now.UnixNano())
+		if err := saveRule(tx, c.Rule, st); err != nil {
+			return err
+		}
+		if c.Cooldown > 0 {
+			if err := tx.Bucket(store.BucketSeries).Put(seriesKey(c), encodeTime(now)); err != nil {
+				return err
+			}
+		}
+		return enqueue(tx, v.Suppressed)
+	})
+	if err != nil {
+		return Verdict{}, fmt.Errorf("admit notification: %w", err)
+	}
+	if v.Admitted {
+		g.mu.Lock()
+		g.held[c.Rule] -= pending
+		g.mu.Unlock()
+	} else {
+		g.hold(c.Rule)
+	}
+	return v, nil
+}
+
+func (g *Gate) hold(rule string) {
+	g.mu.Lock()
+	g.held[rule]++
+	g.mu.Unlock()
+}
+
+// Flush writes held-back counts to bbolt; call it at shutdown.
+func (g *Gate) Flush() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	err := g.db.Update(func(tx *bolt.Tx) error {
+		for rule, n := range g.held {
+			if n == 0 {
+				continue
+			}
+			st := loadRule(tx, rule)
+			st.held += n
+			if err := saveRule(tx, rule, st); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		clear(g.held)
+	}
+	return err
+}
+
+// decide returns why c must be held back now, or "".
+func decide(tx *bolt.Tx, c Candidate, now time.Time) string {
+	if c.Cooldown > 0 {
+		if last, ok := decodeTime(tx.Bucket(store.BucketSeries).Get(seriesKey(c))); ok && now.Sub(last) < c.Cooldown {
+			return ReasonCooldown
+		}
+	}
+	if c.Limit > 0 {
+		if len(prune(loadRule(tx, c.Rule).sent, c, now)) >= c.Limit {
+			return ReasonRateLimit
+		}
+	}
+	return ""
+}
+
+// prune drops send times that left the rate window.
+func prune(sent []int64, c Candidate, now time.Time) []int64 {
+	if c.Limit == 0 {
+		return sent[:0]
+	}
+	cutoff := now.Add(-c.Per).UnixNano()
+	i := 0
+	for i < len(sent) && sent[i] <= cutoff {
+		i++
+	}
+	kept := sent[i:]
+	if len(kept) > c.Limit { // the limit was lowered since
+		kept = kept[len(kept)-c.Limit:]
+	}
+	return kept
+}
+
+func seriesKey(c Candidate) []byte {
+	k := make([]byte, 0, len(c.Rule)+1+len(c.Series))
+	k = append(k, c.Rule...)
+	k = append(k, 0)
+	return append(k, c.Series...)
+}
+
+func encodeTime(t time.Time) []byte { return binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano())) }
+
+func decodeTime(b []byte) (time.Time, bool) {
+	if len(b) != 8 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(b))), true
+}
+
+// ruleState is a rule's rate window and held-back count. Encoded as
+// held (8 bytes) followed by send times (8 bytes each), big-endian.
+type ruleState struct {
+	held uint64
+	sent []int64
+}
+
+func loadRule(tx *bolt.Tx, rule string) ruleState {
+	b := tx.Bucket(store.BucketRules).Get([]byte(rule))
+	if len(b) < 8 || len(b)%8 != 0 {
+		return ruleState{} // absent, or unreadable: start the window afresh
+	}
+	st := ruleState{held: binary.BigEndian.Uint64(b), sent: make([]int64, 0, len(b)/8)}
+	for i := 8; i < len(b); i += 8 {
+		st.sent = append(st.sent, int64(binary.BigEndian.Uint64(b[i:])))
+	}
+	return st
+}
+
+func saveRule(tx *bolt.Tx, rule string, st ruleState) error {
+	b := make([]byte, 0, 8+8*len(st.sent))
+	b = binary.BigEndian.AppendUint64(b, st.held)
+	for _, t := range st.sent {
+		b = binary.BigEndian.AppendUint64(b, uint64(t))
+	}
+	return tx.Bucket(store.BucketRules).Put([]byte(rule), b)
+}

@@ -1,0 +1,224 @@
+package mailer
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/alertd/alertd/internal/metrics"
+	"github.com/alertd/alertd/internal/outbox"
+)
+
+// Transport delivers one message. SMTPTransport and Spool implement it.
+type Transport interface {
+	Send(ctx context.Context, env Envelope, msg []byte) (Outcome, error)
+	Close() error
+}
+
+// Queue is the slice of the outbox the deliverer uses.
+type Queue interface {
+	Due(now time.Time, limit int) ([]*outbox.Entry, time.Time, error)
+	Update(e *outbox.Entry) error
+	Done(id uint64) error
+	Bury(e *outbox.Entry, now time.Time) error
+	Wake() <-chan struct{}
+}
+
+// Retry is the backoff policy for retryable failures.
+type Retry struct {
+	Initial, Max, GiveUpAfter time.Duration
+}
+
+// Deliverer drains the queue through the transport: one goroutine, one
+// connection, oldest mail first.
+type Deliverer struct {
+	Queue     Queue
+	Transport Transport
+	Retry     Retry
+	Metrics   *metrics.Metrics
+	Log       *slog.Logger
+	Now       func() time.Time
+	// OnIdle runs each time the queue has nothing due (metrics refresh).
+	OnIdle func()
+
+	lastProblem string // the last auth/config problem logged, to log it once
+}
+
+// batch bounds how many entries one pass reads from bbolt.
+const batch = 64
+
+// Run delivers until ctx is done. The mail in flight when ctx ends is left
+// in the outbox (its attempt may have reached the server: at-least-once).
+func (d *Deliverer) Run(ctx context.Context) error {
+	defer d.Transport.Close()
+	for {
+		due, next, err := d.Queue.Due(d.Now(), batch)
+		if err != nil {
+			d.Log.Error("read outbox", "err", err)
+			next = d.Now().Add(time.Second)
+		}
+		for _, e := range due {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d.attempt(ctx, e)
+		}
+		if len(due) > 0 {
+			continue // look again: more may be due, or were added meanwhile
+		}
+		_ = d.Transport.Close() // nothing due: do not hold the server's connection
+		if d.OnIdle != nil {
+			d.OnIdle()
+		}
+		if err := d.wait(ctx, next); err != nil {
+			return nil
+		}
+	}
+}
+
+func (d *Deliverer) wait(ctx context.Context, next time.Time) error {
+	var timer <-chan time.Time
+	if !next.IsZero() {
+		t := time.NewTimer(max(next.Sub(d.Now()), 10*time.Millisecond))
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.Queue.Wake():
+	case <-timer:
+	}
+	return nil
+}
+
+func (d *Deliverer) attempt(ctx context.Context, e *outbox.Entry) {
+	e.Attempts++
+	log := d.Log.With("id", e.ID, "rule", e.Rule, "attempt", e.Attempts)
+	out, err := d.Transport.Send(ctx, Envelope{From: e.From, To: e.To}, e.Message)
+	if ctx.Err() != nil && err != nil {
+		return // shutting down: the entry stays queued as it was
+	}
+	if err != nil {
+		d.failed(log, e, asError(err))
+		return
+	}
+	d.Metrics.MailAttempts.WithLabelValues("2xx").Inc()
+	d.recovered(log)
+	if len(out.Accepted) > 0 {
+		d.Metrics.MailSent.Inc()
+		e.Delivered = append(e.Delivered, out.Accepted...)
+		log.Info("mail delivered", "to", out.Accepted, "subject", e.Subject)
+	}
+	var retry []string
+	for _, r := range out.Rejected {
+		if r.Err.Retryable() {
+			retry = append(retry, r.Rcpt)
+			e.LastError = r.Err.Error()
+			continue
+		}
+		d.Metrics.MailFailed.WithLabelValues(KindPermanent.String()).Inc()
+		log.Error("recipient refused permanently", "rcpt", r.Rcpt, "err", r.Err)
+		e.LastError = r.Err.Error()
+	}
+	e.To = retry
+	switch {
+	case len(retry) > 0:
+		d.Metrics.MailFailed.WithLabelValues(KindTemporary.String()).Inc()
+		d.reschedule(log, e)
+	case len(e.Delivered) > 0:
+		d.check(log, d.Queue.Done(e.ID))
+	default:
+		d.bury(log, e)
+	}
+}
+
+func asError(err error) *Error {
+	var me *Error
+	if errors.As(err, &me) {
+		return me
+	}
+	return &Error{Kind: KindNetwork, Err: err}
+}
+
+func (d *Deliverer) failed(log *slog.Logger, e *outbox.Entry, me *Error) {
+	d.Metrics.MailAttempts.WithLabelValues(replyClass(me)).Inc()
+	d.Metrics.MailFailed.WithLabelValues(me.Kind.String()).Inc()
+	e.LastError = me.Error()
+	if !me.Retryable() {
+		log.Error("mail refused permanently", "err", me, "subject", e.Subject)
+		d.bury(log, e)
+		return
+	}
+	switch me.Kind {
+	case KindAuth, KindConfig:
+		// The operator's configuration, not this mail: say it once, not at
+		// every retry, and keep the mail queued until it is fixed.
+		if msg := me.Error(); msg != d.lastProblem {
+			d.lastProblem = msg
+			log.Error("cannot deliver mail: fix the smtp configuration; mail stays queued", "err", me)
+		}
+	default:
+		log.Warn("delivery failed, will retry", "err", me)
+	}
+	d.reschedule(log, e)
+}
+
+func (d *Deliverer) recovered(log *slog.Logger) {
+	if d.lastProblem != "" {
+		log.Info("smtp delivery works again", "previous_error", d.lastProblem)
+		d.lastProblem = ""
+	}
+}
+
+func replyClass(me *Error) string {
+	switch {
+	case me.Code >= 500:
+		return "5xx"
+	case me.Code >= 400:
+		return "4xx"
+	}
+	return "network"
+}
+
+// reschedule sets the next attempt with exponential backoff and jitter, or
+// gives up once the mail is older than GiveUpAfter.
+func (d *Deliverer) reschedule(log *slog.Logger, e *outbox.Entry) {
+	now := d.Now()
+	if now.Sub(e.Created) >= d.Retry.GiveUpAfter {
+		e.LastError = "gave up after " + d.Retry.GiveUpAfter.String() + ": " + e.LastError
+		d.bury(log, e)
+		return
+	}
+	e.Next = now.Add(d.Retry.backoff(e.Attempts))
+	d.check(log, d.Queue.Update(e))
+}
+
+// backoff is Initial·2^(attempt-1), capped at Max, spread ±20% so many
+// queued mails do not hit a recovering server in one instant.
+func (r Retry) backoff(attempt int) time.Duration {
+	delay := r.Initial
+	for i := 1; i < attempt && delay < r.Max; i++ {
+		delay *= 2
+	}
+	delay = min(delay, r.Max)
+	jittered := time.Duration(float64(delay) * (0.8 + 0.4*rand.Float64()))
+	return min(max(jittered, r.Initial), r.Max)
+}
+
+func (d *Deliverer) bury(log *slog.Logger, e *outbox.Entry) {
+	d.Metrics.MailDead.Inc()
+	log.Error("mail moved to the dead letters", "reason", e.LastError, "subject", e.Subject,
+		"undelivered", strings.Join(slices.Compact(e.To), ","))
+	d.check(log, d.Queue.Bury(e, d.Now()))
+}
+
+func (d *Deliverer) check(log *slog.Logger, err error) {
+	if err != nil {
+		log.Error("update outbox", "err", err)
+	}
+}

@@ -1,0 +1,66 @@
+// Package metrics defines alertd's Prometheus metrics on a registry of its
+// own (never the global one, so tests can build many). Labels carry rule
+// names and fixed reasons only: never devices, topics or recipients, whose
+// number is unbounded.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is every collector alertd updates.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	MessagesReceived *prometheus.CounterVec // by source
+	RuleMatches      *prometheus.CounterVec // by rule
+	PayloadInvalid   *prometheus.CounterVec // by rule
+	Suppressed       *prometheus.CounterVec // by rule, reason
+	MailQueued       prometheus.Counter
+	MailSent         prometheus.Counter
+	MailFailed       *prometheus.CounterVec // by kind
+	MailDead         prometheus.Counter
+	MailAttempts     *prometheus.CounterVec // by result: 2xx, 4xx, 5xx, network
+	QueueDepth       prometheus.Gauge
+	OldestPending    prometheus.Gauge
+	MQTTConnected    prometheus.Gauge
+}
+
+// New registers every metric on a fresh registry.
+func New() *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+		reg.MustRegister(c)
+		return c
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+		reg.MustRegister(g)
+		return g
+	}
+	m := &Metrics{
+		Registry:         reg,
+		MessagesReceived: counter("alertd_messages_received_total", "Messages received, by ingress.", "source"),
+		RuleMatches:      counter("alertd_rule_matches_total", "Readings whose rule condition held.", "rule"),
+		PayloadInvalid:   counter("alertd_payload_invalid_total", "Payloads a rule could not use (not JSON, field missing, not a number...).", "rule"),
+		Suppressed:       counter("alertd_notifications_suppressed_total", "Notifications held back, by reason (cooldown, rate_limit).", "rule", "reason"),
+		MailQueued:       counter("alertd_mail_queued_total", "Mails written to the outbox.").WithLabelValues(),
+		MailSent:         counter("alertd_mail_sent_total", "Mails accepted by the SMTP server (or written to the spool).").WithLabelValues(),
+		MailFailed:       counter("alertd_mail_failed_total", "Failed delivery attempts, by kind (temporary, network, auth, config, permanent).", "kind"),
+		MailDead:         counter("alertd_mail_dead_total", "Mails given up on and moved to the dead bucket.").WithLabelValues(),
+		MailAttempts:     counter("alertd_mail_attempts_total", "SMTP delivery attempts, by result (2xx, 4xx, 5xx, network).", "result"),
+		QueueDepth:       gauge("alertd_mail_queue_depth", "Mails waiting in the outbox."),
+		OldestPending:    gauge("alertd_mail_oldest_pending_seconds", "Age of the oldest mail waiting in the outbox (0 when empty)."),
+		MQTTConnected:    gauge("alertd_mqtt_connected", "1 while connected to the MQTT broker."),
+	}
+	for _, kind := range []string{"temporary", "network", "auth", "config", "permanent"} {
+		m.MailFailed.WithLabelValues(kind)
+	}
+	for _, result := range []string{"2xx", "4xx", "5xx", "network"} {
+		m.MailAttempts.WithLabelValues(result)
+	}
+	return m
+}

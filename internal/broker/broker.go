@@ -1,0 +1,70 @@
+// Package broker runs the embedded MQTT broker (mochi-mqtt) that alertd
+// starts when no external broker is configured, so a fresh machine can
+// publish readings and get mail with nothing else installed. It accepts
+// anonymous clients and keeps its sessions in memory only: for a fleet,
+// run Mosquitto and point mqtt.broker at it.
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// allowAll lets every client connect, publish and subscribe. It replaces
+// mochi's auth.AllowHook, whose package would pull in the archived
+// gopkg.in/yaml.v3 for its ledger.
+type allowAll struct{ mochi.HookBase }
+
+func (h *allowAll) ID() string { return "allow-all" }
+
+func (h *allowAll) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+func (h *allowAll) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+// Broker is a running embedded broker.
+type Broker struct {
+	srv  *mochi.Server
+	addr net.Addr
+}
+
+// Start listens on addr ("127.0.0.1:18830", or ":0" in tests) and serves.
+func Start(addr string, log *slog.Logger) (*Broker, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("embedded broker: listen on %s: %w (set mqtt.listen to a free port, or mqtt.broker to use an existing broker)", addr, err)
+	}
+	srv := mochi.New(&mochi.Options{Logger: log, InlineClient: true})
+	// mochi denies everyone without an auth hook.
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.AddListener(listeners.NewNet("alertd", ln)); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, fmt.Errorf("embedded broker: %w", err)
+	}
+	return &Broker{srv: srv, addr: ln.Addr()}, nil
+}
+
+// URL is the address clients use, e.g. tcp://127.0.0.1:18830.
+func (b *Broker) URL() string { return "tcp://" + b.addr.String() }
+
+// Publish injects a message as if a client had published it.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return b.srv.Publish(topic, payload, retain, qos)
+}
+
+// Close stops the broker and disconnects its clients.
+func (b *Broker) Close() error { return b.srv.Close() }

@@ -1,0 +1,235 @@
+// Package subscriber is alertd's MQTT ingress. It keeps one paho client
+// connected forever (reconnecting with backoff and resubscribing after every
+// reconnect), with a persistent session (clean session off) so QoS 1
+// readings published while alertd was away are delivered when it returns.
+//
+// Each message becomes an event.Event handed to a Handler on a worker chosen
+// by topic, so readings of one topic are handled in order while different
+// topics proceed in parallel. A message is acknowledged only after its
+// Handler returned nil, that is after any alert it caused is in the outbox:
+// a crash before that makes the broker deliver it again.
+package subscriber
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/alertd/alertd/internal/event"
+)
+
+// Handler processes one event. An error leaves the message unacknowledged.
+type Handler interface {
+	Handle(ev *event.Event) error
+}
+
+// Options configure the subscriber.
+type Options struct {
+	Broker   string // tcp://host:1883, ssl://, ws://, wss://
+	ClientID string // stable: the broker keeps the session under it
+	Username string
+	Password string
+	QoS      byte
+	TLS      *tls.Config
+	Filters  []string
+	// Workers is the number of parallel handlers (default 4). Readings of
+	// one topic always go to the same worker, in order.
+	Workers int
+	Log     *slog.Logger
+	// Connected is told about connection changes (metrics, health).
+	Connected func(bool)
+}
+
+// Subscriber is the MQTT ingress.
+type Subscriber struct {
+	opts    Options
+	handler Handler
+	log     *slog.Logger
+	shards  []chan work
+	seed    maphash.Seed
+	done    chan struct{}
+	ready   atomic.Bool
+}
+
+type work struct {
+	ev  event.Event
+	msg mqtt.Message
+}
+
+// queueDepth per worker: enough to ride out an fsync, small enough that a
+// stalled store pushes back on the broker instead of growing memory.
+const queueDepth = 256
+
+// New returns a subscriber that passes events to h.
+func New(opts Options, h Handler) *Subscriber {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	if opts.Connected == nil {
+		opts.Connected = func(bool) {}
+	}
+	s := &Subscriber{opts: opts, handler: h, log: opts.Log, seed: maphash.MakeSeed(), done: make(chan struct{})}
+	for range opts.Workers {
+		s.shards = append(s.shards, make(chan work, queueDepth))
+	}
+	return s
+}
+
+// Ready reports whether the subscriber is connected and subscribed.
+func (s *Subscriber) Ready() bool { return s.ready.Load() }
+
+// Run connects and delivers events until ctx is done, then disconnects and
+// lets the workers finish what they hold.
+func (s *Subscriber) Run(ctx context.Context) error {
+	client := mqtt.NewClient(s.clientOptions())
+	var wg sync.WaitGroup
+	for _, ch := range s.shards {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.work(ch) }()
+	}
+	tok := client.Connect() // with ConnectRetry it completes only once connected
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			s.log.Error("mqtt connect", "broker", s.opts.Broker, "err", err)
+		}
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	s.ready.Store(false)
+	client.Disconnect(250)
+	close(s.done)
+	wg.Wait()
+	return nil
+}
+
+func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions().
+		AddBroker(s.opts.Broker).
+		SetClientID(s.opts.ClientID).
+		SetUsername(s.opts.Username).
+		SetPassword(s.opts.Password).
+		SetCleanSession(false).   // the broker queues QoS 1 readings while we are away
+		SetOrderMatters(true).    // the handler only enqueues; workers keep per-topic order
+		SetAutoAckDisabled(true). // ack after the outbox commit, not before
+		SetAutoReconnect(true).   // forever
+		SetConnectRetry(true).    // the first connect too: the broker may start after us
+		SetConnectRetryInterval(2 * time.Second).
+		SetMaxReconnectInterval(30 * time.Second). // paho's 10 min is far too long for alerting
+		SetKeepAlive(30 * time.Second).            // a Duration: SetKeepAlive(30) would be 30ns
+		SetPingTimeout(10 * time.Second).
+		SetConnectTimeout(10 * time.Second).
+		SetWriteTimeout(10 * time.Second). // paho's default 0 can block forever
+		SetDefaultPublishHandler(s.onMessage).
+		SetOnConnectHandler(s.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			s.ready.Store(false)
+			s.opts.Connected(false)
+			s.log.Warn("mqtt connection lost; reconnecting", "broker", s.opts.Broker, "err", err)
+		})
+	if s.opts.TLS != nil {
+		o.SetTLSConfig(s.opts.TLS)
+	}
+	return o
+}
+
+// onConnect (re)subscribes. Subscribing is idempotent, so it runs after
+// every connect whether or not the broker kept the session.
+func (s *Subscriber) onConnect(c mqtt.Client) {
+	s.opts.Connected(true)
+	const chunk = 100 // keeps SUBSCRIBE packets small for strict brokers
+	filters := s.opts.Filters
+	for len(filters) > 0 {
+		n := min(chunk, len(filters))
+		subs := map[string]byte{}
+		for _, f := range filters[:n] {
+			subs[f] = s.opts.QoS
+		}
+		filters = filters[n:]
+		// A nil callback adds no route: every message reaches the default
+		// handler exactly once, even where filters overlap.
+		tok := c.SubscribeMultiple(subs, nil)
+		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
+			s.log.Error("mqtt subscribe failed; will retry on reconnect", "err", tok.Error())
+			return
+		}
+		if st, ok := tok.(*mqtt.SubscribeToken); ok {
+			for f, code := range st.Result() {
+				if code == 0x80 {
+					s.log.Error("broker refused subscription (check its ACL)", "filter", f)
+				}
+			}
+		}
+	}
+	s.ready.Store(true)
+	s.log.Info("mqtt subscribed", "broker", s.opts.Broker, "filters", len(s.opts.Filters))
+}
+
+// onMessage runs on paho's router goroutine: it only hands off.
+func (s *Subscriber) onMessage(_ mqtt.Client, m mqtt.Message) {
+	w := work{msg: m, ev: event.Event{
+		Source: "mqtt", Topic: m.Topic(), Payload: m.Payload(),
+		Received: time.Now(), Retained: m.Retained(),
+	}}
+	ch := s.shards[maphash.String(s.seed, w.ev.Topic)%uint64(len(s.shards))]
+	select {
+	case ch <- w:
+	case <-s.done:
+	}
+}
+
+func (s *Subscriber) work(ch chan work) {
+	for {
+		select {
+		case w := <-ch:
+			s.handle(w)
+		case <-s.done:
+			for {
+				select {
+				case w := <-ch:
+					s.handle(w)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// handle runs the handler, retrying a failing store briefly; a message
+// that still fails stays unacknowledged and the broker redelivers it.
+func (s *Subscriber) handle(w work) {
+	delay := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.handler.Handle(&w.ev)
+		if err == nil {
+			w.msg.Ack()
+			return
+		}
+		if attempt == 5 {
+			s.log.Error("message not processed; left unacknowledged for redelivery", "topic", w.ev.Topic, "err", err)
+			return
+		}
+		select {
+		case <-time.After(delay):
+			delay *= 2
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// String describes the subscriber for logs, without credentials.
+func (s *Subscriber) String() string {
+	return fmt.Sprintf("mqtt %s as %s", s.opts.Broker, s.opts.ClientID)
+}

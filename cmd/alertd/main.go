@@ -1,0 +1,166 @@
+// Command alertd turns MQTT sensor readings into alert e-mails.
+//
+//	alertd run   -config FILE   run until SIGINT/SIGTERM
+//	alertd check -config FILE   validate the configuration, connect nowhere
+//	alertd version
+//
+// Exit status: 0 success, 1 a fatal error, 2 a usage or configuration error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/alertd/alertd/internal/app"
+	"github.com/alertd/alertd/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+const usage = `usage: alertd <command> [flags]
+
+commands:
+  run     -config FILE   run the service until SIGINT or SIGTERM
+  check   -config FILE   validate FILE without connecting anywhere
+  version                print the version
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "alertd", versionString())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "alertd: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// configFlag parses "-config FILE" (or --config) for a command.
+func configFlag(name string, args []string, stderr io.Writer) (string, int) {
+	fs := flag.NewFlagSet("alertd "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", 0
+		}
+		return "", 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "alertd %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", 2
+	}
+	if *path == "" {
+		fmt.Fprintf(stderr, "alertd %s: -config FILE is required (try rules.example.yaml)\n", name)
+		return "", 2
+	}
+	return *path, -1
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	path, code := configFlag("check", args, stderr)
+	if code >= 0 {
+		return code
+	}
+	cfg, err := app.Check(path)
+	if err != nil {
+		return reportConfigError(err, stderr)
+	}
+	fmt.Fprintln(stdout, app.Summary(cfg))
+	return 0
+}
+
+// reportConfigError prints every positioned error, one per line (exit 2),
+// or one line for a file that could not be read at all (exit 1).
+func reportConfigError(err error, stderr io.Writer) int {
+	var errs config.Errors
+	if errors.As(err, &errs) {
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
+		return 2
+	}
+	fmt.Fprintln(stderr, "alertd:", err)
+	return 1
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	path, code := configFlag("run", args, stderr)
+	if code >= 0 {
+		return code
+	}
+	cfg, err := app.Check(path)
+	if err != nil {
+		return reportConfigError(err, stderr)
+	}
+	logger := newLogger(cfg.Log, stderr)
+	routeLibraryLogs(logger)
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := a.Run(ctx); err != nil {
+		logger.Error("stopped on error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// routeLibraryLogs sends paho's own log lines (package globals) to slog.
+func routeLibraryLogs(l *slog.Logger) {
+	h := l.With("component", "paho").Handler()
+	mqtt.ERROR = slog.NewLogLogger(h, slog.LevelError)
+	mqtt.CRITICAL = slog.NewLogLogger(h, slog.LevelError)
+	mqtt.WARN = slog.NewLogLogger(h, slog.LevelWarn)
+	log.SetOutput(slog.NewLogLogger(l.Handler(), slog.LevelInfo).Writer())
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}

@@ -1,0 +1,233 @@
+// Package app wires alertd together from a loaded configuration and owns
+// its lifecycle: the embedded broker (when no broker is configured), the
+// store, the MQTT subscriber, the pipeline (rules → gate → outbox), the
+// deliverer and the HTTP endpoint. Run stops everything when its context
+// ends and closes the store last, so nothing queued is lost.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/alertd/alertd/internal/broker"
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/httpapi"
+	"github.com/alertd/alertd/internal/mailer"
+	"github.com/alertd/alertd/internal/metrics"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/store"
+	"github.com/alertd/alertd/internal/subscriber"
+)
+
+// SpoolFrom is the sender of spooled mail when no smtp section exists.
+const SpoolFrom = "alertd <alertd@localhost>"
+
+// App is one running alertd.
+type App struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	now     func() time.Time
+	from    string
+
+	db        *bolt.DB
+	engine    *rules.Engine
+	gate      *dedupe.Gate
+	outbox    *outbox.Outbox
+	transport mailer.Transport
+
+	// Set by Run, for tests and health.
+	ready   func() bool
+	started chan struct{}
+	httpSrv *httpapi.Server
+	brk     *broker.Broker
+}
+
+// New compiles the rules, opens the store and prepares the transport. It
+// connects to nothing yet; Run does.
+func New(cfg *config.Config, log *slog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log, metrics: metrics.New(), now: time.Now, from: SpoolFrom, started: make(chan struct{})}
+	var err error
+	if a.engine, err = rules.Compile(cfg, invalidPayloads{a.metrics, log}); err != nil {
+		return nil, err
+	}
+	if len(a.engine.Rules()) == 0 {
+		log.Warn("no rules configured: readings will be received but never alert")
+	}
+	if a.transport, err = a.newTransport(); err != nil {
+		return nil, err
+	}
+	db, recovered, err := store.Open(cfg.Store.Path)
+	if err != nil {
+		return nil, err
+	}
+	if recovered != "" {
+		log.Error("store file was corrupt: moved aside and started a fresh one; dedupe state and queued mail in it are not used",
+			"moved_to", recovered)
+	}
+	a.db = db
+	a.gate = dedupe.New(db, a.now)
+	a.outbox = outbox.New(db)
+	return a, nil
+}
+
+func (a *App) newTransport() (mailer.Transport, error) {
+	s := a.cfg.SMTP
+	if s == nil {
+		return &mailer.Spool{Dir: a.cfg.Store.Spool}, nil
+	}
+	a.from = s.From
+	tlsCfg, err := clientTLS(s.TLS, s.Host)
+	if err != nil {
+		return nil, fmt.Errorf("smtp.tls: %w", err)
+	}
+	return mailer.NewSMTPTransport(mailer.SMTPOptions{
+		Host: s.Host, Port: s.Port, Security: mailer.Security(s.Security), Auth: s.Auth,
+		Username: s.Username, Password: s.Password.Reveal(), AllowInsecureAuth: s.AllowInsecureAuth,
+		Helo: s.Helo, Timeout: s.Timeout.D(), TLSConfig: tlsCfg,
+	}, a.log.With("component", "smtp")), nil
+}
+
+// Run serves until ctx ends, then shuts down in order and returns nil, or
+// returns the first fatal error.
+func (a *App) Run(ctx context.Context) (err error) {
+	defer func() {
+		if ferr := a.gate.Flush(); ferr != nil && err == nil {
+			err = fmt.Errorf("save held-back counts: %w", ferr)
+		}
+		if cerr := a.db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close store: %w", cerr)
+		}
+	}()
+	brokerURL := a.cfg.MQTT.Broker
+	if brokerURL == "" {
+		if a.brk, err = broker.Start(a.cfg.MQTT.Listen, a.log.With("component", "broker")); err != nil {
+			return err
+		}
+		defer a.brk.Close()
+		brokerURL = dialable(a.brk.URL())
+		a.log.Info("embedded MQTT broker listening (no mqtt.broker configured)", "url", brokerURL)
+	}
+	sub, err := a.newSubscriber(brokerURL)
+	if err != nil {
+		return err
+	}
+	a.ready = sub.Ready
+	g, gctx := errgroup.WithContext(ctx)
+	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
+		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, a.metrics.Registry, sub.Ready, a.log); err != nil {
+			return err
+		}
+		g.Go(func() error { return a.httpSrv.Run(gctx) })
+	}
+	g.Go(func() error { return sub.Run(gctx) })
+	g.Go(func() error { return a.deliverer().Run(gctx) })
+	close(a.started)
+	a.log.Info("alertd running", "rules", len(a.engine.Rules()), "broker", brokerURL, "mail", a.mailTarget())
+	err = g.Wait()
+	a.log.Info("alertd stopped")
+	return err
+}
+
+func (a *App) mailTarget() string {
+	if a.cfg.SMTP == nil {
+		return "spool " + a.cfg.Store.Spool
+	}
+	return fmt.Sprintf("smtp %s:%d (%s)", a.cfg.SMTP.Host, a.cfg.SMTP.Port, a.cfg.SMTP.Security)
+}
+
+func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
+	m := a.cfg.MQTT
+	var tlsCfg *tls.Config
+	if isTLSScheme(brokerURL) {
+		c, err := clientTLS(m.TLS, hostOf(brokerURL))
+		if err != nil {
+			return nil, fmt.Errorf("mqtt.tls: %w", err)
+		}
+		tlsCfg = c
+	}
+	return subscriber.New(subscriber.Options{
+		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: m.Password.Reveal(),
+		QoS: byte(m.QoS), TLS: tlsCfg, Filters: a.engine.Filters(), Log: a.log.With("component", "mqtt"),
+		Connected: func(up bool) {
+			if up {
+				a.metrics.MQTTConnected.Set(1)
+			} else {
+				a.metrics.MQTTConnected.Set(0)
+			}
+		},
+	}, newPipeline(a)), nil
+}
+
+func (a *App) deliverer() *mailer.Deliverer {
+	retry := mailer.Retry{Initial: config.DefaultRetryInitial, Max: config.DefaultRetryMax, GiveUpAfter: config.DefaultRetryGiveUpAfter}
+	if s := a.cfg.SMTP; s != nil {
+		retry = mailer.Retry{Initial: s.Retry.Initial.D(), Max: s.Retry.Max.D(), GiveUpAfter: s.Retry.GiveUpAfter.D()}
+	}
+	d := &mailer.Deliverer{
+		Queue: a.outbox, Transport: a.transport, Retry: retry, Metrics: a.metrics,
+		Log: a.log.With("component", "mailer"), Now: a.now,
+	}
+	d.OnIdle = a.refreshQueueMetrics
+	return d
+}
+
+func (a *App) refreshQueueMetrics() {
+	st, err := a.outbox.Stats()
+	if err != nil {
+		return
+	}
+	a.metrics.QueueDepth.Set(float64(st.Pending))
+	age := 0.0
+	if !st.Oldest.IsZero() {
+		age = a.now().Sub(st.Oldest).Seconds()
+	}
+	a.metrics.OldestPending.Set(age)
+}
+
+// dialable turns a listen address such as tcp://[::]:18830 into one a
+// client can connect to.
+func dialable(url string) string {
+	host, port, err := net.SplitHostPort(url[len("tcp://"):])
+	if err != nil {
+		return url
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "tcp://" + net.JoinHostPort(host, port)
+}
+
+// Metrics exposes the registry (tests read counters from it).
+func (a *App) Metrics() *metrics.Metrics { return a.metrics }
+
+// Started is closed once Run has started every component.
+func (a *App) Started() <-chan struct{} { return a.started }
+
+// Ready reports whether the ingress is subscribed.
+func (a *App) Ready() bool { return a.ready != nil && a.ready() }
+
+// HTTPAddr is the bound HTTP address, once started ("" when off).
+func (a *App) HTTPAddr() string {
+	if a.httpSrv == nil {
+		return ""
+	}
+	return a.httpSrv.Addr()
+}
+
+// BrokerURL is the embedded broker's URL, once started ("" when external).
+func (a *App) BrokerURL() string {
+	if a.brk == nil {
+		return ""
+	}
+	return dialable(a.brk.URL())
+}

@@ -1,0 +1,206 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/mqtttest"
+)
+
+// spoolConfig is a configuration against broker (empty: embedded) that
+// writes mail to the spool.
+func spoolConfig(broker, rules string) string {
+	mqtt := "mqtt:\n  listen: 127.0.0.1:0\n"
+	if broker != "" {
+		mqtt = fmt.Sprintf("mqtt:\n  broker: %s\n  client_id: alertd-test-%d\n", broker, time.Now().UnixNano())
+	}
+	return mqtt + `
+store: {path: ${DIR}/alertd.db}
+http: {listen: 127.0.0.1:0}
+defaults: {to: ["Ops <ops@example.org>"]}
+rules:
+` + rules
+}
+
+const greenhouse = `
+  - name: greenhouse-hot
+    topic: "sensors/+/telemetry"
+    field: temp
+    above: 30
+    cooldown: 30m
+    subject: "Temperatura alta en el salón {{.Device}}: {{.Value}} °C"
+    body: "{{.Topic}} reported {{.Field}}={{.Value}} (threshold {{.Threshold}}), held back {{.Suppressed}}"
+`
+
+func TestQuickStartEmbeddedBrokerToSpool(t *testing.T) {
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig("", greenhouse))
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 31.5}`)
+
+	mails := waitSpooled(t, filepath.Join(dir, "spool"), 1)
+	m := mails[0]
+	if want := "Temperatura alta en el salón greenhouse: 31.5 °C"; m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	if want := "sensors/greenhouse/telemetry reported temp=31.5 (threshold 30), held back 0"; m.Body != want {
+		t.Errorf("body %q, want %q", m.Body, want)
+	}
+	for _, h := range []string{"From", "To", "Date", "Message-Id", "Mime-Version", "Content-Type"} {
+		if m.Header.Get(h) == "" {
+			t.Errorf("header %s missing:\n%s", h, m.Raw)
+		}
+	}
+	if !strings.Contains(m.Header.Get("Content-Type"), "charset=utf-8") {
+		t.Errorf("Content-Type %q lacks charset=utf-8", m.Header.Get("Content-Type"))
+	}
+	if to := m.Header.Get("To"); !strings.Contains(to, "ops@example.org") {
+		t.Errorf("To %q", to)
+	}
+	if !strings.Contains(string(m.Raw), "\r\n") || strings.Contains(strings.ReplaceAll(string(m.Raw), "\r\n", ""), "\n") {
+		t.Errorf("message must use CRLF line endings only")
+	}
+}
+
+func TestMosquittoDedupeAndBadPayloads(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig(broker.URL(), greenhouse))
+	pub := mqtttest.NewPublisher(t, broker.URL())
+
+	hostile := []string{
+		`not json`, `{"temp": "hot"}`, `{"temp": NaN}`, `{"temp": 1e999}`, "\xff\xfe\x00",
+		strings.Repeat(`{"a":`, 5000) + strings.Repeat("}", 5000), strings.Repeat("x", 200<<10),
+		`{"hum": 40}`, `[]`, `{"temp": {"v": 99}}`,
+	}
+	for _, p := range hostile {
+		pub.Publish(t, "sensors/greenhouse/telemetry", p)
+	}
+	for range 3 {
+		pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 35}`)
+	}
+	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 20}`)
+	pub.Publish(t, "sensors/shed/telemetry", `{"temp": 33}`)
+
+	waitFor(t, 15*time.Second, "all readings processed", func() bool { return app.counter("received") == float64(len(hostile)+5) })
+	spool := filepath.Join(dir, "spool")
+	mails := waitSpooled(t, spool, 2)
+	time.Sleep(200 * time.Millisecond) // a third mail would be a dedupe failure
+	if mails = spooled(t, spool); len(mails) != 2 {
+		t.Fatalf("got %d mails, want 2 (one per series):\n%v", len(mails), mails)
+	}
+	if got := app.counter("invalid", "greenhouse-hot"); got != float64(len(hostile)) {
+		t.Errorf("alertd_payload_invalid_total = %v, want %d", got, len(hostile))
+	}
+	if got := app.counter("suppressed", "greenhouse-hot", "cooldown"); got != 2 {
+		t.Errorf("suppressed by cooldown = %v, want 2", got)
+	}
+	// The shed's mail is the rule's next one: it reports the two held back.
+	if !strings.HasSuffix(mails[1].Body, "held back 2") {
+		t.Errorf("second mail should report 2 held back: %q", mails[1].Body)
+	}
+}
+
+func TestHeaderInjectionFromPayload(t *testing.T) {
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig("", `
+  - name: door
+    topic: "doors/+"
+    field: state
+    not_equals: closed
+    subject: "Door {{.Device}}: {{.Value}}"
+`))
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "doors/front", `{"state": "open\r\nBcc: victim@example.com\r\nX-Evil: 1"}`)
+	m := waitSpooled(t, filepath.Join(dir, "spool"), 1)[0]
+	if m.Header.Get("Bcc") != "" || m.Header.Get("X-Evil") != "" {
+		t.Fatalf("payload added a header:\n%s", m.Raw)
+	}
+	if strings.Contains(m.Subject, "\n") || !strings.HasPrefix(m.Subject, "Door front: open Bcc:") {
+		t.Errorf("subject %q", m.Subject)
+	}
+}
+
+func TestBrokerRestartAndReadingsWhileAway(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	cfg := spoolConfig(broker.URL(), `
+  - {name: hot, topic: "s/+/t", field: temp, above: 30, cooldown: 0s}
+`)
+	cfg = strings.Replace(cfg, fmt.Sprintf("client_id: alertd-test-"), "client_id: alertd-restart-", 1)
+	app := startApp(t, dir, cfg)
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.Publish(t, "s/a/t", `{"temp": 31}`)
+	spool := filepath.Join(dir, "spool")
+	waitSpooled(t, spool, 1)
+
+	// The broker restarts: alertd reconnects and resubscribes by itself.
+	broker.Restart()
+	waitFor(t, 30*time.Second, "alertd reconnected", app.Ready)
+	pub2 := mqtttest.NewPublisher(t, broker.URL())
+	pub2.Publish(t, "s/b/t", `{"temp": 32}`)
+	waitSpooled(t, spool, 2)
+
+	// alertd stops; readings published meanwhile (QoS 1) wait in its
+	// persistent session and alert once it is back.
+	app.stop(t)
+	pub2.Publish(t, "s/c/t", `{"temp": 33}`)
+	app2 := startApp(t, dir, cfg)
+	_ = app2
+	mails := waitSpooled(t, spool, 3)
+	var subjects []string
+	for _, m := range mails {
+		subjects = append(subjects, m.Subject)
+	}
+	if !strings.Contains(strings.Join(subjects, "|"), "c temp=33") {
+		t.Errorf("the reading published while alertd was away did not alert: %q", subjects)
+	}
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig("", greenhouse))
+	body := httpGet(t, "http://"+app.HTTPAddr()+"/healthz", 200)
+	if strings.TrimSpace(body) != "ok" {
+		t.Errorf("healthz %q", body)
+	}
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "sensors/x/telemetry", `{"temp": 99}`)
+	waitSpooled(t, filepath.Join(dir, "spool"), 1)
+	metrics := httpGet(t, "http://"+app.HTTPAddr()+"/metrics", 200)
+	for _, want := range []string{
+		`alertd_messages_received_total{source="mqtt"} 1`,
+		`alertd_rule_matches_total{rule="greenhouse-hot"} 1`,
+		`alertd_mail_sent_total 1`,
+		`alertd_mail_failed_total{kind="permanent"} 0`,
+		`alertd_mail_queue_depth`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+func TestSecondInstanceOnSameStoreFailsFast(t *testing.T) {
+	dir := t.TempDir()
+	startApp(t, dir, spoolConfig("", greenhouse))
+	cfg, err := Check(filepath.Join(dir, "alertd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = New(cfg, discardLogger())
+	if err == nil || !strings.Contains(err.Error(), "another alertd") {
+		t.Fatalf("second instance: err = %v, want a clear 'another alertd' error", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("second instance took %s to give up", d)
+	}
+	if info, err := os.Stat(filepath.Join(dir, "alertd.db")); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("store file mode %v (err %v), want 0600", info.Mode().Perm(), err)
+	}
+}

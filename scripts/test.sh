@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs alertd's whole test suite on a fresh Debian machine: installs the
+# real peers the integration tests talk to (Mosquitto, and Python's
+# aiosmtpd as a strict SMTP server), then gofmt, go vet, the race-enabled
+# tests, and a short bounded run of every fuzz target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+/usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]} from Debian's packages"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt wants to change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 8m ./...
+
+echo "== fuzz (short, bounded)"
+fuzztime=${FUZZTIME:-8s}
+while read -r pkg target; do
+  go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg"
+done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
+  pkg=$(dirname "$f")
+  grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r t; do echo "$pkg $t"; done
+done | sort -u)
+
+echo "== all tests passed"

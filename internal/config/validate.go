@@ -114,6 +114,9 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	if s.Username != "" && s.Password == "" && s.Auth != "none" {
 		add(s.Pos.At("username"), "smtp.username is set but smtp.password (or password_file) is empty")
 	}
+	if s.Security == "none" && s.Username != "" && s.Auth != "none" && !s.AllowInsecureAuth {
+		add(s.Pos.At("security"), "smtp.security: none would send the password unencrypted; use starttls or tls, or set allow_insecure_auth: true on a trusted network")
+	}
 	if s.From == "" {
 		add(s.Pos.At("from"), "smtp.from is required, e.g. \"Alerts <alerts@example.org>\"")
 	} else if _, err := mail.ParseAddress(s.From); err != nil {

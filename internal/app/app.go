@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/broker"
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/dedupe"
@@ -27,6 +28,9 @@ import (
 	"github.com/alertd/alertd/internal/store"
 	"github.com/alertd/alertd/internal/subscriber"
 )
+
+// checkpointEvery is how often silence rules' last-seen times are saved.
+const checkpointEvery = 30 * time.Second
 
 // SpoolFrom is the sender of spooled mail when no smtp section exists.
 const SpoolFrom = "alertd <alertd@localhost>"
@@ -41,9 +45,12 @@ type App struct {
 
 	db        *bolt.DB
 	engine    *rules.Engine
+	tracker   *alerts.Tracker
 	gate      *dedupe.Gate
 	outbox    *outbox.Outbox
 	transport mailer.Transport
+
+	pipeline *pipeline
 
 	// Set by Run, for tests and health.
 	ready   func() bool
@@ -77,6 +84,16 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	a.db = db
 	a.gate = dedupe.New(db, a.now)
 	a.outbox = outbox.New(db)
+	a.tracker = alerts.New(a.now())
+	a.tracker.Disconnected() // silence is counted from the first connection
+	n, err := a.tracker.Load(db, a.engine)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	if n > 0 {
+		log.Info("alert state restored", "series", n, "firing", a.tracker.Firing())
+	}
 	return a, nil
 }
 
@@ -117,6 +134,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		brokerURL = dialable(a.brk.URL())
 		a.log.Info("embedded MQTT broker listening (no mqtt.broker configured)", "url", brokerURL)
 	}
+	a.pipeline = newPipeline(a)
 	sub, err := a.newSubscriber(brokerURL)
 	if err != nil {
 		return err
@@ -130,6 +148,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
 	g.Go(func() error { return sub.Run(gctx) })
+	g.Go(func() error { return a.pipeline.runTimers(gctx) })
+	g.Go(func() error { return a.pipeline.runCheckpoints(gctx, checkpointEvery) })
 	g.Go(func() error { return a.deliverer().Run(gctx) })
 	close(a.started)
 	a.log.Info("alertd running", "rules", len(a.engine.Rules()), "broker", brokerURL, "mail", a.mailTarget())
@@ -161,11 +181,13 @@ func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
 		Connected: func(up bool) {
 			if up {
 				a.metrics.MQTTConnected.Set(1)
+				a.tracker.Connected(a.now())
 			} else {
 				a.metrics.MQTTConnected.Set(0)
+				a.tracker.Disconnected()
 			}
 		},
-	}, newPipeline(a)), nil
+	}, a.pipeline), nil
 }
 
 func (a *App) deliverer() *mailer.Deliverer {

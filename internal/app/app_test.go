@@ -66,11 +66,12 @@ func TestQuickStartEmbeddedBrokerToSpool(t *testing.T) {
 	}
 }
 
-func TestMosquittoDedupeAndBadPayloads(t *testing.T) {
+func TestMosquittoStateDedupeAndBadPayloads(t *testing.T) {
 	broker := mqtttest.Start(t)
 	dir := t.TempDir()
 	app := startApp(t, dir, spoolConfig(broker.URL(), greenhouse))
 	pub := mqtttest.NewPublisher(t, broker.URL())
+	spool := filepath.Join(dir, "spool")
 
 	hostile := []string{
 		`not json`, `{"temp": "hot"}`, `{"temp": NaN}`, `{"temp": 1e999}`, "\xff\xfe\x00",
@@ -80,28 +81,41 @@ func TestMosquittoDedupeAndBadPayloads(t *testing.T) {
 	for _, p := range hostile {
 		pub.Publish(t, "sensors/greenhouse/telemetry", p)
 	}
+	// Three hot readings are one alert: one mail, not three.
 	for range 3 {
 		pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 35}`)
 	}
-	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 20}`)
-	pub.Publish(t, "sensors/shed/telemetry", `{"temp": 33}`)
-
-	waitFor(t, 15*time.Second, "all readings processed", func() bool { return app.counter("received") == float64(len(hostile)+5) })
-	spool := filepath.Join(dir, "spool")
+	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 20}`) // recovers: one resolved mail
+	waitFor(t, 15*time.Second, "all readings processed", func() bool { return app.counter("received") == float64(len(hostile)+4) })
 	mails := waitSpooled(t, spool, 2)
-	time.Sleep(200 * time.Millisecond) // a third mail would be a dedupe failure
-	if mails = spooled(t, spool); len(mails) != 2 {
-		t.Fatalf("got %d mails, want 2 (one per series):\n%v", len(mails), mails)
-	}
 	if got := app.counter("invalid", "greenhouse-hot"); got != float64(len(hostile)) {
 		t.Errorf("alertd_payload_invalid_total = %v, want %d", got, len(hostile))
 	}
-	if got := app.counter("suppressed", "greenhouse-hot", "cooldown"); got != 2 {
-		t.Errorf("suppressed by cooldown = %v, want 2", got)
+	firing, resolved := mails[0], mails[1]
+	if firing.Subject != "Temperatura alta en el salón greenhouse: 35 °C" || firing.Header.Get("X-Alertd-State") != "firing" {
+		t.Errorf("first mail %q (%s), want the firing one", firing.Subject, firing.Header.Get("X-Alertd-State"))
 	}
-	// The shed's mail is the rule's next one: it reports the two held back.
-	if !strings.HasSuffix(mails[1].Body, "held back 2") {
-		t.Errorf("second mail should report 2 held back: %q", mails[1].Body)
+	if resolved.Subject != "[resolved] Temperatura alta en el salón greenhouse: 20 °C" {
+		t.Errorf("second mail %q, want the resolved one", resolved.Subject)
+	}
+	if got, want := resolved.Header.Get("In-Reply-To"), firing.Header.Get("Message-Id"); got == "" || got != want {
+		t.Errorf("resolved mail In-Reply-To %q, want the firing mail's Message-Id %q", got, want)
+	}
+
+	// It flaps back within the 30m cooldown: held back, and since its
+	// firing mail never went out, its recovery sends nothing either.
+	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 36}`)
+	waitFor(t, 10*time.Second, "flap held back", func() bool { return app.counter("suppressed", "greenhouse-hot", "cooldown") == 1 })
+	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 21}`)
+	// Another series of the rule: its mail reports the one held back.
+	pub.Publish(t, "sensors/shed/telemetry", `{"temp": 33}`)
+	mails = waitSpooled(t, spool, 3)
+	time.Sleep(200 * time.Millisecond) // a fourth mail would be a dedupe failure
+	if mails = spooled(t, spool); len(mails) != 3 {
+		t.Fatalf("got %d mails, want 3:\n%v", len(mails), mails)
+	}
+	if want := "sensors/shed/telemetry reported temp=33 (threshold 30), held back 1"; mails[2].Body != want {
+		t.Errorf("third mail body %q, want %q", mails[2].Body, want)
 	}
 }
 

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/mail"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/mailer"
@@ -18,11 +20,14 @@ import (
 )
 
 // pipeline is what every ingress hands its events to: rules, then the
-// gate, then the outbox, all before the event is acknowledged.
+// alert state machine, then the gate, then the outbox, all before the
+// event is acknowledged.
 type pipeline struct {
 	engine   *rules.Engine
+	tracker  *alerts.Tracker
 	gate     *dedupe.Gate
 	outbox   *outbox.Outbox
+	db       *bolt.DB
 	from     string // header From
 	envFrom  string // envelope sender (bare address)
 	now      func() time.Time
@@ -33,7 +38,8 @@ type pipeline struct {
 
 func newPipeline(a *App) *pipeline {
 	p := &pipeline{
-		engine: a.engine, gate: a.gate, outbox: a.outbox, from: a.from, now: a.now, log: a.log, m: a.metrics,
+		engine: a.engine, tracker: a.tracker, gate: a.gate, outbox: a.outbox, db: a.db,
+		from: a.from, now: a.now, log: a.log, m: a.metrics,
 		received: map[string]prometheus.Counter{"mqtt": a.metrics.MessagesReceived.WithLabelValues("mqtt")},
 	}
 	if addr, err := mail.ParseAddress(p.from); err == nil {
@@ -50,53 +56,111 @@ func (p *pipeline) Handle(ev *event.Event) error {
 	} else {
 		p.m.MessagesReceived.WithLabelValues(ev.Source).Inc()
 	}
-	var buf [4]rules.Notification
-	for _, n := range p.engine.Evaluate(ev, buf[:0]) {
-		p.m.RuleMatches.WithLabelValues(n.Rule.Name).Inc()
-		if err := p.notify(&n); err != nil {
+	var buf [4]rules.Reading
+	for _, rd := range p.engine.Evaluate(ev, buf[:0]) {
+		if rd.Breach {
+			p.m.RuleMatches.WithLabelValues(rd.Rule.Name).Inc()
+		}
+		tr, ok := p.tracker.Observe(&rd)
+		if !ok {
+			continue
+		}
+		if err := p.apply(tr); err != nil {
+			p.tracker.Abort(tr) // the redelivered message decides again
 			return err
 		}
 	}
 	return nil
 }
 
-func (p *pipeline) notify(n *rules.Notification) error {
-	now := p.now()
-	msgID := mailer.NewMessageID(now, p.from) // fixed before the tx, which may run twice
+// apply persists a transition and queues its mail, if it has one, in one
+// bbolt transaction.
+func (p *pipeline) apply(tr alerts.Transition) error {
+	n := &tr.Notification
+	log := p.log.With("rule", n.Rule.Name, "series", n.Series, "transition", tr.Kind.String())
+	msgID := mailer.NewMessageID(p.now(), p.from) // fixed before the tx, which may run twice
+	if tr.Kind == alerts.Resolve {
+		send := tr.Notified && n.Rule.NotifyResolved
+		var entry outbox.Entry
+		err := p.db.Batch(func(tx *bolt.Tx) error {
+			rec := tr.Record(false, "", time.Time{})
+			if err := alerts.Put(tx, &rec); err != nil {
+				return err
+			}
+			if !send {
+				return nil
+			}
+			e, err := p.entry(n, 0, msgID, tr.Thread)
+			if err != nil {
+				return err
+			}
+			err = outbox.Put(tx, e) // assigns e.ID
+			entry = *e
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("record resolved alert: %w", err)
+		}
+		if send {
+			p.queued(log, &entry, 0)
+		} else {
+			log.Debug("alert resolved; its firing mail was not sent, so no resolved mail")
+		}
+		return nil
+	}
+
 	var entry outbox.Entry
 	v, err := p.gate.Admit(dedupe.Candidate{
 		Rule: n.Rule.Name, Series: n.Series, Cooldown: n.Rule.Cooldown,
 		Limit: n.Rule.RateLimit.N, Per: n.Rule.RateLimit.Per,
 	}, func(tx *bolt.Tx, suppressed uint64) error {
-		e, err := p.entry(n, suppressed, now, msgID)
+		rec := tr.Record(true, msgID, time.Time{})
+		if err := alerts.Put(tx, &rec); err != nil {
+			return err
+		}
+		e, err := p.entry(n, suppressed, msgID, tr.Thread)
 		if err != nil {
 			return err
 		}
+		err = outbox.Put(tx, e) // assigns e.ID
 		entry = *e
-		return outbox.Put(tx, e)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	log := p.log.With("rule", n.Rule.Name, "series", n.Series)
-	if !v.Admitted {
-		p.m.Suppressed.WithLabelValues(n.Rule.Name, v.Reason).Inc()
-		log.Debug("notification held back", "reason", v.Reason)
+	if v.Admitted {
+		p.tracker.Mailed(tr, true, msgID, time.Time{})
+		p.queued(log, &entry, v.Suppressed)
 		return nil
 	}
-	p.m.MailQueued.Inc()
-	p.outbox.Kick()
-	log.Info("alert queued", "id", entry.ID, "subject", entry.Subject, "held_back_before", v.Suppressed)
+	// Held back: the series is firing all the same, and must stay so
+	// after a restart.
+	if err := p.db.Batch(func(tx *bolt.Tx) error {
+		rec := tr.Record(false, "", v.RetryAt)
+		return alerts.Put(tx, &rec)
+	}); err != nil {
+		return fmt.Errorf("record alert state: %w", err)
+	}
+	p.tracker.Mailed(tr, false, "", v.RetryAt)
+	p.m.Suppressed.WithLabelValues(n.Rule.Name, v.Reason).Inc()
+	log.Debug("notification held back", "reason", v.Reason, "retry_at", v.RetryAt)
 	return nil
 }
 
+func (p *pipeline) queued(log *slog.Logger, e *outbox.Entry, heldBefore uint64) {
+	p.m.MailQueued.Inc()
+	p.outbox.Kick()
+	log.Info("alert queued", "id", e.ID, "subject", e.Subject, "held_back_before", heldBefore)
+}
+
 // entry renders and composes the mail for n.
-func (p *pipeline) entry(n *rules.Notification, suppressed uint64, now time.Time, msgID string) (*outbox.Entry, error) {
+func (p *pipeline) entry(n *rules.Notification, suppressed uint64, msgID, thread string) (*outbox.Entry, error) {
 	subject, body, err := n.Render(suppressed)
 	if err != nil {
 		// A template that parsed and dry-ran at load can still fail on
 		// real data ({{index .Wildcards 3}}): send the alert anyway.
-		subject = fmt.Sprintf("[%s] %s: %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series)
+		subject = fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)
 		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
 	}
 	rcpts := make([]string, 0, len(n.Rule.To))
@@ -106,16 +170,76 @@ func (p *pipeline) entry(n *rules.Notification, suppressed uint64, now time.Time
 		}
 	}
 	msg, err := mailer.Compose(mailer.Mail{
-		From: p.from, To: n.Rule.To, Subject: subject, Body: body, Date: now, MessageID: msgID,
-		Headers: map[string]string{"X-Alertd-Rule": n.Rule.Name},
+		From: p.from, To: n.Rule.To, Subject: subject, Body: body, Date: n.At, MessageID: msgID,
+		InReplyTo: thread,
+		Headers:   map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &outbox.Entry{
 		Rule: n.Rule.Name, Series: n.Series, From: p.envFrom, To: rcpts, Subject: subject,
-		MessageID: msgID, Message: msg, Created: now, Next: now,
+		MessageID: msgID, Message: msg, Created: p.now(), Next: p.now(),
 	}, nil
+}
+
+// runTimers fires what time alone decides: for: elapsed, reminders,
+// held-back first mails, silent devices.
+func (p *pipeline) runTimers(ctx context.Context) error {
+	for {
+		wait := time.Hour
+		if next := p.tracker.Next(); !next.IsZero() {
+			wait = max(next.Sub(p.now()), 0)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-p.tracker.Wake():
+		case <-t.C:
+		}
+		t.Stop()
+		failed := false
+		for _, tr := range p.tracker.Due(p.now()) {
+			if failed {
+				p.tracker.Abort(tr)
+				continue
+			}
+			if err := p.apply(tr); err != nil {
+				p.log.Error("alert timer", "rule", tr.Notification.Rule.Name, "series", tr.Notification.Series, "err", err)
+				p.tracker.Abort(tr)
+				failed = true
+			}
+		}
+		if failed { // the store is failing: do not spin on the same timers
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// runCheckpoints saves silence rules' last-seen times now and then, and
+// once more at shutdown.
+func (p *pipeline) runCheckpoints(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := p.tracker.Checkpoint(p.db); err != nil {
+				p.log.Error("save last-seen times", "err", err)
+			}
+			return nil
+		case <-t.C:
+			if err := p.tracker.Checkpoint(p.db); err != nil {
+				p.log.Error("save last-seen times", "err", err)
+			}
+		}
+	}
 }
 
 // invalidPayloads counts and logs payloads a rule could not use.

@@ -125,6 +125,18 @@ type Rule struct {
 	Cooldown  Duration `yaml:"cooldown"`
 	RateLimit Rate     `yaml:"rate_limit"`
 
+	// The alert's life: the condition must hold For before firing; a
+	// firing threshold alert clears only Hysteresis inside its threshold;
+	// NotifyResolved (default true) mails when it clears; Repeat reminds
+	// while it keeps firing (0: never).
+	For            Duration `yaml:"for"`
+	Hysteresis     *float64 `yaml:"hysteresis"`
+	NotifyResolved *bool    `yaml:"notify_resolved"`
+	Repeat         Duration `yaml:"repeat"`
+	// SilentFor makes the rule a silence (deadman) rule: it fires for each
+	// series that reported before and then stayed quiet this long.
+	SilentFor Duration `yaml:"silent_for"`
+
 	// Pos holds where each key was set, for errors found after loading.
 	Pos Positions `yaml:"-"`
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/mail"
 	"net/url"
@@ -182,9 +183,34 @@ func (r *Rule) validate(i int, defaults *Rule, add func(Pos, string, ...any)) {
 
 func (r *Rule) validateCondition(label string, at func(string) Pos, add func(Pos, string, ...any)) {
 	threshold := r.Above != nil || r.Below != nil
+	hasCond := threshold || r.Equals != nil || r.NotEquals != nil
+	if r.For.D() < 0 || r.Repeat.D() < 0 || r.SilentFor.D() < 0 {
+		add(r.Pos.At(""), "%s: for, repeat and silent_for must not be negative", label)
+	}
+	if r.Hysteresis != nil {
+		switch h := *r.Hysteresis; {
+		case !threshold:
+			add(at("hysteresis"), "%s: hysteresis applies to above/below thresholds only", label)
+		case h < 0 || math.IsNaN(h) || math.IsInf(h, 0):
+			add(at("hysteresis"), "%s: hysteresis must be a number of 0 or more", label)
+		case r.Above != nil && r.Below != nil && 2*h >= *r.Above-*r.Below:
+			add(at("hysteresis"), "%s: hysteresis %v is too wide for the band [%v, %v]: the alert could never clear",
+				label, h, *r.Below, *r.Above)
+		}
+	}
+	if r.SilentFor.D() > 0 {
+		if hasCond || r.Field != "" {
+			add(at("silent_for"), "%s: silent_for makes a silence rule and cannot be combined with a field or condition; "+
+				"write a separate rule for the threshold", label)
+		}
+		if r.For.D() > 0 {
+			add(at("for"), "%s: for does not apply to silent_for rules (silent_for is already a duration)", label)
+		}
+		return
+	}
 	switch {
 	case !threshold && r.Equals == nil && r.NotEquals == nil:
-		add(r.Pos.At(""), "%s: no condition: set above, below, equals or not_equals", label)
+		add(r.Pos.At(""), "%s: no condition: set above, below, equals, not_equals or silent_for", label)
 	case threshold && (r.Equals != nil || r.NotEquals != nil):
 		key := "equals"
 		if r.Equals == nil {

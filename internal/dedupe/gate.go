@@ -43,6 +43,8 @@ type Verdict struct {
 	// Suppressed is, for an admitted notification, how many of this rule's
 	// notifications were held back since its previous mail.
 	Suppressed uint64
+	// RetryAt is, for one held back by the cooldown, when it ends.
+	RetryAt time.Time
 }
 
 // Enqueue writes the admitted notification's mail inside the gate's
@@ -71,16 +73,16 @@ func New(db *bolt.DB, now func() time.Time) *Gate {
 // in the same transaction.
 func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	now := g.now()
-	var reason string
+	var held Verdict
 	if err := g.db.View(func(tx *bolt.Tx) error {
-		reason = decide(tx, c, now)
+		held.Reason, held.RetryAt = decide(tx, c, now)
 		return nil
 	}); err != nil {
 		return Verdict{}, err
 	}
-	if reason != "" {
+	if held.Reason != "" {
 		g.hold(c.Rule)
-		return Verdict{Reason: reason}, nil
+		return held, nil
 	}
 	g.mu.Lock()
 	pending := g.held[c.Rule]
@@ -88,7 +90,7 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	var v Verdict
 	err := g.db.Batch(func(tx *bolt.Tx) error {
 		v = Verdict{}
-		if v.Reason = decide(tx, c, now); v.Reason != "" {
+		if v.Reason, v.RetryAt = decide(tx, c, now); v.Reason != "" {
 			return nil // another reading of this series got there first
 		}
 		st := loadRule(tx, c.Rule)
@@ -147,19 +149,20 @@ func (g *Gate) Flush() error {
 	return err
 }
 
-// decide returns why c must be held back now, or "".
-func decide(tx *bolt.Tx, c Candidate, now time.Time) string {
+// decide returns why c must be held back now, or "", and for the cooldown
+// when it ends.
+func decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Time) {
 	if c.Cooldown > 0 {
 		if last, ok := decodeTime(tx.Bucket(store.BucketSeries).Get(seriesKey(c))); ok && now.Sub(last) < c.Cooldown {
-			return ReasonCooldown
+			return ReasonCooldown, last.Add(c.Cooldown)
 		}
 	}
 	if c.Limit > 0 {
 		if len(prune(loadRule(tx, c.Rule).sent, c, now)) >= c.Limit {
-			return ReasonRateLimit
+			return ReasonRateLimit, time.Time{}
 		}
 	}
-	return ""
+	return "", time.Time{}
 }
 
 // prune drops send times that left the rate window.

@@ -19,6 +19,7 @@ type Mail struct {
 	Body      string   // UTF-8 text
 	Date      time.Time
 	MessageID string            // without angle brackets; see NewMessageID
+	InReplyTo string            // Message-ID this mail follows up (threads an alert's mails)
 	Headers   map[string]string // extra X- headers, values single-line
 }
 
@@ -63,6 +64,10 @@ func Compose(m Mail) ([]byte, error) {
 	h.SetAddressList("To", to)
 	h.SetDate(m.Date)
 	h.SetMessageID(m.MessageID)
+	if m.InReplyTo != "" {
+		h.SetMsgIDList("In-Reply-To", []string{m.InReplyTo})
+		h.SetMsgIDList("References", []string{m.InReplyTo})
+	}
 	h.SetSubject(m.Subject)
 	// RFC 3834: automatic mail; vacation responders must not answer it.
 	h.Set("Auto-Submitted", "auto-generated")

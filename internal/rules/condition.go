@@ -9,26 +9,43 @@ import (
 // condition is a rule's test of a value. Thresholds are strict: above: 30
 // fires at 30.1, not at 30. With both above and below it fires outside the
 // band [below, above].
+//
+// Hysteresis moves the point where a firing alert clears: with above: 30
+// and hysteresis: 1.5 it clears only below 28.5.
 type condition struct {
 	above, below     *float64
+	hysteresis       float64
 	equals, notEqual *config.Scalar
 }
 
 func newCondition(r *config.Rule) condition {
-	return condition{above: r.Above, below: r.Below, equals: r.Equals, notEqual: r.NotEquals}
+	c := condition{above: r.Above, below: r.Below, equals: r.Equals, notEqual: r.NotEquals}
+	if r.Hysteresis != nil {
+		c.hysteresis = *r.Hysteresis
+	}
+	return c
 }
 
-func (c condition) eval(v Value) (bool, error) {
+// eval reports whether v breaches the condition and whether it is clear of
+// it by the hysteresis margin.
+func (c condition) eval(v Value) (breach, clear bool, err error) {
 	switch {
 	case c.equals != nil:
-		return same(*c.equals, v), nil
+		breach = same(*c.equals, v)
+		return breach, !breach, nil
 	case c.notEqual != nil:
-		return !same(*c.notEqual, v), nil
+		breach = !same(*c.notEqual, v)
+		return breach, !breach, nil
 	}
 	if !v.IsNum {
-		return false, ErrNotNumber
+		return false, false, ErrNotNumber
 	}
-	return (c.above != nil && v.Num > *c.above) || (c.below != nil && v.Num < *c.below), nil
+	breach = (c.above != nil && v.Num > *c.above) || (c.below != nil && v.Num < *c.below)
+	if c.hysteresis == 0 {
+		return breach, !breach, nil
+	}
+	clear = (c.above == nil || v.Num < *c.above-c.hysteresis) && (c.below == nil || v.Num > *c.below+c.hysteresis)
+	return breach, clear, nil
 }
 
 // same compares as numbers when the configured value was written as a

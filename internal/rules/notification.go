@@ -2,31 +2,43 @@ package rules
 
 import (
 	"strings"
+	"time"
 
-	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/topic"
 )
 
-// Notification is a rule that matched one reading: what the gate decides
+// States a notification reports, as templates and metrics see them.
+const (
+	StateFiring   = "firing"
+	StateResolved = "resolved"
+)
+
+// Notification is one mail-worthy moment of one series: it fired, it is
+// still firing (a reminder), or it resolved. It is what the gate decides
 // on and what the mail is rendered from.
 type Notification struct {
 	Rule *Rule
 	// Series is the concrete topic: one rule on one topic is one series,
-	// the unit of the cooldown.
-	Series string
-	data   Data
+	// the unit of alert state and of the cooldown.
+	Series   string
+	State    string // StateFiring or StateResolved
+	Reminder bool
+	// Since is when the problem began: the first breaching reading (before
+	// any for:), or for a silence the last reading seen.
+	Since time.Time
+	At    time.Time // when this transition happened
+	// The last reading of the series.
+	Value    Value
+	Payload  string
+	LastSeen time.Time
 }
 
-func newNotification(r *Rule, ev *event.Event, v Value) Notification {
-	wild, device := describeTopic(r.Filter, ev.Topic)
+// Firing returns the notification for r firing on reading rd at once.
+func (rd *Reading) Firing() Notification {
 	return Notification{
-		Rule:   r,
-		Series: ev.Topic,
-		data: Data{
-			Rule: r.Name, Topic: ev.Topic, Device: device, Wildcards: wild,
-			Field: r.Field, Value: v.Text, Number: v.Num, Threshold: r.cond.threshold(v),
-			Severity: r.Severity, Payload: shownPayload(ev.Payload), Time: Time{ev.Received},
-		},
+		Rule: rd.Rule, Series: rd.Event.Topic, State: StateFiring,
+		Since: rd.Event.Received, At: rd.Event.Received,
+		Value: rd.Value.Short(), Payload: ShownPayload(rd.Event.Payload), LastSeen: rd.Event.Received,
 	}
 }
 
@@ -42,9 +54,38 @@ func describeTopic(filter, name string) (wild []string, device string) {
 
 // Data returns the template data with the given suppressed count.
 func (n *Notification) Data(suppressed uint64) Data {
-	d := n.data
-	d.Suppressed = suppressed
+	r := n.Rule
+	wild, device := describeTopic(r.Filter, n.Series)
+	d := Data{
+		Rule: r.Name, Topic: n.Series, Device: device, Wildcards: wild,
+		Field: r.Field, Value: n.Value.Text, Number: n.Value.Num, Threshold: r.cond.threshold(n.Value),
+		Severity: r.Severity, Payload: n.Payload, Time: Time{n.At},
+		State: n.State, Reminder: n.Reminder, Silent: r.Silence(),
+		Since: Time{n.Since}, LastSeen: Time{n.LastSeen},
+		Duration:   roundDuration(n.At.Sub(n.Since)),
+		Suppressed: suppressed,
+	}
+	if r.Silence() {
+		d.Threshold = r.SilentFor.String()
+	}
 	return d
+}
+
+// roundDuration prints a duration the way a person would say it.
+func roundDuration(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+	case d >= time.Hour:
+		d = d.Round(time.Minute)
+	default:
+		d = d.Round(time.Second)
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	return s
 }
 
 // Render produces the mail's subject (one clean line) and body.
@@ -55,6 +96,11 @@ func (n *Notification) Render(suppressed uint64) (subject, body string, err erro
 	}
 	if body, err = render(n.Rule.tmpl.body, &d, maxBody); err != nil {
 		return "", "", err
+	}
+	if n.State == StateResolved && !n.Rule.tmpl.subjectHasState {
+		// A custom subject written for the firing mail must not make the
+		// recovery look like a new alert.
+		subject = "[resolved] " + subject
 	}
 	return cleanSubject(subject), body, nil
 }

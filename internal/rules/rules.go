@@ -3,9 +3,12 @@
 // each rule reads from a payload, its condition, and its mail templates
 // (parsed and dry-run at load, so a template error is a config error).
 //
-// rules knows nothing of MQTT clients, mail or storage: it is given an
-// event.Event and returns Notifications, and reports payloads it could not
-// use to an Observer.
+// rules knows nothing of MQTT clients, mail, storage or alert state: it is
+// given an event.Event and returns one Reading per rule that watches its
+// topic (does the condition hold? is it clear by the hysteresis margin?),
+// and reports payloads it could not use to an Observer. The alert state
+// machine (package alerts) turns readings into firing and resolved
+// Notifications.
 package rules
 
 import (
@@ -26,6 +29,11 @@ type Rule struct {
 	To        []string
 	Cooldown  time.Duration
 	RateLimit config.Rate
+
+	For            time.Duration // the condition must hold this long to fire
+	NotifyResolved bool          // mail when a firing alert clears
+	Repeat         time.Duration // remind while firing; 0: never
+	SilentFor      time.Duration // >0: a silence rule
 
 	order int // position in the file, for a stable notification order
 	path  []string
@@ -63,9 +71,13 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 			To:        rc.To,
 			Cooldown:  rc.Cooldown.D(),
 			RateLimit: rc.RateLimit,
+			For:       rc.For.D(),
+			Repeat:    rc.Repeat.D(),
+			SilentFor: rc.SilentFor.D(),
 			order:     i,
 			cond:      newCondition(rc),
 		}
+		r.NotifyResolved = rc.NotifyResolved == nil || *rc.NotifyResolved
 		if rc.Field != "" {
 			r.path = strings.Split(rc.Field, ".")
 		}
@@ -87,6 +99,21 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 	return e, nil
 }
 
+// Silence reports whether r fires on a series that stopped reporting
+// rather than on what it reports.
+func (r *Rule) Silence() bool { return r.SilentFor > 0 }
+
+// Reading is one event as one rule sees it.
+type Reading struct {
+	Rule  *Rule
+	Event *event.Event
+	Value Value
+	// Breach: the condition holds. Clear: the value is back inside the
+	// threshold by the rule's hysteresis (without hysteresis, !Breach). A
+	// silence rule's readings are always Clear: the series is alive.
+	Breach, Clear bool
+}
+
 // Rules returns the compiled rules in file order.
 func (e *Engine) Rules() []*Rule { return e.rules }
 
@@ -101,10 +128,10 @@ func (e *Engine) Filters() []string {
 	return out
 }
 
-// Evaluate appends to dst a Notification for every rule whose filter matches
-// ev's topic and whose condition holds for its payload. A topic no rule
-// watches costs one trie walk and no allocation.
-func (e *Engine) Evaluate(ev *event.Event, dst []Notification) []Notification {
+// Evaluate appends to dst a Reading for every rule whose filter matches
+// ev's topic and which could read its payload. A topic no rule watches
+// costs one trie walk and no allocation.
+func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 	var buf [8]*Rule
 	matched := e.index.match(ev.Topic, buf[:0])
 	if len(matched) == 0 {
@@ -114,18 +141,27 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Notification) []Notification {
 		slices.SortFunc(matched, func(a, b *Rule) int { return a.order - b.order })
 		matched = slices.Compact(matched) // overlapping filters of one rule cannot happen, but be safe
 	}
-	payloadErr := checkPayload(ev.Payload)
+	var payloadErr error
+	checked := false
 	for _, r := range matched {
+		if r.Silence() {
+			// Any message, even one no rule could parse, shows the device
+			// is alive.
+			dst = append(dst, Reading{Rule: r, Event: ev, Clear: true})
+			continue
+		}
+		if !checked {
+			payloadErr, checked = checkPayload(ev.Payload), true
+		}
 		if payloadErr != nil {
 			e.invalid(r, ev, payloadErr)
 			continue
 		}
 		v, err := extract(ev.Payload, r.path)
 		if err == nil {
-			var fired bool
-			fired, err = r.cond.eval(v)
-			if err == nil && fired {
-				dst = append(dst, newNotification(r, ev, v))
+			var breach, clear bool
+			if breach, clear, err = r.cond.eval(v); err == nil {
+				dst = append(dst, Reading{Rule: r, Event: ev, Value: v, Breach: breach, Clear: clear})
 			}
 		}
 		if err != nil {

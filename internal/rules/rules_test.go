@@ -41,8 +41,15 @@ func compile(t testing.TB, yaml string) (*Engine, *recorder) {
 	return e, rec
 }
 
+// evaluate returns a firing notification for each reading that breaches.
 func evaluate(e *Engine, topic, payload string) []Notification {
-	return e.Evaluate(&event.Event{Source: "test", Topic: topic, Payload: []byte(payload), Received: time.Unix(1700000000, 0)}, nil)
+	var ns []Notification
+	for _, rd := range e.Evaluate(&event.Event{Source: "test", Topic: topic, Payload: []byte(payload), Received: time.Unix(1700000000, 0)}, nil) {
+		if rd.Breach {
+			ns = append(ns, rd.Firing())
+		}
+	}
+	return ns
 }
 
 func names(ns []Notification) string {

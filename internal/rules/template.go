@@ -13,20 +13,36 @@ import (
 	"github.com/alertd/alertd/internal/config"
 )
 
-// Default mail templates, used when a rule and defaults set none.
+// Default mail templates, used when a rule and defaults set none. They read
+// well for firing, reminder and resolved mails, and for silence rules.
 const (
-	DefaultSubject = `[{{.Severity}}] {{.Rule}}: {{.Device}} {{if .Field}}{{.Field}}={{end}}{{.Value}}`
-	DefaultBody    = `Rule {{.Rule}} ({{.Severity}}) matched.
+	DefaultSubject = `{{if eq .State "resolved"}}[resolved]{{else}}[{{.Severity}}]{{end}} {{.Rule}}: {{.Device}} ` +
+		`{{if .Silent}}{{if eq .State "resolved"}}reporting again{{else}}silent for {{.Duration}}{{end}}` +
+		`{{else}}{{if .Field}}{{.Field}}={{end}}{{.Value}}{{end}}`
+	DefaultBody = `{{if eq .State "resolved" -}}
+Resolved: {{.Rule}} ({{.Severity}}) on {{.Topic}} is back to normal after {{.Duration}}.
+{{- else if .Reminder -}}
+Still firing: {{.Rule}} ({{.Severity}}) on {{.Topic}}, for {{.Duration}} now.
+{{- else -}}
+Firing: {{.Rule}} ({{.Severity}}) on {{.Topic}}.
+{{- end}}
 
 Topic:      {{.Topic}}
+{{- if .Silent}}
+Last seen:  {{.LastSeen}} (silent_for {{.Threshold}})
+{{- else}}
 Value:      {{if .Field}}{{.Field}} = {{end}}{{.Value}} (threshold {{.Threshold}})
+{{- end}}
+Since:      {{.Since}}
 Time:       {{.Time}}
 {{- if .Suppressed}}
 Held back:  {{.Suppressed}} notification(s) of this rule since its last mail (cooldown or rate limit)
 {{- end}}
+{{- if .Payload}}
 
 Payload:
 {{.Payload}}
+{{- end}}
 `
 )
 
@@ -53,6 +69,12 @@ type Data struct {
 	// Suppressed is how many notifications of this rule the cooldown or
 	// the rate limit held back since its last mail.
 	Suppressed uint64
+	State      string // firing | resolved
+	Reminder   bool   // a repeat of a firing alert
+	Silent     bool   // a silence rule: the device stopped reporting
+	Since      Time   // when the problem began
+	Duration   string // how long it has lasted (until resolved)
+	LastSeen   Time   // the series' last reading
 }
 
 // Time prints as "2006-01-02 15:04:05 MST" and keeps time.Time's methods
@@ -62,7 +84,8 @@ type Time struct{ time.Time }
 func (t Time) String() string { return t.Format("2006-01-02 15:04:05 MST") }
 
 type templates struct {
-	subject, body *template.Template
+	subject, body   *template.Template
+	subjectHasState bool // the subject tells firing from resolved itself
 }
 
 type templateError struct {
@@ -84,18 +107,27 @@ func parseTemplates(rc *config.Rule, r *Rule) (templates, error) {
 	if body == "" {
 		body = DefaultBody
 	}
+	t.subjectHasState = strings.Contains(subject, ".State")
 	if t.subject, err = template.New("subject").Option("missingkey=error").Parse(subject); err != nil {
 		return t, &templateError{"subject", err}
 	}
 	if t.body, err = template.New("body").Option("missingkey=error").Parse(body); err != nil {
 		return t, &templateError{"body", err}
 	}
-	sample := sampleData(r)
-	if _, err := render(t.subject, &sample, maxBody); err != nil {
-		return t, &templateError{"subject", err}
-	}
-	if _, err := render(t.body, &sample, maxBody); err != nil {
-		return t, &templateError{"body", err}
+	// Every branch a template may take: firing, reminder, resolved.
+	for _, variant := range []func(*Data){
+		func(*Data) {},
+		func(d *Data) { d.Reminder, d.Suppressed = true, 3 },
+		func(d *Data) { d.State = StateResolved },
+	} {
+		sample := sampleData(r)
+		variant(&sample)
+		if _, err := render(t.subject, &sample, maxBody); err != nil {
+			return t, &templateError{"subject", err}
+		}
+		if _, err := render(t.body, &sample, maxBody); err != nil {
+			return t, &templateError{"body", err}
+		}
 	}
 	return t, nil
 }
@@ -115,7 +147,9 @@ func sampleData(r *Rule) Data {
 	return Data{
 		Rule: r.Name, Topic: name, Device: device, Wildcards: wild, Field: r.Field,
 		Value: "31.5", Number: 31.5, Threshold: "30", Severity: r.Severity,
-		Payload: `{"temp":31.5}`, Time: Time{time.Unix(0, 0)},
+		Payload: `{"temp":31.5}`, Time: Time{time.Unix(600, 0)},
+		State: StateFiring, Since: Time{time.Unix(0, 0)}, Duration: "10m", LastSeen: Time{time.Unix(0, 0)},
+		Silent: r.Silence(),
 	}
 }
 
@@ -178,8 +212,8 @@ func cleanSubject(s string) string {
 	return strings.TrimSpace(b.String())
 }
 
-// shownPayload is the payload as templates print it: valid UTF-8, cut.
-func shownPayload(p []byte) string {
+// ShownPayload is the payload as templates print it: valid UTF-8, cut.
+func ShownPayload(p []byte) string {
 	if len(p) > maxPayloadShown {
 		cut := maxPayloadShown
 		for cut > 0 && !utf8.RuneStart(p[cut]) { // do not cut a rune in half

@@ -365,3 +365,19 @@ func hasEscape(raw []byte) bool {
 	}
 	return false
 }
+
+// maxValueKept bounds the value text kept in alert state and mails.
+const maxValueKept = 256
+
+// Short returns v with its text cut to a length fit for a mail subject and
+// for keeping in alert state.
+func (v Value) Short() Value {
+	if len(v.Text) > maxValueKept {
+		cut := maxValueKept
+		for cut > 0 && !utf8.RuneStart(v.Text[cut]) {
+			cut--
+		}
+		v.Text = v.Text[:cut] + "…"
+	}
+	return v
+}

@@ -1,7 +1,7 @@
 // Package store owns alertd's bbolt file: opening it safely (one owner,
 // mode 0600, a lock timeout instead of a hang, a corrupt file moved aside
 // instead of a crash loop) and the names of its buckets. The packages that
-// keep state in it (dedupe, outbox) own the contents of their buckets.
+// keep state in it (dedupe, outbox, alerts) own the contents of their buckets.
 package store
 
 import (
@@ -21,9 +21,10 @@ var (
 	BucketOutbox = []byte("outbox") // outbox: id (8 bytes BE) -> pending entry
 	BucketDead   = []byte("dead")   // outbox: id -> entry that will not be delivered
 	BucketMeta   = []byte("meta")   // schema version
+	BucketAlerts = []byte("alerts") // alerts: rule\x00topic -> series state
 )
 
-var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta}
+var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts}
 
 // SchemaVersion is written at creation; a newer file is refused rather than
 // misread.

@@ -1,0 +1,408 @@
+// Package alerts owns the life of each series (one rule on one concrete
+// topic): ok → pending → firing → ok. It turns readings and the passing of
+// time into Transitions — fire, remind, resolve — and keeps the timers for
+// for:, repeat: and silent_for: in one heap, not a timer per series.
+//
+// The tracker decides in memory. The caller persists a transition (with
+// Commit, in the same bbolt transaction as the mail it causes) and, if
+// that fails, undoes it with Abort so the redelivered message decides
+// again. What a restart must not forget — that a series is firing, that
+// its mail went out, the thread it belongs to — is in bbolt; a pending
+// for: timer is not, and starts over after a restart.
+package alerts
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+
+	"github.com/alertd/alertd/internal/rules"
+)
+
+// State is where a series is in its life.
+type State uint8
+
+const (
+	OK State = iota
+	Pending
+	Firing
+)
+
+func (s State) String() string {
+	return [...]string{"ok", "pending", "firing"}[s]
+}
+
+// Kind is what a transition asks for.
+type Kind uint8
+
+const (
+	Fire    Kind = iota + 1 // the series started firing: first mail
+	Remind                  // still firing after repeat, or a held-back first mail may go now
+	Resolve                 // a firing series cleared
+)
+
+func (k Kind) String() string {
+	return [...]string{"", "fire", "remind", "resolve"}[k]
+}
+
+// Series is the state of one rule on one topic.
+type Series struct {
+	Rule  *rules.Rule
+	Topic string
+	State State
+	// Since is when the problem began (first breaching reading; for a
+	// silence, the last reading).
+	Since time.Time
+	// LastSeen is the last reading on the topic.
+	LastSeen time.Time
+	// LastMail is when the last firing or reminder mail was queued.
+	LastMail time.Time
+	// Notified: a firing mail of this episode went out, so its resolution
+	// is worth a mail too.
+	Notified bool
+	// Thread is the Message-ID of the episode's first mail; later mails
+	// of the episode reply to it.
+	Thread string
+	// The last reading, shown in mails sent by a timer.
+	Value   rules.Value
+	Payload string
+
+	// RetryAt is when a first mail held back by the cooldown may go.
+	RetryAt time.Time
+
+	timerAt time.Time // the heap entry this series has, zero if none
+	dirty   bool      // LastSeen changed since the last checkpoint
+}
+
+// Transition is one decision of the tracker.
+type Transition struct {
+	Kind         Kind
+	Notification rules.Notification
+	// Snapshot is the series right after the transition, to persist.
+	Snapshot Series
+	// Thread is the Message-ID earlier mails of the episode replied to
+	// (empty for a first mail); Notified says whether a firing mail of the
+	// episode went out, which a Resolve needs to be mailed.
+	Thread   string
+	Notified bool
+	series   *Series // owned by the tracker, guarded by its lock
+	prev     Series
+}
+
+// Tracker holds every series. Safe for concurrent use.
+type Tracker struct {
+	mu     sync.Mutex
+	series map[key]*Series
+	timers timerHeap
+	// epoch is when silence counting (re)started: the service start or the
+	// last reconnect to the broker. Before it, no device is silent.
+	epoch     time.Time
+	connected bool
+	wake      chan struct{}
+}
+
+type key struct{ rule, topic string }
+
+// New returns an empty tracker; start is when the service started.
+func New(start time.Time) *Tracker {
+	return &Tracker{series: map[key]*Series{}, epoch: start, connected: true, wake: make(chan struct{}, 1)}
+}
+
+// Wake is signalled when a new timer may be earlier than the last Next.
+func (t *Tracker) Wake() <-chan struct{} { return t.wake }
+
+// Observe applies one reading. It returns a transition when the reading
+// changes what should be mailed.
+func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool) {
+	now := rd.Event.Received
+	r := rd.Rule
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !r.Silence() && !rd.Breach {
+		// The common case, a normal reading of a series that is ok: no
+		// state to create or change.
+		if s := t.series[key{r.Name, rd.Event.Topic}]; s == nil || s.State == OK {
+			return Transition{}, false
+		}
+	}
+	s := t.get(r, rd.Event.Topic)
+	prev := *s
+	s.LastSeen = now
+	if r.Silence() {
+		s.dirty = true
+		t.schedule(s)
+		if s.State == Firing {
+			return t.resolve(s, prev, now), true
+		}
+		return Transition{}, false
+	}
+	s.Value, s.Payload = rd.Value.Short(), keptPayload(rd.Event.Payload)
+	switch s.State {
+	case OK:
+		if !rd.Breach {
+			return Transition{}, false
+		}
+		s.Since = now
+		if r.For > 0 {
+			s.State = Pending
+			t.schedule(s)
+			return Transition{}, false
+		}
+		return t.fire(s, prev, now), true
+	case Pending:
+		if !rd.Breach {
+			s.State = OK
+			s.Since = time.Time{}
+			t.schedule(s)
+			return Transition{}, false
+		}
+		if now.Sub(s.Since) >= r.For {
+			return t.fire(s, prev, now), true
+		}
+	case Firing:
+		if rd.Clear {
+			return t.resolve(s, prev, now), true
+		}
+	}
+	return Transition{}, false
+}
+
+// Due returns the transitions whose time has come: for: elapsed, a
+// reminder, a held-back first mail, a series gone silent.
+func (t *Tracker) Due(now time.Time) []Transition {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Transition
+	for len(t.timers) > 0 && !t.timers[0].at.After(now) {
+		e := heap.Pop(&t.timers).(timerEntry)
+		s := e.s
+		if !s.timerAt.Equal(e.at) {
+			continue // superseded by a later schedule
+		}
+		s.timerAt = time.Time{}
+		due := t.due(s)
+		if due.IsZero() {
+			continue
+		}
+		if due.After(now) {
+			t.schedule(s) // a reading moved it later
+			continue
+		}
+		prev := *s
+		r := s.Rule
+		switch {
+		case s.State == Pending:
+			out = append(out, t.fire(s, prev, now))
+		case s.State == Firing:
+			tr := t.transition(Remind, s, prev, now)
+			tr.Notification.Reminder = s.Notified
+			s.LastMail = now // tentatively; the gate may hold it back
+			s.RetryAt = time.Time{}
+			t.schedule(s)
+			tr.Snapshot = *s
+			out = append(out, tr)
+		case r.Silence() && s.State == OK:
+			s.Since = s.LastSeen
+			out = append(out, t.fire(s, prev, now))
+		}
+	}
+	return out
+}
+
+// Next is when Due next has something to do; zero if nothing is scheduled.
+func (t *Tracker) Next() time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.timers) == 0 {
+		return time.Time{}
+	}
+	return t.timers[0].at
+}
+
+// Abort undoes a transition whose persistence failed.
+func (t *Tracker) Abort(tr Transition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	timerAt := tr.series.timerAt
+	*tr.series = tr.prev
+	tr.series.timerAt = timerAt
+	t.schedule(tr.series)
+}
+
+// Mailed records the outcome of a Fire or Remind at the gate: sent says
+// whether its mail was queued, thread is the first mail's Message-ID, and
+// retryAt (when held back by the cooldown) is when to try again.
+func (t *Tracker) Mailed(tr Transition, sent bool, thread string, retryAt time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := tr.series
+	if s.State != Firing {
+		return // resolved meanwhile
+	}
+	if sent {
+		s.Notified = true
+		if s.Thread == "" {
+			s.Thread = thread
+		}
+		s.LastMail = tr.Notification.At
+		s.RetryAt = time.Time{}
+	} else if !s.Notified && !retryAt.IsZero() {
+		s.RetryAt = retryAt
+	}
+	t.schedule(s)
+}
+
+// Disconnected pauses silence detection: while alertd cannot hear the
+// broker, no device is silent.
+func (t *Tracker) Disconnected() {
+	t.mu.Lock()
+	t.connected = false
+	t.mu.Unlock()
+}
+
+// Connected resumes silence detection, counting silence afresh from now:
+// a monitor's own outage must not page about every device.
+func (t *Tracker) Connected(now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.connected {
+		return
+	}
+	t.connected = true
+	if now.After(t.epoch) {
+		t.epoch = now
+	}
+	for _, s := range t.series {
+		if s.Rule.Silence() {
+			t.schedule(s)
+		}
+	}
+}
+
+func (t *Tracker) get(r *rules.Rule, topic string) *Series {
+	k := key{r.Name, topic}
+	s := t.series[k]
+	if s == nil {
+		s = &Series{Rule: r, Topic: topic}
+		t.series[k] = s
+	}
+	return s
+}
+
+func (t *Tracker) fire(s *Series, prev Series, now time.Time) Transition {
+	s.State = Firing
+	s.Notified = false
+	s.Thread = ""
+	s.RetryAt = time.Time{}
+	if s.Since.IsZero() {
+		s.Since = now
+	}
+	tr := t.transition(Fire, s, prev, now)
+	t.schedule(s)
+	tr.Snapshot = *s
+	return tr
+}
+
+func (t *Tracker) resolve(s *Series, prev Series, now time.Time) Transition {
+	tr := t.transition(Resolve, s, prev, now)
+	tr.Notification.State = rules.StateResolved
+	s.State = OK
+	s.Since = time.Time{}
+	s.RetryAt = time.Time{}
+	s.Notified = false
+	s.Thread = ""
+	if !s.Rule.Silence() {
+		s.Value, s.Payload = rules.Value{}, "" // the mail has its copy
+	}
+	t.schedule(s)
+	tr.Snapshot = *s
+	return tr
+}
+
+func (t *Tracker) transition(k Kind, s *Series, prev Series, now time.Time) Transition {
+	return Transition{Kind: k, series: s, prev: prev, Thread: s.Thread, Notified: s.Notified, Notification: rules.Notification{
+		Rule: s.Rule, Series: s.Topic, State: rules.StateFiring,
+		Since: s.Since, At: now, Value: s.Value, Payload: s.Payload, LastSeen: s.LastSeen,
+	}}
+}
+
+// due is when the series next needs the timer, zero for never.
+func (t *Tracker) due(s *Series) time.Time {
+	r := s.Rule
+	switch s.State {
+	case Pending:
+		return s.Since.Add(r.For)
+	case Firing:
+		var next time.Time
+		if !s.RetryAt.IsZero() && !s.Notified {
+			next = s.RetryAt
+		}
+		if r.Repeat > 0 && s.Notified {
+			if rep := s.LastMail.Add(r.Repeat); next.IsZero() || rep.Before(next) {
+				next = rep
+			}
+		}
+		return next
+	case OK:
+		if r.Silence() && !s.LastSeen.IsZero() && t.connected {
+			from := s.LastSeen
+			if t.epoch.After(from) {
+				from = t.epoch
+			}
+			return from.Add(r.SilentFor)
+		}
+	}
+	return time.Time{}
+}
+
+// schedule makes sure the series has a heap entry no later than its due
+// time. An entry earlier than needed is kept: when it pops, the series is
+// rescheduled. So a chatty device costs no heap work per reading.
+func (t *Tracker) schedule(s *Series) {
+	due := t.due(s)
+	if due.IsZero() {
+		s.timerAt = time.Time{} // any entry left is now stale
+		return
+	}
+	if !s.timerAt.IsZero() && !s.timerAt.After(due) {
+		return
+	}
+	first := len(t.timers) == 0 || due.Before(t.timers[0].at)
+	s.timerAt = due
+	heap.Push(&t.timers, timerEntry{at: due, s: s})
+	if first {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+type timerEntry struct {
+	at time.Time
+	s  *Series
+}
+
+type timerHeap []timerEntry
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// maxPayloadKept bounds the payload each non-ok series keeps for the mails
+// a timer sends.
+const maxPayloadKept = 512
+
+func keptPayload(p []byte) string {
+	if len(p) > maxPayloadKept {
+		p = p[:maxPayloadKept]
+	}
+	return rules.ShownPayload(p)
+}

@@ -145,7 +145,6 @@ func TestBrokerRestartAndReadingsWhileAway(t *testing.T) {
 	cfg := spoolConfig(broker.URL(), `
   - {name: hot, topic: "s/+/t", field: temp, above: 30, cooldown: 0s}
 `)
-	cfg = strings.Replace(cfg, fmt.Sprintf("client_id: alertd-test-"), "client_id: alertd-restart-", 1)
 	app := startApp(t, dir, cfg)
 	pub := mqtttest.NewPublisher(t, broker.URL())
 	pub.Publish(t, "s/a/t", `{"temp": 31}`)
@@ -172,6 +171,41 @@ func TestBrokerRestartAndReadingsWhileAway(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(subjects, "|"), "c temp=33") {
 		t.Errorf("the reading published while alertd was away did not alert: %q", subjects)
+	}
+}
+
+func TestForAndSilenceFireOnTheirOwn(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig(broker.URL(), `
+  - {name: slow, topic: "gh/+/t", field: temp, above: 30, for: 400ms, cooldown: 0s}
+  - {name: quiet, topic: "hb/+", silent_for: 600ms, cooldown: 0s}
+`))
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	spool := filepath.Join(dir, "spool")
+
+	// One hot reading, then nothing: for: fires by its timer.
+	pub.Publish(t, "gh/a/t", `{"temp": 35}`)
+	pub.Publish(t, "hb/dev1", `alive`)
+	mails := waitSpooled(t, spool, 2)
+	var subjects []string
+	for _, m := range mails {
+		subjects = append(subjects, m.Subject)
+	}
+	all := strings.Join(subjects, "|")
+	for _, want := range []string{"[warning] slow: a temp=35", "[warning] quiet: dev1 silent for "} {
+		if !strings.Contains(all, want) {
+			t.Errorf("missing mail %q; got %q", want, subjects)
+		}
+	}
+	// The silent device reports again: one resolved mail.
+	pub.Publish(t, "hb/dev1", `alive`)
+	mails = waitSpooled(t, spool, 3)
+	if got := mails[2].Subject; got != "[resolved] quiet: dev1 reporting again" {
+		t.Errorf("third mail %q, want the silence's resolved mail", got)
+	}
+	if app.counter("received") != 3 {
+		t.Errorf("received %v readings, want 3", app.counter("received"))
 	}
 }
 

@@ -1,0 +1,231 @@
+package alerts
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/event"
+	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/store"
+)
+
+var t0 = time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+
+const ruleset = `
+defaults: {to: [ops@example.org], cooldown: 0s}
+rules:
+  - {name: hot, topic: "gh/+/t", field: temp, above: 30, hysteresis: 1.5, repeat: 4h}
+  - {name: slow, topic: "slow/+", field: temp, above: 30, for: 2m}
+  - {name: quiet, topic: "q/+", silent_for: 10m}
+  - {name: once, topic: "o/+", field: temp, above: 30, notify_resolved: false}
+`
+
+type fixture struct {
+	t       *testing.T
+	engine  *rules.Engine
+	tracker *Tracker
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	cfg, err := config.Load(strings.NewReader(ruleset), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rules.Compile(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, engine: e, tracker: New(t0)}
+}
+
+// read feeds one reading at time at and returns the transitions it caused.
+func (f *fixture) read(topic, payload string, at time.Time) []Transition {
+	f.t.Helper()
+	var out []Transition
+	for _, rd := range f.engine.Evaluate(&event.Event{Topic: topic, Payload: []byte(payload), Received: at}, nil) {
+		if tr, ok := f.tracker.Observe(&rd); ok {
+			out = append(out, tr)
+		}
+	}
+	return out
+}
+
+func kinds(trs []Transition) string {
+	var s []string
+	for _, tr := range trs {
+		s = append(s, tr.Kind.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func expect(t *testing.T, what string, trs []Transition, want string) {
+	t.Helper()
+	if got := kinds(trs); got != want {
+		t.Fatalf("%s: transitions %q, want %q", what, got, want)
+	}
+}
+
+func TestHysteresisStopsFlapping(t *testing.T) {
+	f := newFixture(t)
+	expect(t, "31 fires", f.read("gh/a/t", `{"temp":31}`, t0), "fire")
+	expect(t, "still hot", f.read("gh/a/t", `{"temp":32}`, t0.Add(time.Second)), "")
+	expect(t, "29.9 is inside the hysteresis band", f.read("gh/a/t", `{"temp":29.9}`, t0.Add(2*time.Second)), "")
+	expect(t, "30.5 again", f.read("gh/a/t", `{"temp":30.5}`, t0.Add(3*time.Second)), "")
+	expect(t, "28.5 is not below 28.5", f.read("gh/a/t", `{"temp":28.5}`, t0.Add(4*time.Second)), "")
+	trs := f.read("gh/a/t", `{"temp":28.4}`, t0.Add(5*time.Second))
+	expect(t, "28.4 clears", trs, "resolve")
+	n := trs[0].Notification
+	if n.State != rules.StateResolved || n.At.Sub(n.Since) != 5*time.Second || n.Value.Text != "28.4" {
+		t.Errorf("resolved notification %+v", n)
+	}
+	expect(t, "normal stays quiet", f.read("gh/a/t", `{"temp":20}`, t0.Add(6*time.Second)), "")
+}
+
+func TestForFiresOnTimeWithoutAnotherReading(t *testing.T) {
+	f := newFixture(t)
+	expect(t, "first hot reading only pends", f.read("slow/x", `{"temp":35}`, t0), "")
+	if next := f.tracker.Next(); !next.Equal(t0.Add(2 * time.Minute)) {
+		t.Fatalf("timer at %v, want %v", next, t0.Add(2*time.Minute))
+	}
+	expect(t, "before for elapses", f.tracker.Due(t0.Add(119*time.Second)), "")
+	trs := f.tracker.Due(t0.Add(2 * time.Minute))
+	expect(t, "for elapsed", trs, "fire")
+	if n := trs[0].Notification; !n.Since.Equal(t0) || n.Value.Text != "35" {
+		t.Errorf("fire notification since %v value %q, want since the first breach and its value", n.Since, n.Value.Text)
+	}
+}
+
+func TestForCancelledByANormalReading(t *testing.T) {
+	f := newFixture(t)
+	f.read("slow/x", `{"temp":35}`, t0)
+	expect(t, "back to normal before for", f.read("slow/x", `{"temp":25}`, t0.Add(time.Minute)), "")
+	expect(t, "timer finds nothing to fire", f.tracker.Due(t0.Add(time.Hour)), "")
+	expect(t, "a new breach starts for over", f.read("slow/x", `{"temp":35}`, t0.Add(2*time.Hour)), "")
+	expect(t, "a reading after for fires too", f.read("slow/x", `{"temp":36}`, t0.Add(2*time.Hour+2*time.Minute)), "fire")
+}
+
+func TestReminderAndResolvedThread(t *testing.T) {
+	f := newFixture(t)
+	trs := f.read("gh/a/t", `{"temp":31}`, t0)
+	f.tracker.Mailed(trs[0], true, "first@alertd", time.Time{})
+	expect(t, "no reminder before repeat", f.tracker.Due(t0.Add(4*time.Hour-time.Second)), "")
+	trs = f.tracker.Due(t0.Add(4 * time.Hour))
+	expect(t, "reminder", trs, "remind")
+	if !trs[0].Notification.Reminder || trs[0].Thread != "first@alertd" {
+		t.Errorf("reminder %+v thread %q", trs[0].Notification, trs[0].Thread)
+	}
+	f.tracker.Mailed(trs[0], true, "second@alertd", time.Time{})
+	expect(t, "next reminder", f.tracker.Due(t0.Add(8*time.Hour)), "remind")
+	trs = f.read("gh/a/t", `{"temp":20}`, t0.Add(9*time.Hour))
+	expect(t, "resolve", trs, "resolve")
+	if !trs[0].Notified || trs[0].Thread != "first@alertd" {
+		t.Errorf("resolve notified=%v thread=%q, want true and the first mail", trs[0].Notified, trs[0].Thread)
+	}
+	expect(t, "no reminder once resolved", f.tracker.Due(t0.Add(20*time.Hour)), "")
+}
+
+func TestHeldBackFirstMailIsRetriedWhenTheCooldownEnds(t *testing.T) {
+	f := newFixture(t)
+	trs := f.read("o/a", `{"temp":31}`, t0)
+	f.tracker.Mailed(trs[0], false, "", t0.Add(10*time.Minute))
+	trs = f.tracker.Due(t0.Add(10 * time.Minute))
+	expect(t, "retry", trs, "remind")
+	if trs[0].Notification.Reminder {
+		t.Error("a retried first mail must read as the first mail, not a reminder")
+	}
+}
+
+func TestSilence(t *testing.T) {
+	f := newFixture(t)
+	expect(t, "a reading", f.read("q/dev1", `anything`, t0), "")
+	expect(t, "quiet 9m59s", f.tracker.Due(t0.Add(10*time.Minute-time.Second)), "")
+	trs := f.tracker.Due(t0.Add(10 * time.Minute))
+	expect(t, "quiet 10m", trs, "fire")
+	if n := trs[0].Notification; !n.Since.Equal(t0) || !n.LastSeen.Equal(t0) {
+		t.Errorf("silence since %v last seen %v, want %v", n.Since, n.LastSeen, t0)
+	}
+	expect(t, "fires once", f.tracker.Due(t0.Add(time.Hour)), "")
+	expect(t, "reports again", f.read("q/dev1", `{"x":1}`, t0.Add(2*time.Hour)), "resolve")
+	expect(t, "silent again 10m after its last reading", f.tracker.Due(t0.Add(48*time.Hour)), "fire")
+}
+
+func TestSilencePausesWhileDisconnected(t *testing.T) {
+	f := newFixture(t)
+	f.read("q/dev1", `x`, t0)
+	f.read("q/dev2", `x`, t0.Add(5*time.Minute))
+	f.tracker.Disconnected()
+	expect(t, "no silence while alertd is cut off", f.tracker.Due(t0.Add(time.Hour)), "")
+	back := t0.Add(time.Hour)
+	f.tracker.Connected(back)
+	expect(t, "not right after reconnecting", f.tracker.Due(back.Add(9*time.Minute)), "")
+	f.read("q/dev2", `x`, back.Add(time.Minute)) // dev2 reports after the outage
+	trs := f.tracker.Due(back.Add(10 * time.Minute))
+	expect(t, "only the device still quiet, silent_for after reconnecting", trs, "fire")
+	if trs[0].Notification.Series != "q/dev1" {
+		t.Errorf("fired for %s, want q/dev1", trs[0].Notification.Series)
+	}
+}
+
+func TestChattyDeviceKeepsOneTimer(t *testing.T) {
+	f := newFixture(t)
+	for i := range 10000 {
+		f.read("q/dev1", `x`, t0.Add(time.Duration(i)*time.Second))
+	}
+	if n := len(f.tracker.timers); n > 2 {
+		t.Errorf("%d timer entries for one series", n)
+	}
+}
+
+func TestAbortLetsTheRedeliveredReadingDecideAgain(t *testing.T) {
+	f := newFixture(t)
+	trs := f.read("gh/a/t", `{"temp":31}`, t0)
+	f.tracker.Abort(trs[0]) // persisting failed
+	expect(t, "same reading redelivered", f.read("gh/a/t", `{"temp":31}`, t0), "fire")
+}
+
+func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
+	db, _, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := newFixture(t)
+	trs := f.read("gh/a/t", `{"temp":31}`, t0)
+	put(t, db, trs[0].Record(true, "first@alertd", time.Time{}))
+	f.read("q/dev1", `x`, t0)
+	if err := f.tracker.Checkpoint(db); err != nil {
+		t.Fatal(err)
+	}
+
+	// Restart two hours later.
+	later := t0.Add(2 * time.Hour)
+	g := newFixture(t)
+	g.tracker = New(later)
+	n, err := g.tracker.Load(db, g.engine)
+	if err != nil || n != 2 {
+		t.Fatalf("loaded %d series, err %v; want 2", n, err)
+	}
+	expect(t, "still hot after restart: no second firing mail", g.read("gh/a/t", `{"temp":33}`, later), "")
+	g.tracker.Disconnected()
+	g.tracker.Connected(later)
+	expect(t, "silence counts from the restart, not the last reading", g.tracker.Due(later.Add(time.Minute)), "")
+	expect(t, "then fires", g.tracker.Due(later.Add(10*time.Minute)), "fire")
+	trs = g.read("gh/a/t", `{"temp":20}`, later.Add(time.Hour))
+	expect(t, "clears", trs, "resolve")
+	if !trs[0].Notified || trs[0].Thread != "first@alertd" {
+		t.Errorf("after restart the resolve lost its thread: notified=%v thread=%q", trs[0].Notified, trs[0].Thread)
+	}
+}
+
+func put(t *testing.T, db *bolt.DB, s Series) {
+	t.Helper()
+	if err := db.Update(func(tx *bolt.Tx) error { return Put(tx, &s) }); err != nil {
+		t.Fatal(err)
+	}
+}

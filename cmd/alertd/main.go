@@ -2,6 +2,7 @@
 //
 //	alertd run   -config FILE   run until SIGINT/SIGTERM
 //	alertd check -config FILE   validate the configuration, connect nowhere
+//	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd version
 //
 // Exit status: 0 success, 1 a fatal error, 2 a usage or configuration error.
@@ -34,6 +35,8 @@ const usage = `usage: alertd <command> [flags]
 commands:
   run     -config FILE   run the service until SIGINT or SIGTERM
   check   -config FILE   validate FILE without connecting anywhere
+  outbox  list|retry|drop -config FILE [ID|-all-dead]
+                         show or fix the mail queue (running or stopped)
   version                print the version
 `
 
@@ -51,6 +54,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "outbox":
+		return cmdOutbox(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "alertd", versionString())
 		return 0

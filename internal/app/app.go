@@ -142,7 +142,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.ready = sub.Ready
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
-		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, a.metrics.Registry, sub.Ready, a.log); err != nil {
+		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, a.metrics.Registry, sub.Ready, a.outbox, a.log); err != nil {
 			return err
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })

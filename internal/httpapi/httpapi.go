@@ -1,20 +1,32 @@
 // Package httpapi serves alertd's HTTP endpoint: GET /metrics (Prometheus
-// text format) and GET /healthz (200 once the ingress is subscribed, 503
-// before). It binds to loopback by default; nothing it serves is secret,
-// but nothing on it is meant for the whole network either.
+// text format), GET /healthz (200 once the ingress is subscribed, 503
+// before), and the outbox API that `alertd outbox` uses while the service
+// runs:
+//
+//	GET    /api/v1/outbox                  pending and dead entries (JSON)
+//	POST   /api/v1/outbox/{id}/retry       a dead entry back to the queue
+//	POST   /api/v1/outbox/retry-dead       every dead entry back to the queue
+//	DELETE /api/v1/outbox/{id}             drop an entry
+//
+// It binds to loopback by default. Requests that change the queue are
+// refused unless they come from loopback, whatever http.listen says.
 package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/alertd/alertd/internal/outbox"
 )
 
 // Server is the HTTP endpoint.
@@ -23,8 +35,22 @@ type Server struct {
 	ln  net.Listener
 }
 
+// Queue is the part of the outbox the API serves.
+type Queue interface {
+	List() (pending, dead []*outbox.Entry, err error)
+	Retry(id uint64, now time.Time) error
+	RetryAllDead(now time.Time) (int, error)
+	Drop(id uint64) error
+}
+
+// Listing is the JSON of GET /api/v1/outbox.
+type Listing struct {
+	Pending []*outbox.Entry `json:"pending"`
+	Dead    []*outbox.Entry `json:"dead"`
+}
+
 // Listen binds addr and prepares the routes; ready reports health.
-func Listen(addr string, reg *prometheus.Registry, ready func() bool, log *slog.Logger) (*Server, error) {
+func Listen(addr string, reg *prometheus.Registry, ready func() bool, q Queue, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w (set http.listen to a free address, or \"off\")", addr, err)
@@ -38,6 +64,9 @@ func Listen(addr string, reg *prometheus.Registry, ready func() bool, log *slog.
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	if q != nil {
+		routeQueue(mux, q)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -61,4 +90,67 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	return nil
+}
+
+func routeQueue(mux *http.ServeMux, q Queue) {
+	mux.HandleFunc("GET /api/v1/outbox", func(w http.ResponseWriter, _ *http.Request) {
+		pending, dead, err := q.List()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, Listing{Pending: nonNil(pending), Dead: nonNil(dead)})
+	})
+	mux.HandleFunc("POST /api/v1/outbox/retry-dead", local(func(w http.ResponseWriter, _ *http.Request) {
+		n, err := q.RetryAllDead(time.Now())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, map[string]int{"retried": n})
+	}))
+	mux.HandleFunc("POST /api/v1/outbox/{id}/retry", local(withID(func(id uint64) error { return q.Retry(id, time.Now()) })))
+	mux.HandleFunc("DELETE /api/v1/outbox/{id}", local(withID(q.Drop)))
+}
+
+func withID(do func(uint64) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+		if err != nil {
+			http.Error(w, "id must be a number", http.StatusBadRequest)
+			return
+		}
+		switch err := do(id); {
+		case errors.Is(err, outbox.ErrNotFound):
+			http.Error(w, err.Error(), http.StatusNotFound)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			writeJSON(w, map[string]uint64{"id": id})
+		}
+	}
+}
+
+// local refuses requests that do not come from loopback.
+func local(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			http.Error(w, "changing the outbox is allowed from loopback only", http.StatusForbidden)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func nonNil(es []*outbox.Entry) []*outbox.Entry {
+	if es == nil {
+		return []*outbox.Entry{}
+	}
+	return es
 }

@@ -114,25 +114,26 @@ func (d *Deliverer) attempt(ctx context.Context, e *outbox.Entry) {
 		e.Delivered = append(e.Delivered, out.Accepted...)
 		log.Info("mail delivered", "to", out.Accepted, "subject", e.Subject)
 	}
-	var retry []string
+	var retry, refused []string
 	for _, r := range out.Rejected {
+		e.LastError = r.Rcpt + ": " + r.Err.Error()
 		if r.Err.Retryable() {
 			retry = append(retry, r.Rcpt)
-			e.LastError = r.Err.Error()
 			continue
 		}
+		refused = append(refused, r.Rcpt)
 		d.Metrics.MailFailed.WithLabelValues(KindPermanent.String()).Inc()
 		log.Error("recipient refused permanently", "rcpt", r.Rcpt, "err", r.Err)
-		e.LastError = r.Err.Error()
 	}
-	e.To = retry
 	switch {
 	case len(retry) > 0:
+		e.To = retry // only those: the others have it, or never will
 		d.Metrics.MailFailed.WithLabelValues(KindTemporary.String()).Inc()
 		d.reschedule(log, e)
 	case len(e.Delivered) > 0:
 		d.check(log, d.Queue.Done(e.ID))
 	default:
+		e.To = refused // kept, so "outbox retry" can try them again
 		d.bury(log, e)
 	}
 }

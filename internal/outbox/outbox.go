@@ -205,3 +205,76 @@ func list(b *bolt.Bucket) ([]*Entry, error) {
 	})
 	return out, err
 }
+
+// Retry moves a dead entry back to the queue, due now, with its attempts
+// counted afresh; a pending entry is made due now.
+func (o *Outbox) Retry(id uint64, now time.Time) error {
+	err := o.db.Update(func(tx *bolt.Tx) error { return retry(tx, id, now) })
+	if err == nil {
+		o.Kick()
+	}
+	return err
+}
+
+// RetryAllDead moves every dead entry back to the queue.
+func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
+	n := 0
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		var ids []uint64
+		if err := tx.Bucket(store.BucketDead).ForEach(func(k, _ []byte) error {
+			ids = append(ids, binary.BigEndian.Uint64(k))
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if err := retry(tx, id, now); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		return nil
+	})
+	if err == nil && n > 0 {
+		o.Kick()
+	}
+	return n, err
+}
+
+func retry(tx *bolt.Tx, id uint64, now time.Time) error {
+	pending, dead := tx.Bucket(store.BucketOutbox), tx.Bucket(store.BucketDead)
+	v, from := dead.Get(key(id)), dead
+	if v == nil {
+		v, from = pending.Get(key(id)), pending
+	}
+	if v == nil {
+		return ErrNotFound
+	}
+	e, err := decode(v)
+	if err != nil {
+		return err
+	}
+	if err := from.Delete(key(id)); err != nil {
+		return err
+	}
+	if from == dead {
+		e.Attempts = 0
+		e.DeadAt = time.Time{}
+		e.Created = now // give_up_after counts from the operator's retry
+	}
+	e.Next = now
+	return putIn(pending, e)
+}
+
+// Drop deletes an entry, pending or dead.
+func (o *Outbox) Drop(id uint64) error {
+	return o.db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{store.BucketOutbox, store.BucketDead} {
+			b := tx.Bucket(name)
+			if b.Get(key(id)) != nil {
+				return b.Delete(key(id))
+			}
+		}
+		return ErrNotFound
+	})
+}

@@ -45,14 +45,14 @@ func Open(path string) (db *bolt.DB, recovered string, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", fmt.Errorf("open store: %w", err)
 	}
-	db, err = open(path)
+	db, err = open(path, LockTimeout)
 	var corrupt *corruptError
 	if errors.As(err, &corrupt) {
 		recovered = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405"))
 		if rerr := os.Rename(path, recovered); rerr != nil {
 			return nil, "", fmt.Errorf("open store %s: %v; moving it aside failed: %w", path, err, rerr)
 		}
-		db, err = open(path)
+		db, err = open(path, LockTimeout)
 	}
 	if err != nil {
 		return nil, "", err
@@ -64,7 +64,17 @@ type corruptError struct{ cause any }
 
 func (e *corruptError) Error() string { return fmt.Sprintf("store file is corrupt: %v", e.cause) }
 
-func open(path string) (db *bolt.DB, err error) {
+// OpenExisting opens the store at path for an admin command: it creates
+// nothing, repairs nothing, and waits at most timeout for the lock (then
+// returns an error wrapping ErrLocked: the service is running).
+func OpenExisting(path string, timeout time.Duration) (*bolt.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return open(path, timeout)
+}
+
+func open(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	// bbolt panics on some corrupt files ("invalid freelist page"); a panic
 	// here must become an error, or alertd would crash-loop forever.
 	defer func() {
@@ -76,7 +86,7 @@ func open(path string) (db *bolt.DB, err error) {
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: LockTimeout,
+		Timeout: timeout,
 		// The freelist is rebuilt at open instead of written at every
 		// commit: one write less per fsync'd transaction (etcd does the same).
 		NoFreelistSync: true,

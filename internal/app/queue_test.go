@@ -1,0 +1,105 @@
+package app
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/mailer"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/store"
+)
+
+// buryMail puts a composed mail straight into the dead letters of the
+// store at path, as a 5xx would have.
+func buryMail(t *testing.T, path, subject string) uint64 {
+	t.Helper()
+	db, _, err := store.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	id := mailer.NewMessageID(now, SpoolFrom)
+	msg, err := mailer.Compose(mailer.Mail{From: SpoolFrom, To: []string{"ops@example.org"}, Subject: subject, Body: "b", Date: now, MessageID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := outbox.New(db)
+	e := &outbox.Entry{Rule: "r", Series: "s", From: "alertd@localhost", To: []string{"ops@example.org"}, Subject: subject,
+		MessageID: id, Message: msg, Created: now, Next: now, Attempts: 3, LastError: "smtp data: server replied 554 \"no\""}
+	if err := q.Enqueue(e); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Bury(e, now); err != nil {
+		t.Fatal(err)
+	}
+	return e.ID
+}
+
+func TestOutboxAdminStoppedAndRunning(t *testing.T) {
+	dir := t.TempDir()
+	yaml := spoolConfig("", greenhouse)
+	path := writeConfig(t, dir, yaml)
+	cfg, err := Check(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := buryMail(t, cfg.Store.Path, "first dead")
+	second := buryMail(t, cfg.Store.Path, "second dead")
+
+	// Stopped: the store is opened directly.
+	q, via, err := OpenQueue(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(via, "store ") {
+		t.Errorf("via %q, want the store", via)
+	}
+	_, dead, err := q.List()
+	if err != nil || len(dead) != 2 || !strings.Contains(dead[0].LastError, "554") {
+		t.Fatalf("dead entries %v (err %v), want two with their reason", dead, err)
+	}
+	if err := q.Drop(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Drop(first); !errors.Is(err, outbox.ErrNotFound) {
+		t.Errorf("dropping twice: %v, want ErrNotFound", err)
+	}
+	q.Close()
+
+	// Running: the same commands go through its HTTP API, and a retried
+	// dead mail is delivered.
+	app := startApp(t, dir, yaml)
+	running := *app.cfg
+	running.HTTP.Listen = app.HTTPAddr() // the test config asked for port 0
+	q, via, err = OpenQueue(&running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if !strings.HasPrefix(via, "running alertd at ") {
+		t.Errorf("via %q, want the running alertd", via)
+	}
+	_, dead, err = q.List()
+	if err != nil || len(dead) != 1 || dead[0].ID != second {
+		t.Fatalf("dead entries over HTTP %v (err %v), want only %d", dead, err, second)
+	}
+	if err := q.Retry(first, time.Now()); !errors.Is(err, outbox.ErrNotFound) {
+		t.Errorf("retrying a dropped entry: %v, want ErrNotFound", err)
+	}
+	n, err := q.RetryAllDead(time.Now())
+	if err != nil || n != 1 {
+		t.Fatalf("retry all dead: %d, %v", n, err)
+	}
+	mails := waitSpooled(t, filepath.Join(dir, "spool"), 1)
+	if mails[0].Subject != "second dead" {
+		t.Errorf("delivered %q, want the retried mail", mails[0].Subject)
+	}
+	waitFor(t, 5*time.Second, "queue empty", func() bool {
+		pending, dead, err := q.List()
+		return err == nil && len(pending) == 0 && len(dead) == 0
+	})
+}

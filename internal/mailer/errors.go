@@ -164,7 +164,7 @@ func (t *SMTPTransport) classify(step string, err error) *Error {
 		e.Kind = KindConfig
 		e.Err = errors.New("the server does not offer STARTTLS")
 		e.Hint = fmt.Sprintf("port %d may expect security: tls (465), or the server has no TLS (security: none, only on a trusted network)", port)
-	case isTimeout(err) && t.opts.Security != SecurityTLS && (step == "connect" || step == "ehlo"):
+	case isTimeout(err) && t.opts.Security != SecurityTLS && (step == "connect" || step == "ehlo" || step == "starttls"):
 		e.Hint = fmt.Sprintf("no greeting from the server; if port %d is an implicit-TLS port (465), set security: tls", port)
 	case isTimeout(err):
 		e.Hint = "the server stopped answering"

@@ -212,10 +212,13 @@ func (r Retry) backoff(attempt int) time.Duration {
 }
 
 func (d *Deliverer) bury(log *slog.Logger, e *outbox.Entry) {
+	if err := d.Queue.Bury(e, d.Now()); err != nil {
+		d.check(log, err)
+		return
+	}
 	d.Metrics.MailDead.Inc()
 	log.Error("mail moved to the dead letters", "reason", e.LastError, "subject", e.Subject,
 		"undelivered", strings.Join(slices.Compact(e.To), ","))
-	d.check(log, d.Queue.Bury(e, d.Now()))
 }
 
 func (d *Deliverer) check(log *slog.Logger, err error) {

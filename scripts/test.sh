@@ -32,7 +32,7 @@ go test -race -count=1 -timeout 8m ./...
 echo "== fuzz (short, bounded)"
 fuzztime=${FUZZTIME:-8s}
 while read -r pkg target; do
-  go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" "$pkg"
+  go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" -fuzzminimizetime=100x "$pkg"
 done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
   pkg=$(dirname "$f")
   grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r t; do echo "$pkg $t"; done

@@ -102,5 +102,5 @@ func (n *Notification) Render(suppressed uint64) (subject, body string, err erro
 		// recovery look like a new alert.
 		subject = "[resolved] " + subject
 	}
-	return cleanSubject(subject), body, nil
+	return cleanSubject(subject), strings.ToValidUTF8(body, "\uFFFD"), nil
 }

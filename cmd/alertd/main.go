@@ -37,6 +37,8 @@ commands:
   check   -config FILE   validate FILE without connecting anywhere
   outbox  list|retry|drop -config FILE [ID|-all-dead]
                          show or fix the mail queue (running or stopped)
+  silence add|list|remove -config FILE [-rule NAME -series TOPIC -for 2h -comment TEXT | ID]
+                         hold back a rule's mails for a while
   version                print the version
 `
 
@@ -56,6 +58,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "outbox":
 		return cmdOutbox(args[1:], stdout, stderr)
+	case "silence":
+		return cmdSilence(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "alertd", versionString())
 		return 0

@@ -40,20 +40,9 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 	path := fs.String("config", "", "configuration file (YAML)")
 	allDead := fs.Bool("all-dead", false, "retry every dead entry")
 	// Flags and the ID may come in any order.
-	var pos []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			return 2
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, code := parseInterleaved(fs, args[1:])
+	if code >= 0 {
+		return code
 	}
 	if *path == "" {
 		fmt.Fprintf(stderr, "alertd outbox %s: -config FILE is required\n", action)

@@ -25,6 +25,7 @@ import (
 	"github.com/alertd/alertd/internal/metrics"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 	"github.com/alertd/alertd/internal/subscriber"
 )
@@ -46,6 +47,7 @@ type App struct {
 	db        *bolt.DB
 	engine    *rules.Engine
 	tracker   *alerts.Tracker
+	silences  *silence.Store
 	gate      *dedupe.Gate
 	outbox    *outbox.Outbox
 	transport mailer.Transport
@@ -84,6 +86,10 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	a.db = db
 	a.gate = dedupe.New(db, a.now)
 	a.outbox = outbox.New(db)
+	if a.silences, err = silence.Open(db, a.now()); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	a.tracker = alerts.New(a.now())
 	a.tracker.Disconnected() // silence is counted from the first connection
 	n, err := a.tracker.Load(db, a.engine)
@@ -142,7 +148,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.ready = sub.Ready
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
-		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, a.metrics.Registry, sub.Ready, a.outbox, a.log); err != nil {
+		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
+			Registry: a.metrics.Registry, Ready: sub.Ready, Queue: a.outbox,
+			Silences: silenceAdmin{a.silences, ruleNames(a.cfg)}, Log: a.log,
+		}); err != nil {
 			return err
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })

@@ -17,6 +17,7 @@ import (
 	"github.com/alertd/alertd/internal/metrics"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/silence"
 )
 
 // pipeline is what every ingress hands its events to: rules, then the
@@ -25,6 +26,7 @@ import (
 type pipeline struct {
 	engine   *rules.Engine
 	tracker  *alerts.Tracker
+	silences *silence.Store
 	gate     *dedupe.Gate
 	outbox   *outbox.Outbox
 	db       *bolt.DB
@@ -38,7 +40,7 @@ type pipeline struct {
 
 func newPipeline(a *App) *pipeline {
 	p := &pipeline{
-		engine: a.engine, tracker: a.tracker, gate: a.gate, outbox: a.outbox, db: a.db,
+		engine: a.engine, tracker: a.tracker, silences: a.silences, gate: a.gate, outbox: a.outbox, db: a.db,
 		from: a.from, now: a.now, log: a.log, m: a.metrics,
 		received: map[string]prometheus.Counter{"mqtt": a.metrics.MessagesReceived.WithLabelValues("mqtt")},
 	}
@@ -109,6 +111,20 @@ func (p *pipeline) apply(tr alerts.Transition) error {
 		return nil
 	}
 
+	if until := p.silences.Silenced(n.Rule.Name, n.Series, p.now()); !until.IsZero() {
+		// Silenced: the state moves on, the mail waits. A first mail still
+		// due when the silence ends goes out then.
+		if err := p.db.Batch(func(tx *bolt.Tx) error {
+			rec := tr.Record(false, "", until)
+			return alerts.Put(tx, &rec)
+		}); err != nil {
+			return fmt.Errorf("record alert state: %w", err)
+		}
+		p.tracker.Mailed(tr, false, "", until)
+		p.m.Suppressed.WithLabelValues(n.Rule.Name, "silenced").Inc()
+		log.Debug("notification silenced", "until", until)
+		return nil
+	}
 	var entry outbox.Entry
 	v, err := p.gate.Admit(dedupe.Candidate{
 		Rule: n.Rule.Name, Series: n.Series, Cooldown: n.Rule.Cooldown,

@@ -17,6 +17,7 @@ import (
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/httpapi"
 	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -30,16 +31,60 @@ type Queue interface {
 // OpenQueue reaches cfg's outbox. via says how ("store FILE" or "running
 // alertd at ADDR").
 func OpenQueue(cfg *config.Config) (q Queue, via string, err error) {
+	db, base, err := reach(cfg)
+	switch {
+	case err != nil:
+		return nil, "", err
+	case db != nil:
+		return &directQueue{Outbox: outbox.New(db), db: db}, "store " + cfg.Store.Path, nil
+	}
+	return remoteQueue{newRemote(base)}, "running alertd at " + base, nil
+}
+
+// Silences is the silences as `alertd silence` sees them, like Queue.
+type Silences interface {
+	httpapi.Silences
+	Close() error
+}
+
+// OpenSilences reaches cfg's silences, like OpenQueue.
+func OpenSilences(cfg *config.Config) (s Silences, via string, err error) {
+	db, base, err := reach(cfg)
+	switch {
+	case err != nil:
+		return nil, "", err
+	case db != nil:
+		st, err := silence.Open(db, time.Now())
+		if err != nil {
+			_ = db.Close()
+			return nil, "", err
+		}
+		return &directSilences{silenceAdmin{st, ruleNames(cfg)}, db}, "store " + cfg.Store.Path, nil
+	}
+	return &remoteSilences{remote: newRemote(base)}, "running alertd at " + base, nil
+}
+
+func ruleNames(cfg *config.Config) []string {
+	names := make([]string, 0, len(cfg.Rules))
+	for _, r := range cfg.Rules {
+		names = append(names, r.Name)
+	}
+	return names
+}
+
+// reach opens the store directly when no alertd holds it, else returns
+// the base URL of the running alertd's HTTP API.
+func reach(cfg *config.Config) (*bolt.DB, string, error) {
 	db, err := store.OpenExisting(cfg.Store.Path, 200*time.Millisecond)
 	switch {
 	case err == nil:
-		return &directQueue{Outbox: outbox.New(db), db: db}, "store " + cfg.Store.Path, nil
+		return db, "", nil
 	case !errors.Is(err, store.ErrLocked):
 		return nil, "", err
 	}
 	addr := cfg.HTTP.Listen
 	if addr == "" || addr == "off" {
-		return nil, "", fmt.Errorf("alertd is running on %s and its http.listen is off: stop it, or enable http to manage the queue while it runs", cfg.Store.Path)
+		return nil, "", fmt.Errorf("alertd is running on %s and its http.listen is off: stop it, or enable http to manage it while it runs", cfg.Store.Path)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -48,9 +93,30 @@ func OpenQueue(cfg *config.Config) (q Queue, via string, err error) {
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	base := "http://" + net.JoinHostPort(host, port)
-	return &remoteQueue{base: base, c: &http.Client{Timeout: 10 * time.Second}}, "running alertd at " + base, nil
+	return nil, "http://" + net.JoinHostPort(host, port), nil
 }
+
+// silenceAdmin validates silences against the configured rules.
+type silenceAdmin struct {
+	*silence.Store
+	rules []string
+}
+
+func (s silenceAdmin) Add(si silence.Silence) (silence.Silence, error) {
+	now := time.Now()
+	si.Created = now
+	if err := si.Validate(s.rules, now); err != nil {
+		return silence.Silence{}, err
+	}
+	return s.Store.Add(si)
+}
+
+type directSilences struct {
+	silenceAdmin
+	db *bolt.DB
+}
+
+func (d *directSilences) Close() error { return d.db.Close() }
 
 type directQueue struct {
 	*outbox.Outbox
@@ -59,14 +125,26 @@ type directQueue struct {
 
 func (d *directQueue) Close() error { return d.db.Close() }
 
-type remoteQueue struct {
+// remote is the running alertd's HTTP API.
+type remote struct {
 	base string
 	c    *http.Client
 }
 
-func (r *remoteQueue) Close() error { return nil }
+func newRemote(base string) *remote {
+	return &remote{base: base, c: &http.Client{Timeout: 10 * time.Second}}
+}
 
-func (r *remoteQueue) List() (pending, dead []*outbox.Entry, err error) {
+func (r *remote) Close() error { return nil }
+
+type remoteQueue struct{ *remote }
+
+type remoteSilences struct {
+	*remote
+	err error
+}
+
+func (r remoteQueue) List() (pending, dead []*outbox.Entry, err error) {
 	var l httpapi.Listing
 	if err := r.do(http.MethodGet, "/api/v1/outbox", &l); err != nil {
 		return nil, nil, err
@@ -74,11 +152,11 @@ func (r *remoteQueue) List() (pending, dead []*outbox.Entry, err error) {
 	return l.Pending, l.Dead, nil
 }
 
-func (r *remoteQueue) Retry(id uint64, _ time.Time) error {
+func (r remoteQueue) Retry(id uint64, _ time.Time) error {
 	return r.do(http.MethodPost, "/api/v1/outbox/"+strconv.FormatUint(id, 10)+"/retry", nil)
 }
 
-func (r *remoteQueue) RetryAllDead(time.Time) (int, error) {
+func (r remoteQueue) RetryAllDead(time.Time) (int, error) {
 	var out struct {
 		Retried int `json:"retried"`
 	}
@@ -86,12 +164,41 @@ func (r *remoteQueue) RetryAllDead(time.Time) (int, error) {
 	return out.Retried, err
 }
 
-func (r *remoteQueue) Drop(id uint64) error {
+func (r remoteQueue) Drop(id uint64) error {
 	return r.do(http.MethodDelete, "/api/v1/outbox/"+strconv.FormatUint(id, 10), nil)
 }
 
-func (r *remoteQueue) do(method, path string, out any) error {
-	req, err := http.NewRequest(method, r.base+path, nil)
+func (r *remoteSilences) List(time.Time) []silence.Silence {
+	var out []silence.Silence
+	if err := r.do(http.MethodGet, "/api/v1/silences", &out); err != nil {
+		r.err = err
+	}
+	return out
+}
+
+func (r *remoteSilences) Add(si silence.Silence) (silence.Silence, error) {
+	body, err := json.Marshal(si)
+	if err != nil {
+		return silence.Silence{}, err
+	}
+	var out silence.Silence
+	err = r.doBody(http.MethodPost, "/api/v1/silences", bytes.NewReader(body), &out)
+	return out, err
+}
+
+func (r *remoteSilences) Remove(id uint64) error {
+	return r.do(http.MethodDelete, "/api/v1/silences/"+strconv.FormatUint(id, 10), nil)
+}
+
+// Err is the error of the last List over HTTP, which has no error result.
+func (r *remoteSilences) Err() error { return r.err }
+
+func (r *remote) do(method, path string, out any) error {
+	return r.doBody(method, path, nil, out)
+}
+
+func (r *remote) doBody(method, path string, body io.Reader, out any) error {
+	req, err := http.NewRequest(method, r.base+path, body)
 	if err != nil {
 		return err
 	}
@@ -100,17 +207,19 @@ func (r *remoteQueue) do(method, path string, out any) error {
 		return fmt.Errorf("alertd is running but its HTTP API did not answer: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return err
 	}
 	switch {
-	case resp.StatusCode == http.StatusNotFound && bytes.Contains(body, []byte(outbox.ErrNotFound.Error())):
+	case resp.StatusCode == http.StatusNotFound && bytes.Contains(data, []byte(outbox.ErrNotFound.Error())):
 		return outbox.ErrNotFound
+	case resp.StatusCode == http.StatusNotFound && bytes.Contains(data, []byte(silence.ErrNotFound.Error())):
+		return silence.ErrNotFound
 	case resp.StatusCode != http.StatusOK:
-		return fmt.Errorf("alertd answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("alertd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
 	case out != nil:
-		return json.Unmarshal(body, out)
+		return json.Unmarshal(data, out)
 	}
 	return nil
 }

@@ -2,13 +2,16 @@ package app
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alertd/alertd/internal/mailer"
+	"github.com/alertd/alertd/internal/mqtttest"
 	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -102,4 +105,51 @@ func TestOutboxAdminStoppedAndRunning(t *testing.T) {
 		pending, dead, err := q.List()
 		return err == nil && len(pending) == 0 && len(dead) == 0
 	})
+}
+
+func TestSilenceHoldsMailUntilItEnds(t *testing.T) {
+	dir := t.TempDir()
+	yaml := spoolConfig("", `
+  - {name: hot, topic: "s/+/t", field: temp, above: 30, cooldown: 0s}
+`)
+	cfg, err := Check(writeConfig(t, dir, yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Added while alertd is stopped, straight into the store.
+	if err := os.MkdirAll(filepath.Dir(cfg.Store.Path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := store.Open(cfg.Store.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	ss, _, err := OpenSilences(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ss.Add(silence.Silence{Rule: "nope", Expires: time.Now().Add(time.Hour)}); err == nil {
+		t.Error("a silence for an unknown rule was accepted")
+	}
+	if _, err := ss.Add(silence.Silence{Rule: "hot", Series: "s/a/t", Comment: "maintenance", Expires: time.Now().Add(1500 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	ss.Close()
+
+	app := startApp(t, dir, yaml)
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "s/a/t", `{"temp": 31}`) // silenced
+	pub.Publish(t, "s/b/t", `{"temp": 32}`) // another series: not silenced
+	spool := filepath.Join(dir, "spool")
+	waitFor(t, 10*time.Second, "the silenced alert counted", func() bool { return app.counter("suppressed", "hot", "silenced") == 1 })
+	mails := waitSpooled(t, spool, 1)
+	if len(mails) != 1 || mails[0].Subject != "[warning] hot: b temp=32" {
+		t.Fatalf("during the silence got %d mails, first %q; want only b's", len(mails), mails[0].Subject)
+	}
+	// The silence ends while s/a/t is still firing: its mail goes out then.
+	mails = waitSpooled(t, spool, 2)
+	if mails[1].Subject != "[warning] hot: a temp=31" {
+		t.Errorf("after the silence: %q", mails[1].Subject)
+	}
 }

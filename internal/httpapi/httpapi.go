@@ -7,6 +7,9 @@
 //	POST   /api/v1/outbox/{id}/retry       a dead entry back to the queue
 //	POST   /api/v1/outbox/retry-dead       every dead entry back to the queue
 //	DELETE /api/v1/outbox/{id}             drop an entry
+//	GET    /api/v1/silences                active silences (JSON)
+//	POST   /api/v1/silences                add one (JSON body: rule, series, comment, expires)
+//	DELETE /api/v1/silences/{id}           remove one
 //
 // It binds to loopback by default. Requests that change the queue are
 // refused unless they come from loopback, whatever http.listen says.
@@ -27,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/silence"
 )
 
 // Server is the HTTP endpoint.
@@ -49,8 +53,25 @@ type Listing struct {
 	Dead    []*outbox.Entry `json:"dead"`
 }
 
-// Listen binds addr and prepares the routes; ready reports health.
-func Listen(addr string, reg *prometheus.Registry, ready func() bool, q Queue, log *slog.Logger) (*Server, error) {
+// Silences is what the API needs of the silences.
+type Silences interface {
+	List(now time.Time) []silence.Silence
+	Add(si silence.Silence) (silence.Silence, error) // validates
+	Remove(id uint64) error
+}
+
+// Options configure the endpoint.
+type Options struct {
+	Registry *prometheus.Registry
+	Ready    func() bool // health
+	Queue    Queue       // nil: no outbox API
+	Silences Silences    // nil: no silences API
+	Log      *slog.Logger
+}
+
+// Listen binds addr and prepares the routes.
+func Listen(addr string, o Options) (*Server, error) {
+	reg, ready, q, log := o.Registry, o.Ready, o.Queue, o.Log
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w (set http.listen to a free address, or \"off\")", addr, err)
@@ -66,6 +87,9 @@ func Listen(addr string, reg *prometheus.Registry, ready func() bool, q Queue, l
 	})
 	if q != nil {
 		routeQueue(mux, q)
+	}
+	if o.Silences != nil {
+		routeSilences(mux, o.Silences)
 	}
 	srv := &http.Server{
 		Handler:           mux,
@@ -121,7 +145,7 @@ func withID(do func(uint64) error) http.HandlerFunc {
 			return
 		}
 		switch err := do(id); {
-		case errors.Is(err, outbox.ErrNotFound):
+		case errors.Is(err, outbox.ErrNotFound), errors.Is(err, silence.ErrNotFound):
 			http.Error(w, err.Error(), http.StatusNotFound)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -153,4 +177,26 @@ func nonNil(es []*outbox.Entry) []*outbox.Entry {
 		return []*outbox.Entry{}
 	}
 	return es
+}
+
+func routeSilences(mux *http.ServeMux, ss Silences) {
+	mux.HandleFunc("GET /api/v1/silences", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, ss.List(time.Now()))
+	})
+	mux.HandleFunc("POST /api/v1/silences", local(func(w http.ResponseWriter, r *http.Request) {
+		var si silence.Silence
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&si); err != nil {
+			http.Error(w, "bad silence: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		added, err := ss.Add(si)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, added)
+	}))
+	mux.HandleFunc("DELETE /api/v1/silences/{id}", local(withID(ss.Remove)))
 }

@@ -16,15 +16,16 @@ import (
 
 // Buckets, created at open so readers never meet a missing one.
 var (
-	BucketSeries = []byte("series") // dedupe: rule\x00topic -> last mail time
-	BucketRules  = []byte("rules")  // dedupe: rule -> rate window, held-back count
-	BucketOutbox = []byte("outbox") // outbox: id (8 bytes BE) -> pending entry
-	BucketDead   = []byte("dead")   // outbox: id -> entry that will not be delivered
-	BucketMeta   = []byte("meta")   // schema version
-	BucketAlerts = []byte("alerts") // alerts: rule\x00topic -> series state
+	BucketSeries   = []byte("series")   // dedupe: rule\x00topic -> last mail time
+	BucketRules    = []byte("rules")    // dedupe: rule -> rate window, held-back count
+	BucketOutbox   = []byte("outbox")   // outbox: id (8 bytes BE) -> pending entry
+	BucketDead     = []byte("dead")     // outbox: id -> entry that will not be delivered
+	BucketMeta     = []byte("meta")     // schema version
+	BucketAlerts   = []byte("alerts")   // alerts: rule\x00topic -> series state
+	BucketSilences = []byte("silences") // silence: id (8 bytes BE) -> silence
 )
 
-var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts}
+var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences}
 
 // SchemaVersion is written at creation; a newer file is refused rather than
 // misread.

@@ -1,0 +1,171 @@
+// Package silence keeps the operator's silences: "do not mail about rule R
+// (on topic T) until time U". Silences live in bbolt, so they survive
+// restarts, and expire by themselves. A silenced alert still moves
+// through its states; only its mails are held back.
+package silence
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/alertd/alertd/internal/store"
+	"github.com/alertd/alertd/internal/topic"
+)
+
+// Silence is one silence.
+type Silence struct {
+	ID      uint64    `json:"id"`
+	Rule    string    `json:"rule"`
+	Series  string    `json:"series,omitempty"` // a topic or topic filter; empty: every series of the rule
+	Comment string    `json:"comment,omitempty"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+}
+
+// Active reports whether s holds at now.
+func (s *Silence) Active(now time.Time) bool { return now.Before(s.Expires) }
+
+// Matches reports whether s covers rule on series.
+func (s *Silence) Matches(rule, series string) bool {
+	if s.Rule != rule {
+		return false
+	}
+	return s.Series == "" || s.Series == series || topic.Matches(s.Series, series)
+}
+
+// ErrNotFound means no silence has the given id.
+var ErrNotFound = errors.New("no such silence")
+
+// Validate checks a silence before it is added.
+func (s *Silence) Validate(rules []string, now time.Time) error {
+	switch {
+	case s.Rule == "":
+		return errors.New("a silence needs a rule")
+	case !slices.Contains(rules, s.Rule):
+		return fmt.Errorf("no rule named %q", s.Rule)
+	case !s.Expires.After(now):
+		return errors.New("a silence must last a positive duration")
+	case s.Series != "" && topic.ValidateFilter(s.Series) != nil:
+		return fmt.Errorf("series %q is not a topic or topic filter", s.Series)
+	case len(s.Comment) > 1024:
+		return errors.New("comment too long (at most 1024 bytes)")
+	}
+	return nil
+}
+
+// Store is the silences of one bbolt file, cached in memory. Safe for
+// concurrent use.
+type Store struct {
+	db  *bolt.DB
+	mu  sync.RWMutex
+	all []Silence // ordered by id
+}
+
+// Open loads the silences of db and deletes those expired.
+func Open(db *bolt.DB, now time.Time) (*Store, error) {
+	s := &Store{db: db}
+	err := db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(store.BucketSilences)
+		var expired [][]byte
+		err := b.ForEach(func(k, v []byte) error {
+			var si Silence
+			if json.Unmarshal(v, &si) != nil || !si.Active(now) {
+				expired = append(expired, append([]byte(nil), k...))
+				return nil
+			}
+			s.all = append(s.all, si)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range expired {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load silences: %w", err)
+	}
+	return s, nil
+}
+
+// Add stores si, assigning its ID.
+func (s *Store) Add(si Silence) (Silence, error) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(store.BucketSilences)
+		id, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		si.ID = id
+		v, err := json.Marshal(si)
+		if err != nil {
+			return err
+		}
+		return b.Put(binary.BigEndian.AppendUint64(nil, id), v)
+	})
+	if err != nil {
+		return Silence{}, fmt.Errorf("add silence: %w", err)
+	}
+	s.mu.Lock()
+	s.all = append(s.all, si)
+	s.mu.Unlock()
+	return si, nil
+}
+
+// Remove deletes a silence.
+func (s *Store) Remove(id uint64) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(store.BucketSilences)
+		k := binary.BigEndian.AppendUint64(nil, id)
+		if b.Get(k) == nil {
+			return ErrNotFound
+		}
+		return b.Delete(k)
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.all = slices.DeleteFunc(s.all, func(si Silence) bool { return si.ID == id })
+	s.mu.Unlock()
+	return nil
+}
+
+// List returns the silences still active at now.
+func (s *Store) List(now time.Time) []Silence {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []Silence{}
+	for _, si := range s.all {
+		if si.Active(now) {
+			out = append(out, si)
+		}
+	}
+	return out
+}
+
+// Silenced returns when the latest silence covering rule on series ends,
+// or the zero time when none does.
+func (s *Store) Silenced(rule, series string, now time.Time) time.Time {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var until time.Time
+	for i := range s.all {
+		si := &s.all[i]
+		if si.Active(now) && si.Matches(rule, series) && si.Expires.After(until) {
+			until = si.Expires
+		}
+	}
+	return until
+}

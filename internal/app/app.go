@@ -146,6 +146,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.ready = sub.Ready
+	if t := a.cfg.MQTT.StateTopic; t != "" {
+		a.pipeline.stateTopic, a.pipeline.publish = t, sub.Publish
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{

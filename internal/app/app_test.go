@@ -209,6 +209,27 @@ func TestForAndSilenceFireOnTheirOwn(t *testing.T) {
 	}
 }
 
+func TestAlertStatePublishedBackToMQTT(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	cfg := strings.Replace(spoolConfig(broker.URL(), `
+  - {name: hot, topic: "gh/+/t", field: temp, above: 30, cooldown: 0s}
+`), "mqtt:\n", "mqtt:\n  state_topic: alertd/state\n", 1)
+	startApp(t, dir, cfg)
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.Publish(t, "gh/a/t", `{"temp": 35}`)
+	const topic = "alertd/state/hot/gh/a/t"
+	firing := mqtttest.Retained(t, broker.URL(), topic, 10*time.Second, func(p string) bool { return strings.Contains(p, `"firing"`) })
+	if !strings.Contains(firing, `"rule":"hot"`) || !strings.Contains(firing, `"series":"gh/a/t"`) || !strings.Contains(firing, `"value":"35"`) {
+		t.Fatalf("retained firing state %q", firing)
+	}
+	pub.Publish(t, "gh/a/t", `{"temp": 20}`)
+	resolved := mqtttest.Retained(t, broker.URL(), topic, 10*time.Second, func(p string) bool { return strings.Contains(p, `"resolved"`) })
+	if resolved == "" {
+		t.Fatal("the resolved state was not published")
+	}
+}
+
 func TestHealthzAndMetrics(t *testing.T) {
 	dir := t.TempDir()
 	app := startApp(t, dir, spoolConfig("", greenhouse))

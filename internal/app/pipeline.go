@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/mail"
@@ -36,6 +37,11 @@ type pipeline struct {
 	log      *slog.Logger
 	m        *metrics.Metrics
 	received map[string]prometheus.Counter // per source, looked up once
+
+	// stateTopic and publish send each alert's state back to MQTT
+	// (mqtt.state_topic); publish is nil when that is off.
+	stateTopic string
+	publish    func(topic string, payload []byte)
 }
 
 func newPipeline(a *App) *pipeline {
@@ -75,9 +81,42 @@ func (p *pipeline) Handle(ev *event.Event) error {
 	return nil
 }
 
-// apply persists a transition and queues its mail, if it has one, in one
-// bbolt transaction.
+// apply persists a transition and queues its mail, if it has one, then
+// publishes the alert's new state.
 func (p *pipeline) apply(tr alerts.Transition) error {
+	if err := p.commit(tr); err != nil {
+		return err
+	}
+	if p.publish != nil && tr.Kind != alerts.Remind {
+		p.publishState(tr)
+	}
+	return nil
+}
+
+// statePayload is what mqtt.state_topic carries for one series.
+type statePayload struct {
+	Rule   string    `json:"rule"`
+	Series string    `json:"series"`
+	State  string    `json:"state"`
+	Value  string    `json:"value,omitempty"`
+	Since  time.Time `json:"since,omitzero"`
+	At     time.Time `json:"at"`
+}
+
+func (p *pipeline) publishState(tr alerts.Transition) {
+	n := &tr.Notification
+	b, err := json.Marshal(statePayload{
+		Rule: n.Rule.Name, Series: n.Series, State: n.State, Value: n.Value.Text, Since: n.Since, At: n.At,
+	})
+	if err != nil {
+		return
+	}
+	p.publish(p.stateTopic+"/"+n.Rule.Name+"/"+n.Series, b)
+}
+
+// commit persists a transition and queues its mail, if it has one, in one
+// bbolt transaction.
+func (p *pipeline) commit(tr alerts.Transition) error {
 	n := &tr.Notification
 	log := p.log.With("rule", n.Rule.Name, "series", n.Series, "transition", tr.Kind.String())
 	msgID := mailer.NewMessageID(p.now(), p.from) // fixed before the tx, which may run twice

@@ -61,6 +61,11 @@ func oneOf(s string, options ...string) bool {
 }
 
 func (m *MQTT) validate(add func(Pos, string, ...any)) {
+	if m.StateTopic != "" {
+		if err := topic.ValidateName(m.StateTopic); err != nil || strings.HasSuffix(m.StateTopic, "/") {
+			add(m.Pos.At("state_topic"), "mqtt.state_topic: %q must be a topic without wildcards or a trailing /, like alertd/state", m.StateTopic)
+		}
+	}
 	if m.Broker != "" {
 		u, err := url.Parse(m.Broker)
 		switch {

@@ -169,3 +169,38 @@ func (p *Publisher) PublishRetained(t testing.TB, topic, payload string, retain 
 		t.Fatalf("publish %s: %v", topic, tok.Error())
 	}
 }
+
+// Retained reads the retained message on topic, waiting up to timeout for
+// one whose payload satisfies ok; it returns "" when none does.
+func Retained(t testing.TB, url, topic string, timeout time.Duration, ok func(string) bool) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		got := make(chan string, 1)
+		opts := mqtt.NewClientOptions().AddBroker(url).
+			SetClientID(fmt.Sprintf("test-sub-%d", time.Now().UnixNano())).SetConnectTimeout(5 * time.Second)
+		c := mqtt.NewClient(opts)
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscriber connect to %s: %v", url, tok.Error())
+		}
+		c.Subscribe(topic, 1, func(_ mqtt.Client, m mqtt.Message) {
+			if m.Retained() {
+				select {
+				case got <- string(m.Payload()):
+				default:
+				}
+			}
+		})
+		var payload string
+		select {
+		case payload = <-got:
+		case <-time.After(300 * time.Millisecond):
+		}
+		c.Disconnect(50)
+		if payload != "" && ok(payload) {
+			return payload
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return ""
+}

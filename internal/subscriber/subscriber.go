@@ -56,6 +56,7 @@ type Subscriber struct {
 	seed    maphash.Seed
 	done    chan struct{}
 	ready   atomic.Bool
+	client  mqtt.Client
 }
 
 type work struct {
@@ -79,10 +80,23 @@ func New(opts Options, h Handler) *Subscriber {
 		opts.Connected = func(bool) {}
 	}
 	s := &Subscriber{opts: opts, handler: h, log: opts.Log, seed: maphash.MakeSeed(), done: make(chan struct{})}
+	s.client = mqtt.NewClient(s.clientOptions())
 	for range opts.Workers {
 		s.shards = append(s.shards, make(chan work, queueDepth))
 	}
 	return s
+}
+
+// Publish sends a retained QoS 1 message on the same connection, without
+// waiting for the broker's acknowledgement (paho resends it after a
+// reconnect). It never blocks the caller.
+func (s *Subscriber) Publish(topic string, payload []byte) {
+	tok := s.client.Publish(topic, 1, true, payload)
+	go func() {
+		if tok.WaitTimeout(30*time.Second) && tok.Error() != nil {
+			s.log.Warn("mqtt publish", "topic", topic, "err", tok.Error())
+		}
+	}()
 }
 
 // Ready reports whether the subscriber is connected and subscribed.
@@ -91,7 +105,7 @@ func (s *Subscriber) Ready() bool { return s.ready.Load() }
 // Run connects and delivers events until ctx is done, then disconnects and
 // lets the workers finish what they hold.
 func (s *Subscriber) Run(ctx context.Context) error {
-	client := mqtt.NewClient(s.clientOptions())
+	client := s.client
 	var wg sync.WaitGroup
 	for _, ch := range s.shards {
 		wg.Add(1)

@@ -121,6 +121,9 @@ type Rule struct {
 	Below     *float64 `yaml:"below"`
 	Equals    *Scalar  `yaml:"equals"`
 	NotEquals *Scalar  `yaml:"not_equals"`
+	// When is an expression over the payload's fields (expr-lang), for
+	// conditions thresholds cannot say: 'temp > 30 && hum < 20'.
+	When string `yaml:"when"`
 	Severity  string   `yaml:"severity"`
 	To        []string `yaml:"to"`
 	Subject   string   `yaml:"subject"`

@@ -189,6 +189,20 @@ func (r *Rule) validate(i int, defaults *Rule, add func(Pos, string, ...any)) {
 func (r *Rule) validateCondition(label string, at func(string) Pos, add func(Pos, string, ...any)) {
 	threshold := r.Above != nil || r.Below != nil
 	hasCond := threshold || r.Equals != nil || r.NotEquals != nil
+	if r.When != "" {
+		switch {
+		case hasCond || r.Field != "":
+			add(at("when"), "%s: when is a whole condition: it cannot be combined with field, above, below, equals or not_equals", label)
+		case r.SilentFor.D() > 0:
+			add(at("when"), "%s: when cannot be combined with silent_for", label)
+		case len(r.When) > 2048:
+			add(at("when"), "%s: when is longer than 2048 characters", label)
+		}
+		if r.Hysteresis != nil {
+			add(at("hysteresis"), "%s: hysteresis applies to above/below thresholds only", label)
+		}
+		return
+	}
 	if r.For.D() < 0 || r.Repeat.D() < 0 || r.SilentFor.D() < 0 {
 		add(r.Pos.At(""), "%s: for, repeat and silent_for must not be negative", label)
 	}
@@ -215,7 +229,7 @@ func (r *Rule) validateCondition(label string, at func(string) Pos, add func(Pos
 	}
 	switch {
 	case !threshold && r.Equals == nil && r.NotEquals == nil:
-		add(r.Pos.At(""), "%s: no condition: set above, below, equals, not_equals or silent_for", label)
+		add(r.Pos.At(""), "%s: no condition: set above, below, equals, not_equals, when or silent_for", label)
 	case threshold && (r.Equals != nil || r.NotEquals != nil):
 		key := "equals"
 		if r.Equals == nil {

@@ -65,8 +65,11 @@ func (n *Notification) Data(suppressed uint64) Data {
 		Duration:   roundDuration(n.At.Sub(n.Since)),
 		Suppressed: suppressed,
 	}
-	if r.Silence() {
+	switch {
+	case r.Silence():
 		d.Threshold = r.SilentFor.String()
+	case r.when != nil:
+		d.Threshold = r.when.src
 	}
 	return d
 }

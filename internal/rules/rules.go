@@ -12,6 +12,8 @@
 package rules
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -38,6 +40,7 @@ type Rule struct {
 	order int // position in the file, for a stable notification order
 	path  []string
 	cond  condition
+	when  *whenCond // a when: expression instead of cond
 	tmpl  templates
 }
 
@@ -80,6 +83,19 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 		r.NotifyResolved = rc.NotifyResolved == nil || *rc.NotifyResolved
 		if rc.Field != "" {
 			r.path = strings.Split(rc.Field, ".")
+		}
+		if rc.When != "" {
+			w, err := compileWhen(rc.When)
+			if err != nil {
+				msg := err.Error()
+				var we *whenError
+				if errors.As(err, &we) {
+					msg = fmt.Sprintf("%s (line %d, column %d of the expression)", we.msg, we.line, we.col)
+				}
+				errs.Add(cfg.File, rc.KeyPos(&cfg.Defaults, "when"), "rule %q: when: %s", rc.Name, msg)
+				continue
+			}
+			r.when = w
 		}
 		var err error
 		if r.tmpl, err = parseTemplates(rc, r); err != nil {
@@ -155,6 +171,15 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 		}
 		if payloadErr != nil {
 			e.invalid(r, ev, payloadErr)
+			continue
+		}
+		if r.when != nil {
+			breach, err := r.when.eval(ev.Payload)
+			if err != nil {
+				e.invalid(r, ev, err)
+				continue
+			}
+			dst = append(dst, Reading{Rule: r, Event: ev, Value: Value{Text: r.when.src, Kind: KindText}, Breach: breach, Clear: !breach})
 			continue
 		}
 		v, err := extract(ev.Payload, r.path)

@@ -284,3 +284,66 @@ func TestNonMatchingTopicDoesNotAllocate(t *testing.T) {
 		t.Errorf("non-matching topic allocates %.0f times per message", n)
 	}
 }
+
+func TestWhenExpression(t *testing.T) {
+	e, rec := compile(t, `
+defaults: {to: [ops@example.org]}
+rules:
+  - {name: dry-heat, topic: "gh/+", when: 'temp > 30 && hum < 20'}
+`)
+	cases := []struct {
+		payload string
+		fires   bool
+		invalid bool
+	}{
+		{`{"temp": 31, "hum": 15}`, true, false},
+		{`{"temp": 31, "hum": 25}`, false, false},
+		{`{"temp": 29, "hum": 15}`, false, false},
+		{`{"temp": "hot", "hum": 15}`, false, true}, // a string compared with a number
+		{`{"hum": 15}`, false, true},                // temp missing
+		{`not json`, false, true},
+		{`[1]`, false, true},
+	}
+	for _, c := range cases {
+		before := len(rec.errs["dry-heat"])
+		got := names(evaluate(e, "gh/a", c.payload))
+		if (got == "dry-heat") != c.fires {
+			t.Errorf("%s: fired %q, want fires=%v", c.payload, got, c.fires)
+		}
+		if invalid := len(rec.errs["dry-heat"]) > before; invalid != c.invalid {
+			t.Errorf("%s: counted invalid %v, want %v", c.payload, invalid, c.invalid)
+		}
+	}
+	ns := evaluate(e, "gh/a", `{"temp": 31, "hum": 15}`)
+	subject, _, err := ns[0].Render(0)
+	if err != nil || subject != "[warning] dry-heat: a temp > 30 && hum < 20" {
+		t.Errorf("subject %q, %v", subject, err)
+	}
+}
+
+func TestWhenErrorsArePositioned(t *testing.T) {
+	cfg, err := config.Load(strings.NewReader(`
+defaults: {to: [ops@example.org]}
+rules:
+  - name: bad
+    topic: "gh/+"
+    when: 'temp > > 30'
+  - name: notbool
+    topic: "gh/+"
+    when: '1 + 1'
+`), "rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Compile(cfg, nil)
+	var errs config.Errors
+	if !errors.As(err, &errs) || len(errs) != 2 {
+		t.Fatalf("want two positioned errors, got %v", err)
+	}
+	if got := errs[0].Error(); !strings.HasPrefix(got, "rules.yaml:6:11: rule \"bad\": when:") || !strings.Contains(got, "column") {
+		t.Errorf("first error %q", got)
+	}
+	if got := errs[1].Error(); !strings.HasPrefix(got, "rules.yaml:9:11: rule \"notbool\": when:") || !strings.Contains(got, "bool") {
+		t.Errorf("second error %q", got)
+	}
+}

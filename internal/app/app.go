@@ -141,6 +141,9 @@ func (a *App) Run(ctx context.Context) (err error) {
 		a.log.Info("embedded MQTT broker listening (no mqtt.broker configured)", "url", brokerURL)
 	}
 	a.pipeline = newPipeline(a)
+	if err := a.pipeline.restoreGroups(); err != nil {
+		return err
+	}
 	sub, err := a.newSubscriber(brokerURL)
 	if err != nil {
 		return err
@@ -161,6 +164,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.pipeline.runTimers(gctx) })
+	g.Go(func() error { return a.pipeline.runGroups(gctx) })
 	g.Go(func() error { return a.pipeline.runCheckpoints(gctx, checkpointEvery) })
 	g.Go(func() error { return a.deliverer().Run(gctx) })
 	close(a.started)

@@ -230,6 +230,41 @@ func TestAlertStatePublishedBackToMQTT(t *testing.T) {
 	}
 }
 
+func TestGroupingTurnsAStormIntoOneMail(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig(broker.URL(), `
+  - {name: heat, topic: "farm/+/t", field: temp, above: 30, group_wait: 700ms, rate_limit: 5/h}
+`))
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	const n = 50
+	for i := range n {
+		pub.Publish(t, fmt.Sprintf("farm/d%02d/t", i), `{"temp": 35}`)
+	}
+	spool := filepath.Join(dir, "spool")
+	m := waitSpooled(t, spool, 1)[0]
+	waitFor(t, 10*time.Second, "all readings processed", func() bool { return app.counter("received") == n })
+	time.Sleep(time.Second) // a second group mail would be here
+	if mails := spooled(t, spool); len(mails) != 1 {
+		t.Fatalf("%d mails for one storm, want 1", len(mails))
+	}
+	if m.Subject != "[warning] heat: 50 firing" {
+		t.Errorf("group subject %q", m.Subject)
+	}
+	for i := range n {
+		if !strings.Contains(m.Body, fmt.Sprintf("farm/d%02d/t", i)) {
+			t.Errorf("group mail does not list farm/d%02d/t", i)
+		}
+	}
+	for i := range 3 {
+		pub.Publish(t, fmt.Sprintf("farm/d%02d/t", i), `{"temp": 20}`)
+	}
+	mails := waitSpooled(t, spool, 2)
+	if mails[1].Subject != "[warning] heat: 3 resolved" {
+		t.Errorf("second group mail %q", mails[1].Subject)
+	}
+}
+
 func TestHealthzAndMetrics(t *testing.T) {
 	dir := t.TempDir()
 	app := startApp(t, dir, spoolConfig("", greenhouse))

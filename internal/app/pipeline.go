@@ -42,11 +42,13 @@ type pipeline struct {
 	// (mqtt.state_topic); publish is nil when that is off.
 	stateTopic string
 	publish    func(topic string, payload []byte)
+
+	groups *groups
 }
 
 func newPipeline(a *App) *pipeline {
 	p := &pipeline{
-		engine: a.engine, tracker: a.tracker, silences: a.silences, gate: a.gate, outbox: a.outbox, db: a.db,
+		engine: a.engine, tracker: a.tracker, silences: a.silences, gate: a.gate, groups: newGroups(), outbox: a.outbox, db: a.db,
 		from: a.from, now: a.now, log: a.log, m: a.metrics,
 		received: map[string]prometheus.Counter{"mqtt": a.metrics.MessagesReceived.WithLabelValues("mqtt")},
 	}
@@ -131,19 +133,13 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 			if !send {
 				return nil
 			}
-			e, err := p.entry(n, 0, msgID, tr.Thread)
-			if err != nil {
-				return err
-			}
-			err = outbox.Put(tx, e) // assigns e.ID
-			entry = *e
-			return err
+			return p.deliver(tx, n, 0, msgID, tr.Thread, &entry)
 		})
 		if err != nil {
 			return fmt.Errorf("record resolved alert: %w", err)
 		}
 		if send {
-			p.queued(log, &entry, 0)
+			p.queued(log, n, &entry, 0)
 		} else {
 			log.Debug("alert resolved; its firing mail was not sent, so no resolved mail")
 		}
@@ -165,28 +161,26 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 		return nil
 	}
 	var entry outbox.Entry
-	v, err := p.gate.Admit(dedupe.Candidate{
+	c := dedupe.Candidate{
 		Rule: n.Rule.Name, Series: n.Series, Cooldown: n.Rule.Cooldown,
 		Limit: n.Rule.RateLimit.N, Per: n.Rule.RateLimit.Per,
-	}, func(tx *bolt.Tx, suppressed uint64) error {
+	}
+	if n.Rule.GroupWait > 0 {
+		c.Limit = 0 // the rate limit applies to the group mails
+	}
+	v, err := p.gate.Admit(c, func(tx *bolt.Tx, suppressed uint64) error {
 		rec := tr.Record(true, msgID, time.Time{})
 		if err := alerts.Put(tx, &rec); err != nil {
 			return err
 		}
-		e, err := p.entry(n, suppressed, msgID, tr.Thread)
-		if err != nil {
-			return err
-		}
-		err = outbox.Put(tx, e) // assigns e.ID
-		entry = *e
-		return err
+		return p.deliver(tx, n, suppressed, msgID, tr.Thread, &entry)
 	})
 	if err != nil {
 		return err
 	}
 	if v.Admitted {
 		p.tracker.Mailed(tr, true, msgID, time.Time{})
-		p.queued(log, &entry, v.Suppressed)
+		p.queued(log, n, &entry, v.Suppressed)
 		return nil
 	}
 	// Held back: the series is firing all the same, and must stay so
@@ -203,10 +197,42 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 	return nil
 }
 
-func (p *pipeline) queued(log *slog.Logger, e *outbox.Entry, heldBefore uint64) {
+// deliver writes n's mail inside tx: into the outbox, or for a grouped
+// rule into its group, which one mail will list.
+func (p *pipeline) deliver(tx *bolt.Tx, n *rules.Notification, suppressed uint64, msgID, thread string, entry *outbox.Entry) error {
+	if n.Rule.GroupWait > 0 {
+		return putGroupItem(tx, n)
+	}
+	e, err := p.entry(n, suppressed, msgID, thread)
+	if err != nil {
+		return err
+	}
+	err = outbox.Put(tx, e) // assigns e.ID
+	*entry = *e
+	return err
+}
+
+// queued reports a mail queued by deliver, once its transaction committed.
+func (p *pipeline) queued(log *slog.Logger, n *rules.Notification, e *outbox.Entry, heldBefore uint64) {
+	if n != nil && n.Rule.GroupWait > 0 {
+		p.groups.open(n.Rule.Name, p.now().Add(n.Rule.GroupWait))
+		log.Debug("notification waits for its group mail", "group_wait", n.Rule.GroupWait)
+		return
+	}
 	p.m.MailQueued.Inc()
 	p.outbox.Kick()
 	log.Info("alert queued", "id", e.ID, "subject", e.Subject, "held_back_before", heldBefore)
+}
+
+// envelopeTo is the bare addresses of a rule's recipients.
+func (p *pipeline) envelopeTo(r *rules.Rule) []string {
+	rcpts := make([]string, 0, len(r.To))
+	for _, to := range r.To {
+		if a, err := mail.ParseAddress(to); err == nil {
+			rcpts = append(rcpts, a.Address)
+		}
+	}
+	return rcpts
 }
 
 // entry renders and composes the mail for n.
@@ -218,12 +244,7 @@ func (p *pipeline) entry(n *rules.Notification, suppressed uint64, msgID, thread
 		subject = fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)
 		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
 	}
-	rcpts := make([]string, 0, len(n.Rule.To))
-	for _, to := range n.Rule.To {
-		if a, err := mail.ParseAddress(to); err == nil {
-			rcpts = append(rcpts, a.Address)
-		}
-	}
+	rcpts := p.envelopeTo(n.Rule)
 	msg, err := mailer.Compose(mailer.Mail{
 		From: p.from, To: n.Rule.To, Subject: subject, Body: body, Date: n.At, MessageID: msgID,
 		InReplyTo: thread,

@@ -123,7 +123,7 @@ type Rule struct {
 	NotEquals *Scalar  `yaml:"not_equals"`
 	// When is an expression over the payload's fields (expr-lang), for
 	// conditions thresholds cannot say: 'temp > 30 && hum < 20'.
-	When string `yaml:"when"`
+	When      string   `yaml:"when"`
 	Severity  string   `yaml:"severity"`
 	To        []string `yaml:"to"`
 	Subject   string   `yaml:"subject"`
@@ -139,6 +139,9 @@ type Rule struct {
 	Hysteresis     *float64 `yaml:"hysteresis"`
 	NotifyResolved *bool    `yaml:"notify_resolved"`
 	Repeat         Duration `yaml:"repeat"`
+	// GroupWait bundles the rule's notifications that arise within this
+	// window into one mail (0: one mail per notification).
+	GroupWait Duration `yaml:"group_wait"`
 	// SilentFor makes the rule a silence (deadman) rule: it fires for each
 	// series that reported before and then stayed quiet this long.
 	SilentFor Duration `yaml:"silent_for"`

@@ -117,7 +117,7 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	if !oneOf(s.Auth, "auto", "plain", "login", "none") {
 		add(s.Pos.At("auth"), "smtp.auth: %q is not one of auto, plain, login, none", s.Auth)
 	}
-	if s.Username != "" && s.Password == "" && s.Auth != "none" {
+	if s.Username != "" && s.Password == "" && s.PasswordFile == "" && s.Auth != "none" {
 		add(s.Pos.At("username"), "smtp.username is set but smtp.password (or password_file) is empty")
 	}
 	if s.Security == "none" && s.Username != "" && s.Auth != "none" && !s.AllowInsecureAuth {
@@ -162,7 +162,8 @@ func (r *Rule) validate(i int, defaults *Rule, add func(Pos, string, ...any)) {
 		add(at("name"), "%s: name may use letters, digits, '_', '.' and '-' (at most 128)", label)
 	}
 	if r.Topic == "" {
-		add(r.Pos.At(""), "%s: topic is required (an MQTT filter such as sensors/+/telemetry)", label)
+		// At the key when it is there but empty, or did not decode.
+		add(at("topic"), "%s: topic is required (an MQTT filter such as sensors/+/telemetry)", label)
 	} else if err := topic.ValidateFilter(r.Topic); err != nil {
 		add(at("topic"), "%s: invalid topic filter %q: %v", label, r.Topic, err)
 	}
@@ -203,8 +204,8 @@ func (r *Rule) validateCondition(label string, at func(string) Pos, add func(Pos
 		}
 		return
 	}
-	if r.For.D() < 0 || r.Repeat.D() < 0 || r.SilentFor.D() < 0 {
-		add(r.Pos.At(""), "%s: for, repeat and silent_for must not be negative", label)
+	if r.For.D() < 0 || r.Repeat.D() < 0 || r.SilentFor.D() < 0 || r.GroupWait.D() < 0 {
+		add(r.Pos.At(""), "%s: for, repeat, silent_for and group_wait must not be negative", label)
 	}
 	if r.Hysteresis != nil {
 		switch h := *r.Hysteresis; {

@@ -36,6 +36,7 @@ type Rule struct {
 	NotifyResolved bool          // mail when a firing alert clears
 	Repeat         time.Duration // remind while firing; 0: never
 	SilentFor      time.Duration // >0: a silence rule
+	GroupWait      time.Duration // >0: notifications are bundled into one mail per window
 
 	order int // position in the file, for a stable notification order
 	path  []string
@@ -77,6 +78,7 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 			For:       rc.For.D(),
 			Repeat:    rc.Repeat.D(),
 			SilentFor: rc.SilentFor.D(),
+			GroupWait: rc.GroupWait.D(),
 			order:     i,
 			cond:      newCondition(rc),
 		}

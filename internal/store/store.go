@@ -23,9 +23,10 @@ var (
 	BucketMeta     = []byte("meta")     // schema version
 	BucketAlerts   = []byte("alerts")   // alerts: rule\x00topic -> series state
 	BucketSilences = []byte("silences") // silence: id (8 bytes BE) -> silence
+	BucketGroups   = []byte("groups")   // app: rule\x00seq -> notification waiting for its group mail
 )
 
-var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences}
+var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups}
 
 // SchemaVersion is written at creation; a newer file is refused rather than
 // misread.

@@ -1,0 +1,267 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/mailer"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/store"
+)
+
+// Grouping (group_wait): a rule's notifications wait in the groups bucket,
+// written in the transaction that records them, and one mail per rule
+// lists them when the window closes. The rate limit applies to the group
+// mails, so a storm from 200 devices is one mail, not two hundred.
+
+// groupItem is one notification waiting for its group mail.
+type groupItem struct {
+	Series   string    `json:"series"`
+	State    string    `json:"state"`
+	Reminder bool      `json:"reminder,omitempty"`
+	Value    string    `json:"value,omitempty"`
+	Since    time.Time `json:"since,omitzero"`
+	At       time.Time `json:"at"`
+}
+
+func putGroupItem(tx *bolt.Tx, n *rules.Notification) error {
+	b := tx.Bucket(store.BucketGroups)
+	seq, err := b.NextSequence()
+	if err != nil {
+		return err
+	}
+	v, err := json.Marshal(groupItem{Series: n.Series, State: n.State, Reminder: n.Reminder, Value: n.Value.Text, Since: n.Since, At: n.At})
+	if err != nil {
+		return err
+	}
+	k := append([]byte(n.Rule.Name), 0)
+	k = fmt.Appendf(k, "%020d", seq)
+	return b.Put(k, v)
+}
+
+// groups schedules the group mails.
+type groups struct {
+	mu   sync.Mutex
+	due  map[string]time.Time // rule → when its window closes
+	wake chan struct{}
+}
+
+func newGroups() *groups { return &groups{due: map[string]time.Time{}, wake: make(chan struct{}, 1)} }
+
+// open starts rule's window unless one is open.
+func (g *groups) open(rule string, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.due[rule]; ok {
+		return
+	}
+	g.due[rule] = at
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// next returns the earliest window end.
+func (g *groups) next() (string, time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var rule string
+	var at time.Time
+	for r, t := range g.due {
+		if at.IsZero() || t.Before(at) {
+			rule, at = r, t
+		}
+	}
+	return rule, at
+}
+
+func (g *groups) done(rule string) {
+	g.mu.Lock()
+	delete(g.due, rule)
+	g.mu.Unlock()
+}
+
+// restoreGroups reopens the windows of notifications left waiting by a
+// stop or a crash.
+func (p *pipeline) restoreGroups() error {
+	return p.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketGroups).ForEach(func(k, _ []byte) error {
+			name, _, _ := bytes.Cut(k, []byte{0})
+			if r := p.rule(string(name)); r != nil {
+				p.groups.open(r.Name, p.now().Add(r.GroupWait))
+			}
+			return nil
+		})
+	})
+}
+
+func (p *pipeline) rule(name string) *rules.Rule {
+	for _, r := range p.engine.Rules() {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// runGroups sends each group mail when its window closes.
+func (p *pipeline) runGroups(ctx context.Context) error {
+	for {
+		rule, at := p.groups.next()
+		wait := time.Hour
+		if !at.IsZero() {
+			wait = max(at.Sub(p.now()), 0)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil // what waits stays in bbolt for the next start
+		case <-p.groups.wake:
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		r := p.rule(rule)
+		if r == nil {
+			p.groups.done(rule)
+			continue
+		}
+		held, err := p.flushGroup(r)
+		switch {
+		case err != nil:
+			p.log.Error("group mail", "rule", rule, "err", err)
+			p.groups.done(rule)
+			p.groups.open(rule, p.now().Add(time.Second))
+		case held:
+			// Rate limited: what waits is sent, bundled with anything
+			// newer, when the next window closes.
+			p.groups.done(rule)
+			p.groups.open(rule, p.now().Add(r.GroupWait))
+		default:
+			p.groups.done(rule)
+		}
+	}
+}
+
+// flushGroup queues the group mail of r. held reports that the rate limit
+// held it back.
+func (p *pipeline) flushGroup(r *rules.Rule) (held bool, err error) {
+	prefix := append([]byte(r.Name), 0)
+	empty := true
+	if err := p.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(store.BucketGroups).Cursor().Seek(prefix)
+		empty = k == nil || !bytes.HasPrefix(k, prefix)
+		return nil
+	}); err != nil || empty {
+		return false, err
+	}
+	now := p.now()
+	msgID := mailer.NewMessageID(now, p.from)
+	var entry outbox.Entry
+	var count int
+	v, err := p.gate.Admit(dedupe.Candidate{Rule: r.Name, Series: "\x00group", Limit: r.RateLimit.N, Per: r.RateLimit.Per},
+		func(tx *bolt.Tx, suppressed uint64) error {
+			b := tx.Bucket(store.BucketGroups)
+			var items []groupItem
+			var keys [][]byte
+			c := b.Cursor()
+			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				var it groupItem
+				if json.Unmarshal(v, &it) == nil {
+					items = append(items, it)
+				}
+				keys = append(keys, bytes.Clone(k))
+			}
+			for _, k := range keys {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			count = len(items)
+			e, err := p.groupEntry(r, items, suppressed, now, msgID)
+			if err != nil {
+				return err
+			}
+			err = outbox.Put(tx, e)
+			entry = *e
+			return err
+		})
+	if err != nil {
+		return false, fmt.Errorf("queue group mail: %w", err)
+	}
+	if !v.Admitted {
+		p.m.Suppressed.WithLabelValues(r.Name, v.Reason).Inc()
+		return true, nil
+	}
+	p.queued(p.log.With("rule", r.Name, "alerts", count), nil, &entry, v.Suppressed)
+	return false, nil
+}
+
+// groupEntry composes the mail listing a group's notifications.
+func (p *pipeline) groupEntry(r *rules.Rule, items []groupItem, suppressed uint64, now time.Time, msgID string) (*outbox.Entry, error) {
+	var firing, resolved int
+	for _, it := range items {
+		if it.State == rules.StateResolved {
+			resolved++
+		} else {
+			firing++
+		}
+	}
+	var parts []string
+	if firing > 0 {
+		parts = append(parts, fmt.Sprintf("%d firing", firing))
+	}
+	if resolved > 0 {
+		parts = append(parts, fmt.Sprintf("%d resolved", resolved))
+	}
+	subject := fmt.Sprintf("[%s] %s: %s", r.Severity, r.Name, strings.Join(parts, ", "))
+	var body strings.Builder
+	fmt.Fprintf(&body, "Rule %s (%s): %s.\n\n", r.Name, r.Severity, strings.Join(parts, ", "))
+	tw := tabwriter.NewWriter(&body, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tSERIES\tVALUE\tSINCE\tAT")
+	for _, it := range items {
+		state := it.State
+		if it.Reminder {
+			state = "still firing"
+		}
+		value := it.Value
+		if r.Field != "" && value != "" {
+			value = r.Field + "=" + value
+		}
+		since := "-"
+		if !it.Since.IsZero() {
+			since = it.Since.Format("15:04:05")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", state, it.Series, oneLine(value), since, it.At.Format("15:04:05"))
+	}
+	_ = tw.Flush()
+	if suppressed > 0 {
+		fmt.Fprintf(&body, "\nHeld back: %d mail(s) of this rule since its last one (cooldown or rate limit).\n", suppressed)
+	}
+	msg, err := mailer.Compose(mailer.Mail{
+		From: p.from, To: r.To, Subject: subject, Body: body.String(), Date: now, MessageID: msgID,
+		Headers: map[string]string{"X-Alertd-Rule": r.Name, "X-Alertd-State": "group"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &outbox.Entry{
+		Rule: r.Name, Series: "(group)", From: p.envFrom, To: p.envelopeTo(r), Subject: subject,
+		MessageID: msgID, Message: msg, Created: now, Next: now,
+	}, nil
+}
+
+// oneLine keeps a table cell on one line whatever a device sent.
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -110,6 +110,7 @@ func TestAuthFailureKeepsMailQueuedAndSaysSoOnce(t *testing.T) {
 	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "sensors/salon/telemetry", `{"temp": 40}`)
 
 	srv.WaitMessages(t, 1, 15*time.Second)
+	waitFor(t, 5*time.Second, "delivery counted", func() bool { return app.counter("sent") == 1 })
 	if got := app.counter("failed", "auth"); got != 3 {
 		t.Errorf("failed{kind=auth} = %v, want 3", got)
 	}

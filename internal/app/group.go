@@ -23,6 +23,9 @@ import (
 // written in the transaction that records them, and one mail per rule
 // lists them when the window closes. The rate limit applies to the group
 // mails, so a storm from 200 devices is one mail, not two hundred.
+//
+// The same bucket holds what the rate limit held back from a rule without
+// group_wait: a summary mail lists them when the rule's window reopens.
 
 // groupItem is one notification waiting for its group mail.
 type groupItem struct {
@@ -138,26 +141,23 @@ func (p *pipeline) runGroups(ctx context.Context) error {
 			p.groups.done(rule)
 			continue
 		}
-		held, err := p.flushGroup(r)
+		retryAt, err := p.flushGroup(r)
+		p.groups.done(rule)
 		switch {
 		case err != nil:
 			p.log.Error("group mail", "rule", rule, "err", err)
-			p.groups.done(rule)
 			p.groups.open(rule, p.now().Add(time.Second))
-		case held:
+		case !retryAt.IsZero():
 			// Rate limited: what waits is sent, bundled with anything
-			// newer, when the next window closes.
-			p.groups.done(rule)
-			p.groups.open(rule, p.now().Add(r.GroupWait))
-		default:
-			p.groups.done(rule)
+			// newer, when the rule's rate window reopens.
+			p.groups.open(rule, later(retryAt, p.now().Add(r.GroupWait)))
 		}
 	}
 }
 
-// flushGroup queues the group mail of r. held reports that the rate limit
-// held it back.
-func (p *pipeline) flushGroup(r *rules.Rule) (held bool, err error) {
+// flushGroup queues the group mail of r. When the rate limit holds it
+// back, retryAt says when its window reopens.
+func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	prefix := append([]byte(r.Name), 0)
 	empty := true
 	if err := p.db.View(func(tx *bolt.Tx) error {
@@ -165,7 +165,7 @@ func (p *pipeline) flushGroup(r *rules.Rule) (held bool, err error) {
 		empty = k == nil || !bytes.HasPrefix(k, prefix)
 		return nil
 	}); err != nil || empty {
-		return false, err
+		return time.Time{}, err
 	}
 	now := p.now()
 	msgID := mailer.NewMessageID(now, p.from)
@@ -199,14 +199,14 @@ func (p *pipeline) flushGroup(r *rules.Rule) (held bool, err error) {
 			return err
 		})
 	if err != nil {
-		return false, fmt.Errorf("queue group mail: %w", err)
+		return time.Time{}, fmt.Errorf("queue group mail: %w", err)
 	}
 	if !v.Admitted {
 		p.m.Suppressed.WithLabelValues(r.Name, v.Reason).Inc()
-		return true, nil
+		return later(v.RetryAt, p.now().Add(time.Second)), nil
 	}
 	p.queued(p.log.With("rule", r.Name, "alerts", count), nil, &entry, v.Suppressed)
-	return false, nil
+	return time.Time{}, nil
 }
 
 // groupEntry composes the mail listing a group's notifications.
@@ -228,7 +228,13 @@ func (p *pipeline) groupEntry(r *rules.Rule, items []groupItem, suppressed uint6
 	}
 	subject := fmt.Sprintf("[%s] %s: %s", r.Severity, r.Name, strings.Join(parts, ", "))
 	var body strings.Builder
-	fmt.Fprintf(&body, "Rule %s (%s): %s.\n\n", r.Name, r.Severity, strings.Join(parts, ", "))
+	if r.GroupWait == 0 {
+		// A summary of what the rate limit held back.
+		subject = fmt.Sprintf("[%s] %s: %d more alert(s) were held back by the rate limit", r.Severity, r.Name, len(items))
+		fmt.Fprintf(&body, "The rate limit of rule %s (%s) held back %d alert(s) since its last mail:\n\n", r.Name, r.RateLimit, len(items))
+	} else {
+		fmt.Fprintf(&body, "Rule %s (%s): %s.\n\n", r.Name, r.Severity, strings.Join(parts, ", "))
+	}
 	tw := tabwriter.NewWriter(&body, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tSERIES\tVALUE\tSINCE\tAT")
 	for _, it := range items {
@@ -265,3 +271,10 @@ func (p *pipeline) groupEntry(r *rules.Rule, items []groupItem, suppressed uint6
 
 // oneLine keeps a table cell on one line whatever a device sent.
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -184,14 +184,30 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 		return nil
 	}
 	// Held back: the series is firing all the same, and must stay so
-	// after a restart.
+	// after a restart. Held by the cooldown, its first mail is retried when
+	// the cooldown ends; held by the rate limit, it is listed in a summary
+	// mailed when the rule's window reopens, so nothing is dropped silently.
+	retry := v.RetryAt
+	summary := v.Reason == dedupe.ReasonRateLimit && n.Rule.GroupWait == 0
+	if summary {
+		retry = time.Time{}
+	}
 	if err := p.db.Batch(func(tx *bolt.Tx) error {
-		rec := tr.Record(false, "", v.RetryAt)
-		return alerts.Put(tx, &rec)
+		rec := tr.Record(false, "", retry)
+		if err := alerts.Put(tx, &rec); err != nil {
+			return err
+		}
+		if summary {
+			return putGroupItem(tx, n)
+		}
+		return nil
 	}); err != nil {
 		return fmt.Errorf("record alert state: %w", err)
 	}
-	p.tracker.Mailed(tr, false, "", v.RetryAt)
+	if summary {
+		p.groups.open(n.Rule.Name, v.RetryAt)
+	}
+	p.tracker.Mailed(tr, false, "", retry)
 	p.m.Suppressed.WithLabelValues(n.Rule.Name, v.Reason).Inc()
 	log.Debug("notification held back", "reason", v.Reason, "retry_at", v.RetryAt)
 	return nil

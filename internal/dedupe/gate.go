@@ -43,7 +43,8 @@ type Verdict struct {
 	// Suppressed is, for an admitted notification, how many of this rule's
 	// notifications were held back since its previous mail.
 	Suppressed uint64
-	// RetryAt is, for one held back by the cooldown, when it ends.
+	// RetryAt is, for one held back, when the cooldown ends or the rate
+	// window reopens.
 	RetryAt time.Time
 }
 
@@ -158,8 +159,9 @@ func decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Time) {
 		}
 	}
 	if c.Limit > 0 {
-		if len(prune(loadRule(tx, c.Rule).sent, c, now)) >= c.Limit {
-			return ReasonRateLimit, time.Time{}
+		if sent := prune(loadRule(tx, c.Rule).sent, c, now); len(sent) >= c.Limit {
+			// The window reopens when its oldest mail leaves it.
+			return ReasonRateLimit, time.Unix(0, sent[len(sent)-c.Limit]).Add(c.Per)
 		}
 	}
 	return "", time.Time{}

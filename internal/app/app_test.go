@@ -265,6 +265,31 @@ func TestGroupingTurnsAStormIntoOneMail(t *testing.T) {
 	}
 }
 
+// A condition already true at start (a retained reading) fires once: not
+// never, and not again at each restart.
+func TestRetainedBreachFiresOnceAcrossRestarts(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.PublishRetained(t, "gh/a/t", `{"temp": 35}`, true)
+	cfg := spoolConfig(broker.URL(), `
+  - {name: hot, topic: "gh/+/t", field: temp, above: 30, cooldown: 0s}
+`)
+	app := startApp(t, dir, cfg)
+	spool := filepath.Join(dir, "spool")
+	waitSpooled(t, spool, 1)
+	app.stop(t)
+	for range 2 {
+		again := startApp(t, dir, cfg)
+		waitFor(t, 10*time.Second, "the retained reading seen again", func() bool { return again.counter("received") >= 1 })
+		time.Sleep(200 * time.Millisecond)
+		again.stop(t)
+	}
+	if mails := spooled(t, spool); len(mails) != 1 {
+		t.Fatalf("%d mails after two restarts, want the one firing mail", len(mails))
+	}
+}
+
 func TestHealthzAndMetrics(t *testing.T) {
 	dir := t.TempDir()
 	app := startApp(t, dir, spoolConfig("", greenhouse))

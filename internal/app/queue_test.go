@@ -153,3 +153,43 @@ func TestSilenceHoldsMailUntilItEnds(t *testing.T) {
 		t.Errorf("after the silence: %q", mails[1].Subject)
 	}
 }
+
+func TestSilencesOverHTTPWhileRunning(t *testing.T) {
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig("", `
+  - {name: hot, topic: "s/+/t", field: temp, above: 30, cooldown: 0s}
+`))
+	running := *app.cfg
+	running.HTTP.Listen = app.HTTPAddr()
+	ss, via, err := OpenSilences(&running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	if !strings.HasPrefix(via, "running alertd at ") {
+		t.Fatalf("via %q", via)
+	}
+	if _, err := ss.Add(silence.Silence{Rule: "nope", Expires: time.Now().Add(time.Hour)}); err == nil || !strings.Contains(err.Error(), `no rule named "nope"`) {
+		t.Errorf("unknown rule over HTTP: %v", err)
+	}
+	si, err := ss.Add(silence.Silence{Rule: "hot", Comment: "greenhouse door open", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := ss.List(time.Now()); len(l) != 1 || l[0].Comment != "greenhouse door open" {
+		t.Fatalf("list %+v", l)
+	}
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "s/a/t", `{"temp": 31}`)
+	waitFor(t, 10*time.Second, "silenced", func() bool { return app.counter("suppressed", "hot", "silenced") == 1 })
+	if err := ss.Remove(si.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.Remove(si.ID); !errors.Is(err, silence.ErrNotFound) {
+		t.Errorf("second remove: %v", err)
+	}
+	pub.Publish(t, "s/b/t", `{"temp": 31}`)
+	if m := waitSpooled(t, filepath.Join(dir, "spool"), 1)[0]; m.Subject != "[warning] hot: b temp=31" {
+		t.Errorf("after removing the silence: %q", m.Subject)
+	}
+}

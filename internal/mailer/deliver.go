@@ -46,6 +46,11 @@ type Deliverer struct {
 	OnIdle func()
 
 	lastProblem string // the last auth/config problem logged, to log it once
+	// blockedUntil holds the queue after a failure of the server or the
+	// connection (not of one recipient): nothing newer is tried before
+	// the failed mail's next attempt, so mail arrives in the order it was
+	// raised once the server is back.
+	blockedUntil time.Time
 }
 
 // batch bounds how many entries one pass reads from bbolt.
@@ -56,6 +61,12 @@ const batch = 64
 func (d *Deliverer) Run(ctx context.Context) error {
 	defer d.Transport.Close()
 	for {
+		if d.blockedUntil.After(d.Now()) {
+			if err := d.wait(ctx, d.blockedUntil); err != nil {
+				return nil
+			}
+			continue
+		}
 		due, next, err := d.Queue.Due(d.Now(), batch)
 		if err != nil {
 			d.Log.Error("read outbox", "err", err)
@@ -66,6 +77,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 				return nil
 			}
 			d.attempt(ctx, e)
+			if d.blockedUntil.After(d.Now()) {
+				break
+			}
 		}
 		if len(due) > 0 {
 			continue // look again: more may be due, or were added meanwhile
@@ -130,6 +144,10 @@ func (d *Deliverer) attempt(ctx context.Context, e *outbox.Entry) {
 		e.To = retry // only those: the others have it, or never will
 		d.Metrics.MailFailed.WithLabelValues(KindTemporary.String()).Inc()
 		d.reschedule(log, e)
+		if len(out.Accepted) == 0 && e.DeadAt.IsZero() {
+			// Nobody took it: the queue waits for it, to keep the order.
+			d.blockedUntil = e.Next
+		}
 	case len(e.Delivered) > 0:
 		d.check(log, d.Queue.Done(e.ID))
 	default:
@@ -167,6 +185,9 @@ func (d *Deliverer) failed(log *slog.Logger, e *outbox.Entry, me *Error) {
 		log.Warn("delivery failed, will retry", "err", me)
 	}
 	d.reschedule(log, e)
+	if e.DeadAt.IsZero() {
+		d.blockedUntil = e.Next
+	}
 }
 
 func (d *Deliverer) recovered(log *slog.Logger) {

@@ -285,8 +285,17 @@ func (t *SMTPTransport) failTx(c *smtp.Client, step string, err error) *Error {
 	return me
 }
 
+// reset sends RSET. go-smtp's client then says EHLO again before its next
+// command; NOOP makes that happen here, so a server that refuses a second
+// EHLO (OpenSMTPD: 503) costs a reconnect instead of failing the next mail
+// with a 503 that would bury it.
 func (t *SMTPTransport) reset(c *smtp.Client) {
 	if err := c.Reset(); err != nil {
+		t.drop()
+		return
+	}
+	if err := c.Noop(); err != nil {
+		t.log.Debug("smtp session unusable after RSET; reconnecting", "err", err)
 		t.drop()
 	}
 }

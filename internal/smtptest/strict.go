@@ -3,6 +3,7 @@ package smtptest
 import (
 	"bufio"
 	_ "embed"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -23,13 +24,27 @@ const python = "/usr/bin/python3"
 
 // StrictOptions configure the strict peer.
 type StrictOptions struct {
-	User, Password string // when set, AUTH (PLAIN or LOGIN) is required
+	User, Password string // when set, AUTH (PLAIN or LOGIN) is required before MAIL
+	// RefuseRepeatedEHLO answers a second EHLO on a connection with "503
+	// 5.5.1 Invalid command: Already identified", as OpenSMTPD does
+	// (RFC 5321 §4.1.4 allows it again; not every server agrees).
+	RefuseRepeatedEHLO bool
 }
 
-// Strict is aiosmtpd running as a separate process. It refuses a nested
-// MAIL ("503 Error: nested MAIL command"), answers RCPT to reject* with
-// 550 and to later* with 450, and prompts AUTH LOGIN with "User Name\0" /
-// "Password\0" as Microsoft's servers do.
+// Strict is aiosmtpd running as a separate process, plaintext on loopback.
+// It refuses a nested MAIL ("503 Error: nested MAIL command"), so a client
+// that forgets RSET after a failed transaction is caught. Scripted by
+// address:
+//
+//	RCPT TO:<reject...>   550 5.1.1
+//	RCPT TO:<later...>    450 4.2.1
+//	MAIL FROM:<reject...> 550 5.7.1
+//	MAIL FROM:<later...>  451 4.3.0
+//	DATA to any spam...   554 5.7.1 (after the message)
+//
+// AUTH LOGIN prompts "User Name\x00" / "Password\x00", as Microsoft's
+// servers do. StrictOptions.RefuseRepeatedEHLO adds OpenSMTPD's refusal
+// of a second EHLO.
 type Strict struct {
 	Addr string
 	Host string
@@ -37,11 +52,14 @@ type Strict struct {
 	dir  string
 }
 
-// StartStrict starts the strict peer; it stops when the test ends.
+// StartStrict starts the strict peer on a free loopback port and returns
+// once it accepts connections; it stops when the test ends. A machine
+// without aiosmtpd fails the test: the strict peer is never skipped.
 func StartStrict(t testing.TB, o StrictOptions) *Strict {
 	t.Helper()
-	if err := exec.Command(python, "-c", "import aiosmtpd").Run(); err != nil {
-		t.Fatalf("smtptest: %s cannot import aiosmtpd (%v): install python3-aiosmtpd (scripts/test.sh does)", python, err)
+	if out, err := exec.Command(python, "-c", "import aiosmtpd").CombinedOutput(); err != nil {
+		t.Fatalf("smtptest: %s cannot import aiosmtpd (%v: %s): install python3-aiosmtpd (scripts/test.sh does)",
+			python, err, strings.TrimSpace(string(out)))
 	}
 	dir := t.TempDir()
 	script := filepath.Join(dir, "strict.py")
@@ -52,13 +70,33 @@ func StartStrict(t testing.TB, o StrictOptions) *Strict {
 	if err := os.Mkdir(out, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	args := []string{script, itoa(port), out}
+	// The port is picked here and bound by Python a moment later; another
+	// process may take it in between, so try a few.
+	var problems []string
+	for range 3 {
+		port := freePort(t)
+		if problem := runStrict(t, script, port, out, o); problem != "" {
+			problems = append(problems, problem)
+			continue
+		}
+		return &Strict{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Host: "127.0.0.1", Port: port, dir: out}
+	}
+	t.Fatalf("smtptest: aiosmtpd did not start:\n%s", strings.Join(problems, "\n"))
+	return nil
+}
+
+// runStrict starts the script and waits for its READY line; it returns
+// what went wrong, or "".
+func runStrict(t testing.TB, script string, port int, out string, o StrictOptions) string {
+	args := []string{script, strconv.Itoa(port), out}
 	if o.User != "" {
-		args = append(args, o.User, o.Password)
+		args = append(args, "--user="+o.User, "--password="+o.Password)
+	}
+	if o.RefuseRepeatedEHLO {
+		args = append(args, "--refuse-repeated-ehlo")
 	}
 	cmd := exec.Command(python, args...)
-	stdin, err := cmd.StdinPipe()
+	stdin, err := cmd.StdinPipe() // the script runs until stdin closes
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,22 +104,22 @@ func StartStrict(t testing.TB, o StrictOptions) *Strict {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &strings.Builder{} // read only after Wait: exec copies into it meanwhile
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	stop := func() {
 		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
 			_ = cmd.Process.Kill()
 			<-done
 		}
-	})
+	}
 	ready := make(chan bool, 1)
 	go func() {
 		line, _ := bufio.NewReader(stdout).ReadString('\n')
@@ -90,15 +128,18 @@ func StartStrict(t testing.TB, o StrictOptions) *Strict {
 	select {
 	case ok := <-ready:
 		if !ok {
-			t.Fatalf("smtptest: aiosmtpd did not start: %s", stderr.String())
+			stop()
+			return fmt.Sprintf("port %d: %s", port, stderr.String())
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("smtptest: aiosmtpd not ready after 15s: %s", stderr.String())
+		stop()
+		return fmt.Sprintf("port %d: not ready after 15s: %s", port, stderr.String())
 	}
-	return &Strict{Addr: net.JoinHostPort("127.0.0.1", itoa(port)), Host: "127.0.0.1", Port: port, dir: out}
+	t.Cleanup(stop)
+	return ""
 }
 
-// Messages returns the mails accepted so far, in order.
+// Messages returns the mails accepted so far, in order. AuthUser is empty.
 func (s *Strict) Messages() []Message {
 	files, _ := filepath.Glob(filepath.Join(s.dir, "*.eml"))
 	sort.Strings(files)
@@ -108,7 +149,7 @@ func (s *Strict) Messages() []Message {
 		if err != nil {
 			continue
 		}
-		// The first two lines carry the envelope.
+		// The script writes the envelope as the first two lines.
 		var from, to string
 		for range 2 {
 			line, rest, _ := strings.Cut(string(raw), "\r\n")
@@ -120,16 +161,20 @@ func (s *Strict) Messages() []Message {
 			}
 		}
 		m := parse(raw)
-		m.From, m.To = from, strings.Split(to, ",")
+		m.From = from
+		if to != "" {
+			m.To = strings.Split(to, ",")
+		}
 		out = append(out, m)
 	}
 	return out
 }
 
-// WaitMessages waits until n mails were accepted.
+// WaitMessages waits until at least n mails were accepted and returns them
+// all; it fails the test if they do not arrive within timeout.
 func (s *Strict) WaitMessages(t testing.TB, n int, timeout time.Duration) []Message {
 	t.Helper()
-	return waitMessages(t, n, timeout, s.Messages)
+	return pollMessages(t, n, timeout, s.Messages)
 }
 
 func freePort(t testing.TB) int {
@@ -141,5 +186,3 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -43,9 +43,17 @@ func expand(s string, env func(string) (string, bool)) (string, error) {
 		case hasDef:
 			b.WriteString(def)
 		default:
-			return "", fmt.Errorf("environment variable %s is not set (write ${%s:-} to allow it to be empty)", name, name)
+			return "", &unsetError{name}
 		}
 	}
+}
+
+// unsetError is a ${VAR} whose variable is not set. Its message names only
+// the variable, so it is safe to show even for a password.
+type unsetError struct{ name string }
+
+func (e *unsetError) Error() string {
+	return fmt.Sprintf("environment variable %s is not set (write ${%s:-} to allow it to be empty)", e.name, e.name)
 }
 
 func validEnvName(name string) bool {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -53,12 +55,25 @@ func Load(r io.Reader, file string) (*Config, error) {
 	}
 	cfg.applyDefaults()
 	cfg.resolvePaths(filepath.Dir(file))
-	cfg.readSecrets(&d.errs)
-	cfg.validate(&d.errs)
-	if len(d.errs) > 0 {
+	all := d.errs
+	var later Errors
+	cfg.readSecrets(&later)
+	cfg.validate(&later)
+	for _, e := range later {
+		// A value that did not decode was already reported; what
+		// validation says about its zero value would only confuse.
+		if !d.failed[e.Pos] {
+			all.Add(e.File, e.Pos, "%s", e.Msg)
+		}
+	}
+	if len(all) > 0 {
+		// File order; a "too many errors" line stays last.
+		slices.SortStableFunc(all[:min(len(all), MaxErrors)], func(a, b *Error) int {
+			return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+		})
 		// The partial config comes back too, so a caller can look for more
 		// problems (templates) and report them all in one run.
-		return cfg, d.errs
+		return cfg, all
 	}
 	return cfg, nil
 }
@@ -263,7 +278,10 @@ func (c *Config) readSecrets(errs *Errors) {
 			errs.Add(c.File, pos["password_file"], "%s.password_file: %v", section, unwrapPath(err))
 			return
 		}
-		*pw = Secret(strings.TrimRight(string(data), "\r\n"))
+		*pw = NewSecret(strings.TrimRight(string(data), "\r\n"))
+		if pw.IsZero() {
+			errs.Add(c.File, pos["password_file"], "%s.password_file: %s is empty", section, file)
+		}
 	}
 	read("mqtt", c.MQTT.Pos, &c.MQTT.Password, c.MQTT.PasswordFile)
 	if c.SMTP != nil {

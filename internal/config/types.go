@@ -137,14 +137,24 @@ func parseFloat(text string) (float64, error) {
 }
 
 // Secret is a string that never prints: logs, errors and `check` output
-// show "<secret>" instead of its value.
-type Secret string
+// show "<secret>" instead of its value. The value sits behind a pointer
+// because fmt, when it prints a value under a verb that does not suit it
+// (%s of a struct holding a *Config, say), switches every method off and
+// shows fields as they are: a string field would show the password, a
+// pointer shows only an address.
+type Secret struct{ value *string }
+
+// NewSecret wraps s.
+func NewSecret(s string) Secret { return Secret{&s} }
 
 // Redacted is how a non-empty secret is shown.
 const Redacted = "<secret>"
 
+// IsZero reports whether the secret is empty.
+func (s Secret) IsZero() bool { return s.Reveal() == "" }
+
 func (s Secret) String() string {
-	if s == "" {
+	if s.IsZero() {
 		return ""
 	}
 	return Redacted
@@ -153,8 +163,24 @@ func (s Secret) String() string {
 // GoString keeps %#v from revealing the secret.
 func (s Secret) GoString() string { return strconv.Quote(s.String()) }
 
+// Format covers the verbs String does not: a string type would otherwise
+// print as "%!d(config.Secret=the-password)" under %d.
+func (s Secret) Format(f fmt.State, verb rune) {
+	switch verb {
+	case 'v', 's', 'q', 'x', 'X':
+		fmt.Fprintf(f, fmt.FormatString(f, verb), s.String())
+	default:
+		fmt.Fprint(f, s.String())
+	}
+}
+
 // MarshalText keeps encoders from revealing the secret.
 func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // Reveal returns the secret for the one place that needs it: the wire.
-func (s Secret) Reveal() string { return string(s) }
+func (s Secret) Reveal() string {
+	if s.value == nil {
+		return ""
+	}
+	return *s.value
+}

@@ -85,7 +85,7 @@ func (m *MQTT) validate(add func(Pos, string, ...any)) {
 	if len(m.ClientID) > 128 {
 		add(m.Pos.At("client_id"), "mqtt.client_id: longer than 128 characters")
 	}
-	if m.Password != "" && m.Username == "" {
+	if !m.Password.IsZero() && m.Username == "" {
 		add(m.Pos.At("password"), "mqtt.password is set but mqtt.username is empty")
 	}
 	m.TLS.validate("mqtt.tls", add)
@@ -117,8 +117,14 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	if !oneOf(s.Auth, "auto", "plain", "login", "none") {
 		add(s.Pos.At("auth"), "smtp.auth: %q is not one of auto, plain, login, none", s.Auth)
 	}
-	if s.Username != "" && s.Password == "" && s.PasswordFile == "" && s.Auth != "none" {
-		add(s.Pos.At("username"), "smtp.username is set but smtp.password (or password_file) is empty")
+	if s.Username != "" && s.Password.IsZero() && s.PasswordFile == "" && s.Auth != "none" {
+		// At the password when it is there (empty, or not decoded and
+		// reported already), else at the username.
+		at := s.Pos.At("username")
+		if s.Pos.Has("password") {
+			at = s.Pos.At("password")
+		}
+		add(at, "smtp.username is set but smtp.password (or password_file) is empty")
 	}
 	if s.Security == "none" && s.Username != "" && s.Auth != "none" && !s.AllowInsecureAuth {
 		add(s.Pos.At("security"), "smtp.security: none would send the password unencrypted; use starttls or tls, or set allow_insecure_auth: true on a trusted network")

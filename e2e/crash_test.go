@@ -51,6 +51,12 @@ func TestKill9WhileSMTPIsDown(t *testing.T) {
 		l := p.outbox(t)
 		return len(l.Pending) == 1 && l.Pending[0].Attempts >= 1
 	})
+	// A stuck queue shows at a glance.
+	waitFor(t, 10*time.Second, "queue metrics", func() bool {
+		m := p.metrics(t)
+		return m["alertd_mail_queue_depth"] == 1 && m["alertd_mail_oldest_pending_seconds"] > 0 &&
+			m[`alertd_mail_attempts_total{result="network"}`] >= 1
+	})
 	p.kill()
 
 	srv.SetDown(false)

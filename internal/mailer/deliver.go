@@ -62,6 +62,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	defer d.Transport.Close()
 	for {
 		if d.blockedUntil.After(d.Now()) {
+			if d.OnIdle != nil {
+				d.OnIdle() // the queue metrics show the stuck mail
+			}
 			if err := d.wait(ctx, d.blockedUntil); err != nil {
 				return nil
 			}

@@ -160,7 +160,10 @@ func routeLibraryLogs(l *slog.Logger) {
 	h := l.With("component", "paho").Handler()
 	mqtt.ERROR = slog.NewLogLogger(h, slog.LevelError)
 	mqtt.CRITICAL = slog.NewLogLogger(h, slog.LevelError)
-	mqtt.WARN = slog.NewLogLogger(h, slog.LevelWarn)
+	// paho's warnings are about its own bookkeeping ("memorystore del:
+	// message 1 not found" at every start); what matters to an operator,
+	// such as a lost connection, alertd logs itself.
+	mqtt.WARN = slog.NewLogLogger(h, slog.LevelDebug)
 	log.SetOutput(slog.NewLogLogger(l.Handler(), slog.LevelInfo).Writer())
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/rules"
@@ -34,7 +35,7 @@ func Check(path string) (*config.Config, error) {
 		return cfg, nil
 	}
 	slices.SortStableFunc(errs, func(a, b *config.Error) int {
-		return cmp.Or(cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
+		return cmp.Or(cmp.Compare(tooMany(a), tooMany(b)), cmp.Compare(a.Pos.Line, b.Pos.Line), cmp.Compare(a.Pos.Col, b.Pos.Col))
 	})
 	return nil, errs
 }
@@ -76,4 +77,12 @@ func Summary(cfg *config.Config) string {
 		mail = fmt.Sprintf("mail via %s:%d (%s, %s)", s.Host, s.Port, s.Security, auth)
 	}
 	return fmt.Sprintf("%s: ok: %d rule(s), %s, %s, store %s", cfg.File, len(cfg.Rules), broker, mail, cfg.Store.Path)
+}
+
+// tooMany sorts the "too many errors" line last.
+func tooMany(e *config.Error) int {
+	if strings.HasPrefix(e.Msg, "too many errors") {
+		return 1
+	}
+	return 0
 }

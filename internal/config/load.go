@@ -273,7 +273,7 @@ func (c *Config) readSecrets(errs *Errors) {
 			errs.Add(c.File, pos["password_file"], "%s: set password or password_file, not both", section)
 			return
 		}
-		data, err := os.ReadFile(file)
+		data, err := readSmall(file, maxSecretFile)
 		if err != nil {
 			errs.Add(c.File, pos["password_file"], "%s.password_file: %v", section, unwrapPath(err))
 			return
@@ -287,6 +287,26 @@ func (c *Config) readSecrets(errs *Errors) {
 	if c.SMTP != nil {
 		read("smtp", c.SMTP.Pos, &c.SMTP.Password, c.SMTP.PasswordFile)
 	}
+}
+
+// maxSecretFile bounds a password_file: a password is short, and a path
+// such as /dev/zero must not hang the start.
+const maxSecretFile = 64 << 10
+
+func readSmall(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d KiB: not a password", path, limit>>10)
+	}
+	return data, nil
 }
 
 func unwrapPath(err error) error {

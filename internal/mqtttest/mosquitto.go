@@ -7,6 +7,7 @@ package mqtttest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -203,4 +204,57 @@ func Retained(t testing.TB, url, topic string, timeout time.Duration, ok func(st
 		time.Sleep(50 * time.Millisecond)
 	}
 	return ""
+}
+
+// Device is an MQTT client with a last will, like an ESP32 that sets
+// "offline" on its status topic. Vanish drops its connection without a
+// DISCONNECT, so the broker publishes the will.
+type Device struct{ conn net.Conn }
+
+// NewDevice connects with a retained QoS 1 will (willTopic, willPayload).
+func NewDevice(t testing.TB, addr, clientID, willTopic, willPayload string) *Device {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	var body []byte
+	body = append(body, str("MQTT")...)
+	body = append(body, 4)                   // protocol level 3.1.1
+	body = append(body, 0x02|0x04|0x08|0x20) // clean session, will, will QoS 1, will retain
+	body = append(body, 0, 60)               // keepalive 60 s
+	body = append(body, str(clientID)...)
+	body = append(body, str(willTopic)...)
+	body = append(body, str(willPayload)...)
+	pkt := append([]byte{0x10}, remainingLength(len(body))...)
+	pkt = append(pkt, body...)
+	if _, err := conn.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("device connect: %v %x", err, ack)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &Device{conn: conn}
+}
+
+// Vanish closes the TCP connection abruptly (a power cut).
+func (d *Device) Vanish() { _ = d.conn.Close() }
+
+func remainingLength(n int) []byte {
+	var out []byte
+	for {
+		b := byte(n % 128)
+		n /= 128
+		if n > 0 {
+			b |= 0x80
+		}
+		out = append(out, b)
+		if n == 0 {
+			return out
+		}
+	}
 }

@@ -1,0 +1,84 @@
+package app
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/mqtttest"
+	"github.com/alertd/alertd/internal/smtptest"
+)
+
+// The alert's life against real Mosquitto and a real SMTP server, with
+// short durations: for, hysteresis, reminders and the resolved mail in
+// one thread, a when: expression, and a device's last will.
+func TestAlertLifeOverSMTP(t *testing.T) {
+	broker := mqtttest.Start(t)
+	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Users: map[string]string{"alerts@example.org": smtpPassword}})
+	startApp(t, t.TempDir(), smtpConfig(t, broker.URL(), srv.Port, "starttls", srv.CAFile, "", `
+  - {name: hot, topic: "gh/+/t", field: temp, above: 30, for: 300ms, hysteresis: 1.5, repeat: 700ms, cooldown: 0s}
+  - {name: dry-heat, topic: "gh/+/t", when: 'temp > 30 && hum < 20', cooldown: 0s}
+  - {name: offline, topic: "dev/+/status", equals: offline, severity: critical, cooldown: 0s}
+`))
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	bySubject := func(msgs []smtptest.Message, prefix string) []smtptest.Message {
+		var out []smtptest.Message
+		for _, m := range msgs {
+			if strings.HasPrefix(m.Subject, prefix) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+
+	// One reading, then nothing: "for" fires by its timer; the when:
+	// rule fires at once on the same reading.
+	pub.Publish(t, "gh/a/t", `{"temp": 31, "hum": 15}`)
+	msgs := srv.WaitMessages(t, 2, 10*time.Second)
+	if got := bySubject(msgs, "[warning] dry-heat: a temp > 30 && hum < 20"); len(got) != 1 {
+		t.Errorf("when: rule mails %d, want 1: %v", len(got), subjects(msgs))
+	}
+	first := bySubject(msgs, "[warning] hot: a temp=31")
+	if len(first) != 1 {
+		t.Fatalf("for: rule mails %v, want one firing mail", subjects(msgs))
+	}
+	// A reminder while it keeps firing, in the same thread.
+	waitFor(t, 10*time.Second, "a reminder", func() bool {
+		for _, m := range srv.Messages() {
+			if strings.Contains(m.Body, "Still firing: hot") {
+				return true
+			}
+		}
+		return false
+	})
+	// 29.5 is inside the hysteresis band: no resolved mail; 28 clears it.
+	pub.Publish(t, "gh/a/t", `{"temp": 29.5, "hum": 40}`)
+	pub.Publish(t, "gh/a/t", `{"temp": 28, "hum": 40}`)
+	waitFor(t, 10*time.Second, "the resolved mail", func() bool { return len(bySubject(srv.Messages(), "[resolved] hot: a")) == 1 })
+	thread := first[0].Header.Get("Message-Id")
+	for _, m := range srv.Messages() {
+		if strings.HasPrefix(m.Subject, "[resolved] hot") || strings.Contains(m.Body, "Still firing: hot") {
+			if got := m.Header.Get("In-Reply-To"); got != thread {
+				t.Errorf("%q replies to %q, want the firing mail %q", m.Subject, got, thread)
+			}
+		}
+	}
+	resolved := bySubject(srv.Messages(), "[resolved] hot: a")[0]
+	if !strings.HasPrefix(resolved.Subject, "[resolved] hot: a temp=28") {
+		t.Errorf("resolved mail %q should carry the clearing value 28, not 29.5", resolved.Subject)
+	}
+
+	// An ESP32 loses power: the broker publishes its last will.
+	mqtttest.NewDevice(t, broker.Addr(), "esp32-porch", "dev/porch/status", "offline").Vanish()
+	waitFor(t, 10*time.Second, "the last-will alert", func() bool {
+		return len(bySubject(srv.Messages(), "[critical] offline: porch offline")) == 1
+	})
+}
+
+func subjects(msgs []smtptest.Message) []string {
+	var out []string
+	for _, m := range msgs {
+		out = append(out, m.Subject)
+	}
+	return out
+}

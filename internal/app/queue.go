@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +77,11 @@ func ruleNames(cfg *config.Config) []string {
 // reach opens the store directly when no alertd holds it, else returns
 // the base URL of the running alertd's HTTP API.
 func reach(cfg *config.Config) (*bolt.DB, string, error) {
+	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
+		// alertd never ran here: a fresh store, as the service would make.
+		db, _, err := store.Open(cfg.Store.Path)
+		return db, "", err
+	}
 	db, err := store.OpenExisting(cfg.Store.Path, 200*time.Millisecond)
 	switch {
 	case err == nil:

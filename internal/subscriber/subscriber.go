@@ -220,8 +220,12 @@ func (s *Subscriber) work(ch chan work) {
 	}
 }
 
-// handle runs the handler, retrying a failing store briefly; a message
-// that still fails stays unacknowledged and the broker redelivers it.
+// handle runs the handler until it succeeds, then acknowledges the
+// message. A failing store is retried with backoff for as long as it
+// fails, holding this worker (and so, through paho's in-order delivery,
+// the broker) back instead of dropping readings; at shutdown the message
+// is left unacknowledged and the broker delivers it again to the next
+// session.
 func (s *Subscriber) handle(w work) {
 	delay := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -230,13 +234,12 @@ func (s *Subscriber) handle(w work) {
 			w.msg.Ack()
 			return
 		}
-		if attempt == 5 {
-			s.log.Error("message not processed; left unacknowledged for redelivery", "topic", w.ev.Topic, "err", err)
-			return
+		if attempt == 1 || attempt%20 == 0 {
+			s.log.Error("cannot store what this message causes; retrying, not acknowledged", "topic", w.ev.Topic, "attempt", attempt, "err", err)
 		}
 		select {
 		case <-time.After(delay):
-			delay *= 2
+			delay = min(delay*2, 5*time.Second)
 		case <-s.done:
 			return
 		}

@@ -1,0 +1,114 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/event"
+	"github.com/alertd/alertd/internal/mqtttest"
+)
+
+// recorder is a narrow seam in place of the pipeline: it counts what each payload was handled with.
+type recorder struct {
+	mu       sync.Mutex
+	tries    map[string]int
+	accepted map[string]int
+	failFor  func(payload string, try int) bool
+}
+
+func (r *recorder) Handle(ev *event.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := string(ev.Payload)
+	r.tries[p]++
+	if r.failFor(p, r.tries[p]) {
+		return errors.New("store unavailable")
+	}
+	r.accepted[p]++
+	return nil
+}
+
+func (r *recorder) count(m map[string]int, p string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return m[p]
+}
+
+func run(t *testing.T, url, clientID string, h Handler) (stop func()) {
+	t.Helper()
+	s := New(Options{Broker: url, ClientID: clientID, QoS: 1, Filters: []string{"s/#"}}, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("subscriber not ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return func() { cancel(); <-done }
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A message whose alerts could not be stored is retried, and acknowledged
+// only once they are: the broker does not deliver it again afterwards.
+func TestAckOnlyAfterTheHandlerSucceeds(t *testing.T) {
+	broker := mqtttest.Start(t)
+	id := fmt.Sprintf("alertd-sub-%d", time.Now().UnixNano())
+	rec := &recorder{tries: map[string]int{}, accepted: map[string]int{}, failFor: func(p string, try int) bool { return try <= 3 }}
+	stop := run(t, broker.URL(), id, rec)
+	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "s/a", "m1")
+	waitFor(t, "m1 handled after 3 failures", func() bool { return rec.count(rec.accepted, "m1") == 1 })
+	stop()
+
+	// Same session again: m1 was acknowledged, so it does not come back.
+	stop = run(t, broker.URL(), id, rec)
+	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "s/a", "m2")
+	waitFor(t, "m2 handled", func() bool { return rec.count(rec.accepted, "m2") == 1 })
+	stop()
+	if n := rec.count(rec.tries, "m1"); n != 4 {
+		t.Errorf("m1 handled %d times, want 4 (3 failures, 1 success, no redelivery)", n)
+	}
+}
+
+// A message still failing when alertd stops is not acknowledged: the
+// broker delivers it to the next session, so the reading is not lost.
+func TestUnstoredMessageComesBackAfterRestart(t *testing.T) {
+	broker := mqtttest.Start(t)
+	id := fmt.Sprintf("alertd-sub-%d", time.Now().UnixNano())
+	var broken sync.Mutex
+	failing := true
+	rec := &recorder{tries: map[string]int{}, accepted: map[string]int{}, failFor: func(string, int) bool {
+		broken.Lock()
+		defer broken.Unlock()
+		return failing
+	}}
+	stop := run(t, broker.URL(), id, rec)
+	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "s/a", "m1")
+	waitFor(t, "m1 tried", func() bool { return rec.count(rec.tries, "m1") >= 2 })
+	stop()
+	if rec.count(rec.accepted, "m1") != 0 {
+		t.Fatal("m1 must not have been accepted")
+	}
+	broken.Lock()
+	failing = false
+	broken.Unlock()
+	stop = run(t, broker.URL(), id, rec)
+	defer stop()
+	waitFor(t, "m1 redelivered and handled", func() bool { return rec.count(rec.accepted, "m1") == 1 })
+}

@@ -245,6 +245,14 @@ func dialable(url string) string {
 	return "tcp://" + net.JoinHostPort(host, port)
 }
 
+// Handled is how many events the pipeline has fully processed.
+func (a *App) Handled() uint64 {
+	if a.pipeline == nil {
+		return 0
+	}
+	return a.pipeline.handled.Load()
+}
+
 // Metrics exposes the registry (tests read counters from it).
 func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,8 @@ type pipeline struct {
 	publish    func(topic string, payload []byte)
 
 	groups *groups
+
+	handled atomic.Uint64 // events fully processed (benchmarks, tests)
 }
 
 func newPipeline(a *App) *pipeline {
@@ -80,6 +83,7 @@ func (p *pipeline) Handle(ev *event.Event) error {
 			return err
 		}
 	}
+	p.handled.Add(1)
 	return nil
 }
 

@@ -1,0 +1,349 @@
+// Command alertd-bench measures alertd against the physical reference: a
+// bare paho subscriber that only parses the JSON. It starts its own
+// Mosquitto on a free port, runs the reference and alertd alternately
+// (medians of several rounds, ratios taken within the same run), prints
+// one table and can append it to BENCHMARKS.md.
+//
+//	go run ./cmd/alertd-bench                       # full run
+//	go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -rounds 1 -write ""   # smoke
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/alertd/alertd/internal/app"
+	"github.com/alertd/alertd/internal/config"
+)
+
+type options struct {
+	messages, backlog, devices, rules, rounds int
+	write                                     string
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.messages, "messages", 200000, "QoS 0 burst size")
+	flag.IntVar(&o.backlog, "backlog", 100000, "QoS 1 backlog queued while the subscriber is offline")
+	flag.IntVar(&o.devices, "devices", 10000, "device topics the stream spreads over")
+	flag.IntVar(&o.rules, "rules", 1000, "rules loaded in alertd (one matches the stream)")
+	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
+	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "alertd-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	dir, err := os.MkdirTemp("", "alertd-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	broker, stop, err := startMosquitto(dir)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	type result struct {
+		rate, cpu float64 // messages per second; CPU seconds per 100k messages
+		dropped   int
+	}
+	results := map[string][]result{}
+	for round := range o.rounds {
+		for _, c := range []struct {
+			name string
+			sub  func(qos byte, id string) (contender, error)
+		}{
+			{"bare", func(qos byte, id string) (contender, error) { return newBare(broker, id, qos) }},
+			{"alertd", func(qos byte, id string) (contender, error) {
+				return newAlertd(broker, id, qos, filepath.Join(dir, fmt.Sprintf("r%d-%s-%d", round, id, qos)), o)
+			}},
+		} {
+			for _, s := range []struct {
+				name string
+				qos  byte
+				n    int
+			}{{"burst", 0, o.messages}, {"backlog", 1, o.backlog}} {
+				id := fmt.Sprintf("bench-%s-%s-%d", c.name, s.name, round)
+				rate, cpu, dropped, err := measure(broker, c.sub, id, s.qos, s.n, o.devices)
+				if err != nil {
+					return fmt.Errorf("%s %s round %d: %w", c.name, s.name, round+1, err)
+				}
+				key := s.name + "/" + c.name
+				results[key] = append(results[key], result{rate, cpu, dropped})
+				fmt.Fprintf(os.Stderr, "round %d %-14s %9.0f msg/s  %.2f CPU s/100k  dropped %d\n", round+1, key, rate, cpu, dropped)
+			}
+		}
+	}
+	median := func(rs []result, f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| scenario | bare subscriber msg/s | alertd msg/s | ratio | target | CPU s per 100k (whole harness) | alertd dropped |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range []struct{ name, target string }{{"burst", "≥ 0.9"}, {"backlog", "≥ 0.8"}} {
+		bare, ad := results[s.name+"/bare"], results[s.name+"/alertd"]
+		br, ar := median(bare, func(r result) float64 { return r.rate }), median(ad, func(r result) float64 { return r.rate })
+		dropped := 0
+		for _, r := range ad {
+			dropped += r.dropped
+		}
+		label := map[string]string{
+			"burst":   fmt.Sprintf("QoS 0 burst, %d msgs", o.messages),
+			"backlog": fmt.Sprintf("QoS 1 backlog, %d msgs", o.backlog),
+		}[s.name]
+		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %s | %.2f | %d |\n", label, br, ar, ar/br, s.target,
+			median(ad, func(r result) float64 { return r.cpu }), dropped)
+	}
+	table := b.String()
+	fmt.Print(table)
+	if o.write == "" {
+		return nil
+	}
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -rounds %d\n```\n\n"+
+		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
+		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.rounds,
+		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
+	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(section)
+	return err
+}
+
+// contender is a subscriber under test.
+type contender interface {
+	count() int
+	stop()
+}
+
+// measure runs one scenario: for QoS 0 the contender is subscribed and
+// the burst is published; for QoS 1 the contender's session is created,
+// it goes away, the backlog is published, and it comes back to drain it.
+func measure(broker string, start func(byte, string) (contender, error), id string, qos byte, n, devices int) (rate, cpu float64, dropped int, err error) {
+	pub, err := connect(broker, id+"-pub", true)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer pub.Disconnect(50)
+	payloads := make([][]byte, 8)
+	for i := range payloads {
+		payloads[i] = fmt.Appendf(nil, `{"temp": %.1f, "hum": %d}`, 18+float64(i)/2, 40+i)
+	}
+	publish := func() error {
+		var last mqtt.Token
+		for i := range n {
+			last = pub.Publish(fmt.Sprintf("fleet/dev%05d/telemetry", i%devices), qos, false, payloads[i%len(payloads)])
+			if qos > 0 && i%1000 == 999 {
+				last.Wait() // keep the publisher's in-flight window bounded
+			}
+		}
+		last.Wait()
+		return last.Error()
+	}
+	var c contender
+	if qos == 0 {
+		if c, err = start(qos, id); err != nil {
+			return 0, 0, 0, err
+		}
+	} else {
+		if c, err = start(qos, id); err != nil { // creates the persistent session
+			return 0, 0, 0, err
+		}
+		c.stop()
+		if err := publish(); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	cpu0 := cpuSeconds()
+	t0 := time.Now()
+	if qos == 0 {
+		if err := publish(); err != nil {
+			return 0, 0, 0, err
+		}
+	} else if c, err = start(qos, id); err != nil {
+		return 0, 0, 0, err
+	}
+	defer c.stop()
+	last, lastChange := 0, time.Now()
+	for c.count() < n {
+		if got := c.count(); got != last {
+			last, lastChange = got, time.Now()
+		}
+		if time.Since(lastChange) > 5*time.Second {
+			break // nothing more is coming: the rest was dropped
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(t0)
+	got := c.count()
+	if qos == 0 {
+		// Every reading the broker had time to send counts; a QoS 0 loss
+		// on either side shows as dropped.
+		dropped = n - got
+	} else if got < n {
+		return 0, 0, 0, fmt.Errorf("drained %d of %d", got, n)
+	}
+	return float64(got) / elapsed.Seconds(), (cpuSeconds() - cpu0) / float64(got) * 100000, dropped, nil
+}
+
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+func connect(broker, id string, clean bool) (mqtt.Client, error) {
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
+		SetConnectTimeout(5 * time.Second).SetOrderMatters(false).SetMaxResumePubInFlight(1000)
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("connect %s: %v", id, tok.Error())
+	}
+	return c, nil
+}
+
+// bare is the reference: a paho subscriber that parses the JSON and
+// counts, nothing else.
+type bare struct {
+	c mqtt.Client
+	n atomic.Int64
+}
+
+func newBare(broker, id string, qos byte) (contender, error) {
+	b := &bare{}
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(qos == 0).
+		SetConnectTimeout(5 * time.Second).SetOrderMatters(false)
+	handler := func(_ mqtt.Client, m mqtt.Message) {
+		var v struct {
+			Temp float64 `json:"temp"`
+			Hum  float64 `json:"hum"`
+		}
+		if json.Unmarshal(m.Payload(), &v) == nil {
+			b.n.Add(1)
+		}
+	}
+	opts.SetDefaultPublishHandler(handler) // a resumed session's backlog may come before SUBSCRIBE
+	b.c = mqtt.NewClient(opts)
+	if tok := b.c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("bare connect: %v", tok.Error())
+	}
+	if tok := b.c.Subscribe("fleet/+/telemetry", qos, handler); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		return nil, fmt.Errorf("bare subscribe: %v", tok.Error())
+	}
+	return b, nil
+}
+
+func (b *bare) count() int { return int(b.n.Load()) }
+func (b *bare) stop()      { b.c.Disconnect(50) }
+
+// alertdRun is alertd in-process with its whole pipeline, writing any
+// mail to a spool.
+type alertdRun struct {
+	a      *app.App
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newAlertd(broker, id string, qos byte, dir string, o options) (contender, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	var y strings.Builder
+	fmt.Fprintf(&y, "mqtt: {broker: %q, client_id: %q, qos: %d}\nstore: {path: %q}\nhttp: {listen: \"off\"}\nlog: {level: error}\n",
+		broker, id, qos, filepath.Join(dir, "alertd.db"))
+	y.WriteString("defaults: {to: [ops@example.org]}\nrules:\n")
+	y.WriteString("  - {name: fleet-hot, topic: \"fleet/+/telemetry\", field: temp, above: 30}\n")
+	for i := 1; i < o.rules; i++ {
+		fmt.Fprintf(&y, "  - {name: other%d, topic: \"site%d/+/dev%d/#\", field: v, above: %d}\n", i, i%97, i, i)
+	}
+	cfg, err := config.Load(strings.NewReader(y.String()), filepath.Join(dir, "alertd.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &alertdRun{a: a, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- a.Run(ctx) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for !a.Ready() {
+		if time.Now().After(deadline) {
+			cancel()
+			return nil, errors.New("alertd did not subscribe")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return r, nil
+}
+
+func (r *alertdRun) count() int { return int(r.a.Handled()) }
+func (r *alertdRun) stop() {
+	r.cancel()
+	<-r.done
+}
+
+func startMosquitto(dir string) (url string, stop func(), err error) {
+	bin := "/usr/sbin/mosquitto"
+	if p, err := exec.LookPath("mosquitto"); err == nil {
+		bin = p
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 1000\n", port)
+	if os.Geteuid() == 0 {
+		conf += "user root\n"
+	}
+	path := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "-c", path)
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start mosquitto (apt-get install mosquitto): %w", err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
+	for range 200 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "tcp://" + addr, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	_ = cmd.Process.Kill()
+	return "", nil, errors.New("mosquitto did not start")
+}

@@ -38,4 +38,7 @@ done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
   grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r t; do echo "$pkg $t"; done
 done | sort -u)
 
+echo "== benchmark harness smoke (tiny counts; CI asserts no timing)"
+go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -rounds 1 -write ""
+
 echo "== all tests passed"

@@ -185,3 +185,25 @@ func TestStallsAndTemporaryRepliesDeliverOnceInOrder(t *testing.T) {
 		t.Errorf("delivered %q, want each alert once, in order", subjects)
 	}
 }
+
+// The connection drops in the middle of the DATA exchange, before the
+// server's reply, and the server discards the mail: alertd sends it again
+// on a new connection, once.
+func TestConnectionDroppedMidDATA(t *testing.T) {
+	broker := mqtttest.Start(t)
+	srv := smtptest.Start(t, smtptest.Options{})
+	px := newProxy(t, srv.Addr)
+	release := srv.HoldData(t)
+	s := newSetup(t, mailConfig(broker.URL(), px.port(), ""))
+	s.start()
+	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "s/a/t", `{"temp": 31}`)
+	waitFor(t, 15*time.Second, "the message inside DATA", func() bool { return len(srv.Held()) == 1 })
+	px.cut()
+	// The server side of the dropped session gives up on it.
+	release(&smtp.SMTPError{Code: 451, Message: "connection lost"})
+	msgs := srv.WaitMessages(t, 1, 15*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	if msgs = srv.Messages(); len(msgs) != 1 || msgs[0].Subject != "hot a" {
+		t.Fatalf("delivered %d mails, want the alert once", len(msgs))
+	}
+}

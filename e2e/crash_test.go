@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,5 +207,49 @@ func TestConnectionDroppedMidDATA(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	if msgs = srv.Messages(); len(msgs) != 1 || msgs[0].Subject != "hot a" {
 		t.Fatalf("delivered %d mails, want the alert once", len(msgs))
+	}
+}
+
+// alertd starts while the broker is unreachable: it keeps trying, reports
+// unhealthy meanwhile, and alerts once the broker is up.
+func TestStartWhileBrokerIsDown(t *testing.T) {
+	broker := mqtttest.Start(t)
+	broker.Stop()
+	srv := smtptest.Start(t, smtptest.Options{})
+	s := newSetup(t, mailConfig(broker.URL(), srv.Port, ""))
+	p := s.launch()
+	time.Sleep(2 * time.Second)
+	resp, err := http.Get(p.http + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("healthz while the broker is down: %v %v, want 503", err, resp)
+	}
+	resp.Body.Close()
+	broker.Restart()
+	p.waitHealthy(t)
+	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "s/a/t", `{"temp": 31}`)
+	if m := srv.WaitMessages(t, 1, 15*time.Second)[0]; m.Subject != "hot a" {
+		t.Errorf("mail %q", m.Subject)
+	}
+}
+
+// The rate limit holds during an outage too: what it admitted is queued
+// and delivered once the server is back; the rest waits for the summary.
+func TestRateLimitHoldsThroughAnOutage(t *testing.T) {
+	broker := mqtttest.Start(t)
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.SetDown(true)
+	cfg := strings.Replace(mailConfig(broker.URL(), srv.Port, ""), "rate_limit: 10000/h", "rate_limit: 2/h", 1)
+	s := newSetup(t, cfg)
+	p := s.start()
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	for i := range 5 {
+		pub.Publish(t, fmt.Sprintf("s/d%d/t", i), `{"temp": 31}`)
+	}
+	waitFor(t, 15*time.Second, "two mails queued", func() bool { return len(p.outbox(t).Pending) == 2 })
+	srv.SetDown(false)
+	srv.WaitMessages(t, 2, 15*time.Second)
+	time.Sleep(time.Second)
+	if n := len(srv.Messages()); n != 2 {
+		t.Errorf("%d mails after the outage, want the 2 the rate limit admitted", n)
 	}
 }

@@ -92,6 +92,14 @@ func newSetup(t *testing.T, yaml string) *setup {
 
 // start runs alertd and waits until it is healthy (subscribed).
 func (s *setup) start() *proc {
+	s.t.Helper()
+	p := s.launch()
+	p.waitHealthy(s.t)
+	return p
+}
+
+// launch runs alertd without waiting for it.
+func (s *setup) launch() *proc {
 	t := s.t
 	t.Helper()
 	p := &proc{out: &syncBuffer{}, http: "http://" + s.httpAddr, done: make(chan struct{})}
@@ -107,20 +115,29 @@ func (s *setup) start() *proc {
 			t.Logf("alertd output:\n%s", p.out.String())
 		}
 	})
+	return p
+}
+
+// healthy reports whether /healthz answers 200.
+func (p *proc) healthy() bool {
+	resp, err := http.Get(p.http + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
+}
+
+func (p *proc) waitHealthy(t *testing.T) {
+	t.Helper()
 	waitFor(t, 20*time.Second, "alertd healthy", func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("alertd exited at start:\n%s", p.out.String())
 		default:
 		}
-		resp, err := http.Get(p.http + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
+		return p.healthy()
 	})
-	return p
 }
 
 // kill is kill -9.

@@ -82,3 +82,33 @@ func subjects(msgs []smtptest.Message) []string {
 	}
 	return out
 }
+
+// When alertd loses the broker, silence detection pauses: a device heard
+// right after the reconnect is not reported silent for the outage, and
+// one that stays quiet is, silent_for after the reconnect.
+func TestSilencePausesWhileTheBrokerIsAway(t *testing.T) {
+	broker := mqtttest.Start(t)
+	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Users: map[string]string{"alerts@example.org": smtpPassword}})
+	app := startApp(t, t.TempDir(), smtpConfig(t, broker.URL(), srv.Port, "starttls", srv.CAFile, "", `
+  - {name: quiet, topic: "hb/+", silent_for: 1500ms, cooldown: 0s}
+`))
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.Publish(t, "hb/a", "alive")
+	pub.Publish(t, "hb/b", "alive")
+	waitFor(t, 5*time.Second, "readings", func() bool { return app.counter("received") == 2 })
+	broker.Stop()
+	time.Sleep(3 * time.Second) // twice silent_for, while alertd hears nothing
+	broker.Restart()
+	waitFor(t, 30*time.Second, "alertd back", app.Ready)
+	// a keeps reporting after the outage; b stays quiet.
+	pub2 := mqtttest.NewPublisher(t, broker.URL())
+	deadline := time.Now().Add(10 * time.Second)
+	for len(srv.Messages()) == 0 && time.Now().Before(deadline) {
+		pub2.Publish(t, "hb/a", "alive")
+		time.Sleep(300 * time.Millisecond)
+	}
+	msgs := srv.Messages()
+	if len(msgs) != 1 || !strings.HasPrefix(msgs[0].Subject, "[warning] quiet: b silent for") {
+		t.Fatalf("mails %v, want only b's silence, after the reconnect", subjects(msgs))
+	}
+}

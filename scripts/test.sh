@@ -38,6 +38,15 @@ done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
   grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r t; do echo "$pkg $t"; done
 done | sort -u)
 
+echo "== static cross-builds for the Raspberry Pi and servers"
+for target in arm:6 arm:7 arm64: amd64:; do
+  arch=${target%%:*} arm=${target##*:}
+  out=$(mktemp)
+  CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm go build -trimpath -ldflags "-s -w" -o "$out" ./cmd/alertd
+  echo "linux/$arch${arm:+ v$arm}: $(( $(stat -c %s "$out") / 1024 / 1024 )) MiB"
+  rm -f "$out"
+done
+
 echo "== benchmark harness smoke (tiny counts; CI asserts no timing)"
 go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -rounds 1 -write ""
 

@@ -93,8 +93,8 @@ func (o *Outbox) Enqueue(e *Entry) error {
 }
 
 // Due returns up to limit pending entries whose next attempt is not after
-// now, oldest first, and the earliest next attempt of the others (zero when
-// there is none).
+// now, oldest first, and, when fewer than limit are due, the earliest next
+// attempt of the others (zero when there is none).
 func (o *Outbox) Due(now time.Time, limit int) (due []*Entry, next time.Time, err error) {
 	err = o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(store.BucketOutbox).Cursor()
@@ -104,8 +104,12 @@ func (o *Outbox) Due(now time.Time, limit int) (due []*Entry, next time.Time, er
 				return err
 			}
 			if !e.Next.After(now) {
-				if len(due) < limit {
-					due = append(due, e)
+				due = append(due, e)
+				if len(due) == limit {
+					// The caller comes back for more at once; the
+					// earliest future attempt is not needed yet, and a
+					// long backlog must not be decoded whole per batch.
+					return nil
 				}
 				continue
 			}

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net/mail"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -69,6 +71,15 @@ func (p *pipeline) Handle(ev *event.Event) error {
 	} else {
 		p.m.MessagesReceived.WithLabelValues(ev.Source).Inc()
 	}
+	if reason := unusableTopic(ev.Topic); reason != "" {
+		// MQTT allows 64 KiB topics; a series key must fit bbolt and a
+		// mail header. Such a message can never alert: drop it, counted,
+		// rather than retry a write that can never succeed.
+		p.m.MessagesDropped.WithLabelValues(reason).Inc()
+		p.log.Debug("message dropped", "reason", reason, "topic", shortTopic(ev.Topic))
+		p.handled.Add(1)
+		return nil
+	}
 	var buf [4]rules.Reading
 	for _, rd := range p.engine.Evaluate(ev, buf[:0]) {
 		if rd.Breach {
@@ -85,6 +96,27 @@ func (p *pipeline) Handle(ev *event.Event) error {
 	}
 	p.handled.Add(1)
 	return nil
+}
+
+// MaxTopic bounds the topics alertd tracks: far above any device's, far
+// below bbolt's 32 KiB key limit.
+const MaxTopic = 1024
+
+func unusableTopic(t string) string {
+	switch {
+	case len(t) > MaxTopic:
+		return "topic_too_long"
+	case !utf8.ValidString(t) || strings.ContainsAny(t, "\x00\r\n"):
+		return "topic_invalid"
+	}
+	return ""
+}
+
+func shortTopic(t string) string {
+	if len(t) > 80 {
+		return strings.ToValidUTF8(t[:80], "?") + "…"
+	}
+	return t
 }
 
 // apply persists a transition and queues its mail, if it has one, then
@@ -169,9 +201,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 		Rule: n.Rule.Name, Series: n.Series, Cooldown: n.Rule.Cooldown,
 		Limit: n.Rule.RateLimit.N, Per: n.Rule.RateLimit.Per,
 	}
-	if n.Rule.GroupWait > 0 {
-		c.Limit = 0 // the rate limit applies to the group mails
-	}
+	c.Member = n.Rule.GroupWait > 0 // the rate limit applies to the group mails
 	v, err := p.gate.Admit(c, func(tx *bolt.Tx, suppressed uint64) error {
 		rec := tr.Record(true, msgID, time.Time{})
 		if err := alerts.Put(tx, &rec); err != nil {
@@ -261,7 +291,7 @@ func (p *pipeline) entry(n *rules.Notification, suppressed uint64, msgID, thread
 	if err != nil {
 		// A template that parsed and dry-ran at load can still fail on
 		// real data ({{index .Wildcards 3}}): send the alert anyway.
-		subject = fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)
+		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
 		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
 	}
 	rcpts := p.envelopeTo(n.Rule)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/alertd/alertd/internal/mqtttest"
 )
 
@@ -90,5 +92,28 @@ func TestTortureHostilePayloads(t *testing.T) {
 	m := waitSpooled(t, filepath.Join(dir, "spool"), 1)[0]
 	if m.Subject != "[warning] hot: after temp=31" {
 		t.Errorf("the alert after the torture: %q", m.Subject)
+	}
+}
+
+// One reading on a topic far longer than any device's (MQTT allows 64 KiB;
+// bbolt keys stop at 32 KiB) is dropped and counted, and every alert after
+// it still arrives.
+func TestLongTopicIsDroppedNotRetriedForever(t *testing.T) {
+	dir := t.TempDir()
+	app := startApp(t, dir, spoolConfig("", `
+  - {name: hot, topic: "sensors/#", field: temp, above: 30, rate_limit: 100/h}
+  - {name: quiet, topic: "#", silent_for: 1h}
+`))
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "sensors/"+strings.Repeat("x", 33000), `{"temp": 31.5}`)
+	for i := range 40 {
+		pub.Publish(t, fmt.Sprintf("sensors/dev%02d/t", i), `{"temp": 31.5}`)
+	}
+	mails := waitSpooled(t, filepath.Join(dir, "spool"), 40)
+	if len(mails) != 40 {
+		t.Errorf("%d mails, want the 40 devices' alerts", len(mails))
+	}
+	if got := testutil.ToFloat64(app.Metrics().MessagesDropped.WithLabelValues("topic_too_long")); got != 1 {
+		t.Errorf("dropped{topic_too_long} = %v, want 1", got)
 	}
 }

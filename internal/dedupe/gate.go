@@ -34,6 +34,10 @@ type Candidate struct {
 	Cooldown time.Duration // 0: no dedupe
 	Limit    int           // mails per Per; 0: unlimited
 	Per      time.Duration
+	// Member: not a mail of its own but a line of a group mail. Only the
+	// cooldown applies; the rule's rate window and held-back count are
+	// the group mail's.
+	Member bool
 }
 
 // Verdict is the gate's answer.
@@ -85,21 +89,30 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 		g.hold(c.Rule)
 		return held, nil
 	}
-	g.mu.Lock()
-	pending := g.held[c.Rule]
-	g.mu.Unlock()
+	// Take the held-back count now, so two admissions of the rule at once
+	// cannot both report it; it is given back unless this one is admitted.
+	var pending uint64
+	if !c.Member {
+		g.mu.Lock()
+		pending = g.held[c.Rule]
+		delete(g.held, c.Rule)
+		g.mu.Unlock()
+	}
 	var v Verdict
 	err := g.db.Batch(func(tx *bolt.Tx) error {
 		v = Verdict{}
 		if v.Reason, v.RetryAt = decide(tx, c, now); v.Reason != "" {
 			return nil // another reading of this series got there first
 		}
-		st := loadRule(tx, c.Rule)
-		v.Admitted, v.Suppressed = true, st.held+pending
-		st.held = 0
-		st.sent = append(prune(st.sent, c, now), now.UnixNano())
-		if err := saveRule(tx, c.Rule, st); err != nil {
-			return err
+		v.Admitted = true
+		if !c.Member {
+			st := loadRule(tx, c.Rule)
+			v.Suppressed = st.held + pending
+			st.held = 0
+			st.sent = append(prune(st.sent, c, now), now.UnixNano())
+			if err := saveRule(tx, c.Rule, st); err != nil {
+				return err
+			}
 		}
 		if c.Cooldown > 0 {
 			if err := tx.Bucket(store.BucketSeries).Put(seriesKey(c), encodeTime(now)); err != nil {
@@ -108,15 +121,16 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 		}
 		return enqueue(tx, v.Suppressed)
 	})
+	if err != nil || !v.Admitted {
+		g.mu.Lock()
+		g.held[c.Rule] += pending
+		if err == nil {
+			g.held[c.Rule]++ // held back after all
+		}
+		g.mu.Unlock()
+	}
 	if err != nil {
 		return Verdict{}, fmt.Errorf("admit notification: %w", err)
-	}
-	if v.Admitted {
-		g.mu.Lock()
-		g.held[c.Rule] -= pending
-		g.mu.Unlock()
-	} else {
-		g.hold(c.Rule)
 	}
 	return v, nil
 }
@@ -158,7 +172,7 @@ func decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Time) {
 			return ReasonCooldown, last.Add(c.Cooldown)
 		}
 	}
-	if c.Limit > 0 {
+	if c.Limit > 0 && !c.Member {
 		if sent := prune(loadRule(tx, c.Rule).sent, c, now); len(sent) >= c.Limit {
 			// The window reopens when its oldest mail leaves it.
 			return ReasonRateLimit, time.Unix(0, sent[len(sent)-c.Limit]).Add(c.Per)

@@ -14,6 +14,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	MessagesReceived *prometheus.CounterVec // by source
+	MessagesDropped  *prometheus.CounterVec // by reason
 	RuleMatches      *prometheus.CounterVec // by rule
 	PayloadInvalid   *prometheus.CounterVec // by rule
 	Suppressed       *prometheus.CounterVec // by rule, reason
@@ -44,6 +45,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry:         reg,
 		MessagesReceived: counter("alertd_messages_received_total", "Messages received, by ingress.", "source"),
+		MessagesDropped:  counter("alertd_messages_dropped_total", "Messages no rule could ever use, by reason (topic_too_long, topic_invalid).", "reason"),
 		RuleMatches:      counter("alertd_rule_matches_total", "Readings whose rule condition held.", "rule"),
 		PayloadInvalid:   counter("alertd_payload_invalid_total", "Payloads a rule could not use (not JSON, field missing, not a number...).", "rule"),
 		Suppressed:       counter("alertd_notifications_suppressed_total", "Notifications held back, by reason (cooldown, rate_limit).", "rule", "reason"),

@@ -1,0 +1,77 @@
+package dedupe
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Two series of one rule admitted at once while one held-back count waits
+// in memory: only one of their mails may report it, and the count must not
+// wrap around.
+func TestConcurrentAdmissionsReportTheHeldBackCountOnce(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "s.db"))
+	defer db.Close()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	g := New(db, clk.now)
+	c := func(s string) Candidate { return Candidate{Rule: "hot", Series: s, Cooldown: time.Hour} }
+	noop := func(*bolt.Tx, uint64) error { return nil }
+	if v, _ := g.Admit(c("a"), noop); !v.Admitted {
+		t.Fatal("a")
+	}
+	if v, _ := g.Admit(c("a"), noop); v.Admitted { // held: g.held["hot"] = 1
+		t.Fatal("a again")
+	}
+	inB, releaseB := make(chan struct{}), make(chan struct{})
+	resB := make(chan Verdict)
+	go func() {
+		v, _ := g.Admit(c("b"), func(*bolt.Tx, uint64) error {
+			select {
+			case <-inB:
+			default:
+				close(inB)
+				<-releaseB
+			}
+			return nil
+		})
+		resB <- v
+	}()
+	<-inB // B has read pending=1 and sits in its transaction
+	resC := make(chan Verdict)
+	go func() { v, _ := g.Admit(c("c"), noop); resC <- v }()
+	time.Sleep(50 * time.Millisecond) // C has read pending=1 too, waits for the writer lock
+	close(releaseB)
+	vb, vc := <-resB, <-resC
+	t.Logf("b suppressed=%d c suppressed=%d held=%d", vb.Suppressed, vc.Suppressed, g.held["hot"])
+	v, _ := g.Admit(c("d"), noop)
+	if total := vb.Suppressed + vc.Suppressed + v.Suppressed; total != 1 {
+		t.Errorf("the one held-back notification was reported %d times (b %d, c %d, next %d)", total, vb.Suppressed, vc.Suppressed, v.Suppressed)
+	}
+}
+
+// For a group_wait rule each notification is admitted as a member (the
+// cooldown only) and the group mails under the rule's rate limit.
+func TestGroupMembersLeaveTheRateWindowToGroupMails(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "s.db"))
+	defer db.Close()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	g := New(db, clk.now)
+	noop := func(*bolt.Tx, uint64) error { return nil }
+	group := Candidate{Rule: "storm", Series: "\x00group", Limit: 2, Per: time.Hour}
+	sent := 0
+	for i := range 10 {
+		member := Candidate{Rule: "storm", Series: "dev" + string(rune('a'+i)), Cooldown: 10 * time.Minute, Member: true}
+		if v, _ := g.Admit(member, noop); !v.Admitted {
+			t.Fatalf("member %d held", i)
+		}
+		clk.add(30 * time.Second) // group_wait
+		if v, _ := g.Admit(group, noop); v.Admitted {
+			sent++
+		}
+	}
+	if sent > 2 {
+		t.Errorf("rate limit of group mails not enforced: %d > 2", sent)
+	}
+}

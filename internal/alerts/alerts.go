@@ -13,6 +13,7 @@ package alerts
 
 import (
 	"container/heap"
+	"errors"
 	"sync"
 	"time"
 
@@ -72,7 +73,15 @@ type Series struct {
 
 	timerAt time.Time // the heap entry this series has, zero if none
 	dirty   bool      // LastSeen changed since the last checkpoint
+	// busy: a transition of this series is being persisted. No other
+	// transition of it is decided until Settle or Abort, so a timer and a
+	// reading cannot commit two contradicting ones out of order.
+	busy bool
 }
+
+// ErrBusy means the series has a transition being persisted: try the
+// reading again in a moment.
+var ErrBusy = errors.New("alert state of this series is being saved")
 
 // Transition is one decision of the tracker.
 type Transition struct {
@@ -113,7 +122,18 @@ func (t *Tracker) Wake() <-chan struct{} { return t.wake }
 
 // Observe applies one reading. It returns a transition when the reading
 // changes what should be mailed.
-func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool) {
+//
+// Every transition returned must be ended with Settle (persisted) or Abort
+// (not persisted); until then the series answers ErrBusy.
+func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool, error) {
+	tr, ok, err := t.observe(rd)
+	if ok {
+		tr.series.busy = true
+	}
+	return tr, ok, err
+}
+
+func (t *Tracker) observe(rd *rules.Reading) (Transition, bool, error) {
 	now := rd.Event.Received
 	r := rd.Rule
 	t.mu.Lock()
@@ -121,9 +141,12 @@ func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool) {
 	if !r.Silence() && !rd.Breach {
 		// The common case, a normal reading of a series that is ok: no
 		// state to create or change.
-		if s := t.series[key{r.Name, rd.Event.Topic}]; s == nil || s.State == OK {
-			return Transition{}, false
+		if s := t.series[key{r.Name, rd.Event.Topic}]; s == nil || (s.State == OK && !s.busy) {
+			return Transition{}, false, nil
 		}
+	}
+	if s := t.series[key{r.Name, rd.Event.Topic}]; s != nil && s.busy {
+		return Transition{}, false, ErrBusy
 	}
 	s := t.get(r, rd.Event.Topic)
 	prev := *s
@@ -132,39 +155,39 @@ func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool) {
 		s.dirty = true
 		t.schedule(s)
 		if s.State == Firing {
-			return t.resolve(s, prev, now), true
+			return t.resolve(s, prev, now), true, nil
 		}
-		return Transition{}, false
+		return Transition{}, false, nil
 	}
 	s.Value, s.Payload = rd.Value.Short(), keptPayload(rd.Event.Payload)
 	switch s.State {
 	case OK:
 		if !rd.Breach {
-			return Transition{}, false
+			return Transition{}, false, nil
 		}
 		s.Since = now
 		if r.For > 0 {
 			s.State = Pending
 			t.schedule(s)
-			return Transition{}, false
+			return Transition{}, false, nil
 		}
-		return t.fire(s, prev, now), true
+		return t.fire(s, prev, now), true, nil
 	case Pending:
 		if !rd.Breach {
 			s.State = OK
 			s.Since = time.Time{}
 			t.schedule(s)
-			return Transition{}, false
+			return Transition{}, false, nil
 		}
 		if now.Sub(s.Since) >= r.For {
-			return t.fire(s, prev, now), true
+			return t.fire(s, prev, now), true, nil
 		}
 	case Firing:
 		if rd.Clear {
-			return t.resolve(s, prev, now), true
+			return t.resolve(s, prev, now), true, nil
 		}
 	}
-	return Transition{}, false
+	return Transition{}, false, nil
 }
 
 // Due returns the transitions whose time has come: for: elapsed, a
@@ -180,6 +203,12 @@ func (t *Tracker) Due(now time.Time) []Transition {
 			continue // superseded by a later schedule
 		}
 		s.timerAt = time.Time{}
+		if s.busy {
+			// Being saved: look again shortly.
+			s.timerAt = now.Add(20 * time.Millisecond)
+			heap.Push(&t.timers, timerEntry{at: s.timerAt, s: s})
+			continue
+		}
 		due := t.due(s)
 		if due.IsZero() {
 			continue
@@ -206,7 +235,23 @@ func (t *Tracker) Due(now time.Time) []Transition {
 			out = append(out, t.fire(s, prev, now))
 		}
 	}
+	for i := range out {
+		out[i].series.busy = true
+	}
 	return out
+}
+
+// Settle ends a transition that was persisted.
+func (t *Tracker) Settle(tr Transition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := tr.series
+	s.busy = false
+	if s.State == OK && !s.Rule.Silence() {
+		// An ok threshold series has nothing to remember: forget it, so
+		// memory follows the alerts, not every topic ever seen.
+		delete(t.series, key{s.Rule.Name, s.Topic})
+	}
 }
 
 // Next is when Due next has something to do; zero if nothing is scheduled.
@@ -226,6 +271,7 @@ func (t *Tracker) Abort(tr Transition) {
 	timerAt := tr.series.timerAt
 	*tr.series = tr.prev
 	tr.series.timerAt = timerAt
+	tr.series.busy = false
 	t.schedule(tr.series)
 }
 

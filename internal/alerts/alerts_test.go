@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,11 +50,26 @@ func (f *fixture) read(topic, payload string, at time.Time) []Transition {
 	f.t.Helper()
 	var out []Transition
 	for _, rd := range f.engine.Evaluate(&event.Event{Topic: topic, Payload: []byte(payload), Received: at}, nil) {
-		if tr, ok := f.tracker.Observe(&rd); ok {
+		tr, ok, err := f.tracker.Observe(&rd)
+		if err != nil {
+			f.t.Fatalf("observe: %v", err)
+		}
+		if ok {
+			f.tracker.Settle(tr) // as if persisted
 			out = append(out, tr)
 		}
 	}
 	return out
+}
+
+// due runs the timers at time at and settles what they decided, as if it
+// was persisted.
+func (f *fixture) due(at time.Time) []Transition {
+	trs := f.tracker.Due(at)
+	for _, tr := range trs {
+		f.tracker.Settle(tr)
+	}
+	return trs
 }
 
 func kinds(trs []Transition) string {
@@ -93,8 +109,8 @@ func TestForFiresOnTimeWithoutAnotherReading(t *testing.T) {
 	if next := f.tracker.Next(); !next.Equal(t0.Add(2 * time.Minute)) {
 		t.Fatalf("timer at %v, want %v", next, t0.Add(2*time.Minute))
 	}
-	expect(t, "before for elapses", f.tracker.Due(t0.Add(119*time.Second)), "")
-	trs := f.tracker.Due(t0.Add(2 * time.Minute))
+	expect(t, "before for elapses", f.due(t0.Add(119*time.Second)), "")
+	trs := f.due(t0.Add(2 * time.Minute))
 	expect(t, "for elapsed", trs, "fire")
 	if n := trs[0].Notification; !n.Since.Equal(t0) || n.Value.Text != "35" {
 		t.Errorf("fire notification since %v value %q, want since the first breach and its value", n.Since, n.Value.Text)
@@ -105,7 +121,7 @@ func TestForCancelledByANormalReading(t *testing.T) {
 	f := newFixture(t)
 	f.read("slow/x", `{"temp":35}`, t0)
 	expect(t, "back to normal before for", f.read("slow/x", `{"temp":25}`, t0.Add(time.Minute)), "")
-	expect(t, "timer finds nothing to fire", f.tracker.Due(t0.Add(time.Hour)), "")
+	expect(t, "timer finds nothing to fire", f.due(t0.Add(time.Hour)), "")
 	expect(t, "a new breach starts for over", f.read("slow/x", `{"temp":35}`, t0.Add(2*time.Hour)), "")
 	expect(t, "a reading after for fires too", f.read("slow/x", `{"temp":36}`, t0.Add(2*time.Hour+2*time.Minute)), "fire")
 }
@@ -114,27 +130,27 @@ func TestReminderAndResolvedThread(t *testing.T) {
 	f := newFixture(t)
 	trs := f.read("gh/a/t", `{"temp":31}`, t0)
 	f.tracker.Mailed(trs[0], true, "first@alertd", time.Time{})
-	expect(t, "no reminder before repeat", f.tracker.Due(t0.Add(4*time.Hour-time.Second)), "")
-	trs = f.tracker.Due(t0.Add(4 * time.Hour))
+	expect(t, "no reminder before repeat", f.due(t0.Add(4*time.Hour-time.Second)), "")
+	trs = f.due(t0.Add(4 * time.Hour))
 	expect(t, "reminder", trs, "remind")
 	if !trs[0].Notification.Reminder || trs[0].Thread != "first@alertd" {
 		t.Errorf("reminder %+v thread %q", trs[0].Notification, trs[0].Thread)
 	}
 	f.tracker.Mailed(trs[0], true, "second@alertd", time.Time{})
-	expect(t, "next reminder", f.tracker.Due(t0.Add(8*time.Hour)), "remind")
+	expect(t, "next reminder", f.due(t0.Add(8*time.Hour)), "remind")
 	trs = f.read("gh/a/t", `{"temp":20}`, t0.Add(9*time.Hour))
 	expect(t, "resolve", trs, "resolve")
 	if !trs[0].Notified || trs[0].Thread != "first@alertd" {
 		t.Errorf("resolve notified=%v thread=%q, want true and the first mail", trs[0].Notified, trs[0].Thread)
 	}
-	expect(t, "no reminder once resolved", f.tracker.Due(t0.Add(20*time.Hour)), "")
+	expect(t, "no reminder once resolved", f.due(t0.Add(20*time.Hour)), "")
 }
 
 func TestHeldBackFirstMailIsRetriedWhenTheCooldownEnds(t *testing.T) {
 	f := newFixture(t)
 	trs := f.read("o/a", `{"temp":31}`, t0)
 	f.tracker.Mailed(trs[0], false, "", t0.Add(10*time.Minute))
-	trs = f.tracker.Due(t0.Add(10 * time.Minute))
+	trs = f.due(t0.Add(10 * time.Minute))
 	expect(t, "retry", trs, "remind")
 	if trs[0].Notification.Reminder {
 		t.Error("a retried first mail must read as the first mail, not a reminder")
@@ -144,15 +160,15 @@ func TestHeldBackFirstMailIsRetriedWhenTheCooldownEnds(t *testing.T) {
 func TestSilence(t *testing.T) {
 	f := newFixture(t)
 	expect(t, "a reading", f.read("q/dev1", `anything`, t0), "")
-	expect(t, "quiet 9m59s", f.tracker.Due(t0.Add(10*time.Minute-time.Second)), "")
-	trs := f.tracker.Due(t0.Add(10 * time.Minute))
+	expect(t, "quiet 9m59s", f.due(t0.Add(10*time.Minute-time.Second)), "")
+	trs := f.due(t0.Add(10 * time.Minute))
 	expect(t, "quiet 10m", trs, "fire")
 	if n := trs[0].Notification; !n.Since.Equal(t0) || !n.LastSeen.Equal(t0) {
 		t.Errorf("silence since %v last seen %v, want %v", n.Since, n.LastSeen, t0)
 	}
-	expect(t, "fires once", f.tracker.Due(t0.Add(time.Hour)), "")
+	expect(t, "fires once", f.due(t0.Add(time.Hour)), "")
 	expect(t, "reports again", f.read("q/dev1", `{"x":1}`, t0.Add(2*time.Hour)), "resolve")
-	expect(t, "silent again 10m after its last reading", f.tracker.Due(t0.Add(48*time.Hour)), "fire")
+	expect(t, "silent again 10m after its last reading", f.due(t0.Add(48*time.Hour)), "fire")
 }
 
 func TestSilencePausesWhileDisconnected(t *testing.T) {
@@ -160,12 +176,12 @@ func TestSilencePausesWhileDisconnected(t *testing.T) {
 	f.read("q/dev1", `x`, t0)
 	f.read("q/dev2", `x`, t0.Add(5*time.Minute))
 	f.tracker.Disconnected()
-	expect(t, "no silence while alertd is cut off", f.tracker.Due(t0.Add(time.Hour)), "")
+	expect(t, "no silence while alertd is cut off", f.due(t0.Add(time.Hour)), "")
 	back := t0.Add(time.Hour)
 	f.tracker.Connected(back)
-	expect(t, "not right after reconnecting", f.tracker.Due(back.Add(9*time.Minute)), "")
+	expect(t, "not right after reconnecting", f.due(back.Add(9*time.Minute)), "")
 	f.read("q/dev2", `x`, back.Add(time.Minute)) // dev2 reports after the outage
-	trs := f.tracker.Due(back.Add(10 * time.Minute))
+	trs := f.due(back.Add(10 * time.Minute))
 	expect(t, "only the device still quiet, silent_for after reconnecting", trs, "fire")
 	if trs[0].Notification.Series != "q/dev1" {
 		t.Errorf("fired for %s, want q/dev1", trs[0].Notification.Series)
@@ -184,9 +200,32 @@ func TestChattyDeviceKeepsOneTimer(t *testing.T) {
 
 func TestAbortLetsTheRedeliveredReadingDecideAgain(t *testing.T) {
 	f := newFixture(t)
-	trs := f.read("gh/a/t", `{"temp":31}`, t0)
-	f.tracker.Abort(trs[0]) // persisting failed
+	rd := f.engine.Evaluate(&event.Event{Topic: "gh/a/t", Payload: []byte(`{"temp":31}`), Received: t0}, nil)[0]
+	tr, ok, err := f.tracker.Observe(&rd)
+	if !ok || err != nil {
+		t.Fatalf("observe: %v %v", ok, err)
+	}
+	f.tracker.Abort(tr) // persisting failed
 	expect(t, "same reading redelivered", f.read("gh/a/t", `{"temp":31}`, t0), "fire")
+}
+
+// While a timer's transition is being saved, a reading of the same series
+// waits (ErrBusy) instead of deciding a second, contradicting transition.
+func TestTimerAndReadingDoNotRaceOnASeries(t *testing.T) {
+	f := newFixture(t)
+	f.read("slow/x", `{"temp":35}`, t0)
+	trs := f.tracker.Due(t0.Add(2 * time.Minute)) // fire, not yet saved
+	expect(t, "for elapsed", trs, "fire")
+	rd := f.engine.Evaluate(&event.Event{Topic: "slow/x", Payload: []byte(`{"temp":20}`), Received: t0.Add(121 * time.Second)}, nil)[0]
+	if _, _, err := f.tracker.Observe(&rd); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a reading during the save: %v, want ErrBusy", err)
+	}
+	f.tracker.Mailed(trs[0], true, "fire@alertd", time.Time{})
+	f.tracker.Settle(trs[0])
+	tr, ok, err := f.tracker.Observe(&rd)
+	if err != nil || !ok || tr.Kind != Resolve || !tr.Notified {
+		t.Fatalf("after the save the reading resolves the mailed alert: %v %v %+v", ok, err, tr.Kind)
+	}
 }
 
 func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
@@ -214,8 +253,8 @@ func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
 	expect(t, "still hot after restart: no second firing mail", g.read("gh/a/t", `{"temp":33}`, later), "")
 	g.tracker.Disconnected()
 	g.tracker.Connected(later)
-	expect(t, "silence counts from the restart, not the last reading", g.tracker.Due(later.Add(time.Minute)), "")
-	expect(t, "then fires", g.tracker.Due(later.Add(10*time.Minute)), "fire")
+	expect(t, "silence counts from the restart, not the last reading", g.due(later.Add(time.Minute)), "")
+	expect(t, "then fires", g.due(later.Add(10*time.Minute)), "fire")
 	trs = g.read("gh/a/t", `{"temp":20}`, later.Add(time.Hour))
 	expect(t, "clears", trs, "resolve")
 	if !trs[0].Notified || trs[0].Thread != "first@alertd" {

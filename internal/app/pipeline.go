@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/mail"
@@ -85,7 +86,10 @@ func (p *pipeline) Handle(ev *event.Event) error {
 		if rd.Breach {
 			p.m.RuleMatches.WithLabelValues(rd.Rule.Name).Inc()
 		}
-		tr, ok := p.tracker.Observe(&rd)
+		tr, ok, err := p.observe(&rd)
+		if err != nil {
+			return err
+		}
 		if !ok {
 			continue
 		}
@@ -93,9 +97,23 @@ func (p *pipeline) Handle(ev *event.Event) error {
 			p.tracker.Abort(tr) // the redelivered message decides again
 			return err
 		}
+		p.tracker.Settle(tr)
 	}
 	p.handled.Add(1)
 	return nil
+}
+
+// observe applies a reading to its series, waiting while a transition of
+// that series decided by a timer is being saved (milliseconds).
+func (p *pipeline) observe(rd *rules.Reading) (alerts.Transition, bool, error) {
+	for range 200 {
+		tr, ok, err := p.tracker.Observe(rd)
+		if !errors.Is(err, alerts.ErrBusy) {
+			return tr, ok, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return alerts.Transition{}, false, alerts.ErrBusy
 }
 
 // MaxTopic bounds the topics alertd tracks: far above any device's, far
@@ -336,7 +354,9 @@ func (p *pipeline) runTimers(ctx context.Context) error {
 				p.log.Error("alert timer", "rule", tr.Notification.Rule.Name, "series", tr.Notification.Series, "err", err)
 				p.tracker.Abort(tr)
 				failed = true
+				continue
 			}
+			p.tracker.Settle(tr)
 		}
 		if failed { // the store is failing: do not spin on the same timers
 			select {

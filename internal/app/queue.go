@@ -209,6 +209,12 @@ func (r *remote) doBody(method, path string, body io.Reader, out any) error {
 	if err != nil {
 		return err
 	}
+	if method != http.MethodGet {
+		req.Header.Set(httpapi.AdminHeader, "1")
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := r.c.Do(req)
 	if err != nil {
 		return fmt.Errorf("alertd is running but its HTTP API did not answer: %w", err)

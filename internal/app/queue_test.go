@@ -2,12 +2,14 @@ package app
 
 import (
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/alertd/alertd/internal/httpapi"
 	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/mqtttest"
 	"github.com/alertd/alertd/internal/outbox"
@@ -191,5 +193,49 @@ func TestSilencesOverHTTPWhileRunning(t *testing.T) {
 	pub.Publish(t, "s/b/t", `{"temp": 31}`)
 	if m := waitSpooled(t, filepath.Join(dir, "spool"), 1)[0]; m.Subject != "[warning] hot: b temp=31" {
 		t.Errorf("after removing the silence: %q", m.Subject)
+	}
+}
+
+// What a web page in the operator's browser could send: a simple POST
+// (no preflight), from another origin, or through DNS rebinding.
+func TestAPIRefusesWebPages(t *testing.T) {
+	app := startApp(t, t.TempDir(), spoolConfig("", greenhouse))
+	body := `{"rule":"greenhouse-hot","expires":"2999-01-01T00:00:00Z"}`
+	try := func(name string, edit func(*http.Request)) int {
+		req, _ := http.NewRequest("POST", "http://"+app.HTTPAddr()+"/api/v1/silences", strings.NewReader(body))
+		req.Header.Set("Content-Type", "text/plain")
+		edit(req)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for name, edit := range map[string]func(*http.Request){
+		"simple cross-site POST": func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") },
+		"DNS rebinding": func(r *http.Request) {
+			r.Host = "rebind.evil.example:9464"
+			r.Header.Set(httpapi.AdminHeader, "1")
+		},
+		"header but an Origin": func(r *http.Request) {
+			r.Header.Set(httpapi.AdminHeader, "1")
+			r.Header.Set("Origin", "https://evil.example")
+		},
+	} {
+		if code := try(name, edit); code != http.StatusForbidden {
+			t.Errorf("%s: status %d, want 403", name, code)
+		}
+	}
+	if l := app.silences.List(time.Now()); len(l) != 0 {
+		t.Fatalf("a web page added a silence: %+v", l)
+	}
+	// The alertd command's own request works.
+	if code := try("admin", func(r *http.Request) { r.Header.Set(httpapi.AdminHeader, "1") }); code != http.StatusOK {
+		t.Errorf("the admin request: status %d", code)
+	}
+	resp, err := http.Get("http://" + app.HTTPAddr() + "/api/v1/outbox")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("a local read: %v %v", err, resp.StatusCode)
 	}
 }

@@ -11,8 +11,13 @@
 //	POST   /api/v1/silences                add one (JSON body: rule, series, comment, expires)
 //	DELETE /api/v1/silences/{id}           remove one
 //
-// It binds to loopback by default. Requests that change the queue are
-// refused unless they come from loopback, whatever http.listen says.
+// It binds to loopback by default. Whatever http.listen says, the /api
+// routes answer only requests from the same machine, addressed to it by
+// an IP or "localhost" (a web page cannot reach them through DNS
+// rebinding); requests that change something must also carry the header
+// X-Alertd-Admin and no Origin (a web page cannot send them without a CORS
+// preflight, which is never granted). Only /metrics and /healthz are for
+// the network.
 package httpapi
 
 import (
@@ -24,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,14 +123,14 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func routeQueue(mux *http.ServeMux, q Queue) {
-	mux.HandleFunc("GET /api/v1/outbox", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /api/v1/outbox", reader(func(w http.ResponseWriter, _ *http.Request) {
 		pending, dead, err := q.List()
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		writeJSON(w, Listing{Pending: nonNil(pending), Dead: nonNil(dead)})
-	})
+	}))
 	mux.HandleFunc("POST /api/v1/outbox/retry-dead", local(func(w http.ResponseWriter, _ *http.Request) {
 		n, err := q.RetryAllDead(time.Now())
 		if err != nil {
@@ -155,16 +161,60 @@ func withID(do func(uint64) error) http.HandlerFunc {
 	}
 }
 
-// local refuses requests that do not come from loopback.
-func local(h http.HandlerFunc) http.HandlerFunc {
+// AdminHeader must be present on requests that change something.
+const AdminHeader = "X-Alertd-Admin"
+
+// reader guards the /api routes that only read.
+func reader(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		host, _, err := net.SplitHostPort(r.RemoteAddr)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-			http.Error(w, "changing the outbox is allowed from loopback only", http.StatusForbidden)
+		if msg := sameMachine(r); msg != "" {
+			http.Error(w, msg, http.StatusForbidden)
 			return
 		}
 		h(w, r)
 	}
+}
+
+// local guards the /api routes that change something.
+func local(h http.HandlerFunc) http.HandlerFunc {
+	return reader(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Header.Get(AdminHeader) == "":
+			http.Error(w, "changing alertd needs the "+AdminHeader+" header (use the alertd command)", http.StatusForbidden)
+		case r.Header.Get("Origin") != "":
+			http.Error(w, "requests from web pages are refused", http.StatusForbidden)
+		default:
+			h(w, r)
+		}
+	})
+}
+
+// sameMachine says why r is refused, or "" when it comes from this
+// machine (loopback, or the very address it was sent to) and names the
+// host by an IP or localhost.
+func sameMachine(r *http.Request) string {
+	remote, _, err := net.SplitHostPort(r.RemoteAddr)
+	rip := net.ParseIP(remote)
+	if err != nil || rip == nil {
+		return "unknown client address"
+	}
+	own := false
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if lh, _, err := net.SplitHostPort(la.String()); err == nil {
+			own = net.ParseIP(lh).Equal(rip)
+		}
+	}
+	if !rip.IsLoopback() && !own {
+		return "the API answers requests from this machine only"
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(r.Host); err == nil {
+		host = h
+	}
+	if host != "localhost" && net.ParseIP(strings.Trim(host, "[]")) == nil {
+		return "the API must be addressed by IP or localhost"
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -180,9 +230,9 @@ func nonNil(es []*outbox.Entry) []*outbox.Entry {
 }
 
 func routeSilences(mux *http.ServeMux, ss Silences) {
-	mux.HandleFunc("GET /api/v1/silences", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /api/v1/silences", reader(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, ss.List(time.Now()))
-	})
+	}))
 	mux.HandleFunc("POST /api/v1/silences", local(func(w http.ResponseWriter, r *http.Request) {
 		var si silence.Silence
 		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))

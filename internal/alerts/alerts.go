@@ -298,6 +298,19 @@ func (t *Tracker) Mailed(tr Transition, sent bool, thread string, retryAt time.T
 	t.schedule(s)
 }
 
+// RetryHeld makes the held-back first mails of rule due now (a silence
+// that held them was removed early).
+func (t *Tracker) RetryHeld(rule string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range t.series {
+		if s.Rule.Name == rule && s.State == Firing && !s.Notified && !s.RetryAt.IsZero() && s.RetryAt.After(now) {
+			s.RetryAt = now
+			t.schedule(s)
+		}
+	}
+}
+
 // Disconnected pauses silence detection: while alertd cannot hear the
 // broker, no device is silent.
 func (t *Tracker) Disconnected() {

@@ -156,7 +156,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
 			Registry: a.metrics.Registry, Ready: sub.Ready, Queue: a.outbox,
-			Silences: silenceAdmin{a.silences, ruleNames(a.cfg)}, Log: a.log,
+			Silences: silenceAdmin{a.silences, ruleNames(a.cfg), func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
+			Log:      a.log,
 		}); err != nil {
 			return err
 		}

@@ -141,8 +141,11 @@ func (p *pipeline) runGroups(ctx context.Context) error {
 			p.groups.done(rule)
 			continue
 		}
-		retryAt, err := p.flushGroup(r)
+		// The window closes before the flush reads the bucket: a
+		// notification committed meanwhile opens a new window instead of
+		// waiting unseen in bbolt.
 		p.groups.done(rule)
+		retryAt, err := p.flushGroup(r)
 		switch {
 		case err != nil:
 			p.log.Error("group mail", "rule", rule, "err", err)

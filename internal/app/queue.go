@@ -61,7 +61,7 @@ func OpenSilences(cfg *config.Config) (s Silences, via string, err error) {
 			_ = db.Close()
 			return nil, "", err
 		}
-		return &directSilences{silenceAdmin{st, ruleNames(cfg)}, db}, "store " + cfg.Store.Path, nil
+		return &directSilences{silenceAdmin{st, ruleNames(cfg), nil}, db}, "store " + cfg.Store.Path, nil
 	}
 	return &remoteSilences{remote: newRemote(base)}, "running alertd at " + base, nil
 }
@@ -107,6 +107,24 @@ func reach(cfg *config.Config) (*bolt.DB, string, error) {
 type silenceAdmin struct {
 	*silence.Store
 	rules []string
+	// removed, when alertd runs, releases what the silence held back.
+	removed func(rule string)
+}
+
+func (s silenceAdmin) Remove(id uint64) error {
+	var rule string
+	for _, si := range s.Store.List(time.Now()) {
+		if si.ID == id {
+			rule = si.Rule
+		}
+	}
+	if err := s.Store.Remove(id); err != nil {
+		return err
+	}
+	if s.removed != nil && rule != "" {
+		s.removed(rule)
+	}
+	return nil
 }
 
 func (s silenceAdmin) Add(si silence.Silence) (silence.Silence, error) {

@@ -26,6 +26,8 @@ type Queue interface {
 	Done(id uint64) error
 	Bury(e *outbox.Entry, now time.Time) error
 	Wake() <-chan struct{}
+	// RetryRequested reports (once) that an operator asked to retry now.
+	RetryRequested() bool
 }
 
 // Retry is the backoff policy for retryable failures.
@@ -61,6 +63,9 @@ const batch = 64
 func (d *Deliverer) Run(ctx context.Context) error {
 	defer d.Transport.Close()
 	for {
+		if d.Queue.RetryRequested() {
+			d.blockedUntil = time.Time{} // the operator said: now
+		}
 		if d.blockedUntil.After(d.Now()) {
 			if d.OnIdle != nil {
 				d.OnIdle() // the queue metrics show the stuck mail
@@ -187,7 +192,13 @@ func (d *Deliverer) failed(log *slog.Logger, e *outbox.Entry, me *Error) {
 	default:
 		log.Warn("delivery failed, will retry", "err", me)
 	}
-	d.reschedule(log, e)
+	if me.Kind == KindAuth || me.Kind == KindConfig {
+		// Not this mail's fault: it waits for the fix, however long.
+		e.Next = d.Now().Add(d.Retry.backoff(e.Attempts))
+		d.check(log, d.Queue.Update(e))
+	} else {
+		d.reschedule(log, e)
+	}
 	if e.DeadAt.IsZero() {
 		d.blockedUntil = e.Next
 	}

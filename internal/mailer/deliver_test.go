@@ -30,7 +30,7 @@ type delivery struct {
 	stop    func()        // stops the deliverer and waits for Run to return
 }
 
-func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions) *delivery {
+func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry ...Retry) *delivery {
 	t.Helper()
 	db, recovered, err := store.Open(filepath.Join(t.TempDir(), "alertd.db"))
 	if err != nil || recovered != "" {
@@ -43,7 +43,7 @@ func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions) *delivery
 	}
 	tr, _ := transport(t, srv.Port, o)
 	dl := &Deliverer{
-		Queue: d.box, Transport: tr, Retry: fastRetry, Metrics: d.metrics,
+		Queue: d.box, Transport: tr, Retry: append(retry, fastRetry)[0], Metrics: d.metrics,
 		Log: debugLogger(d.logs), Now: time.Now,
 		OnIdle: func() {
 			select {
@@ -257,4 +257,36 @@ func TestDelivererGivesUpOnOldMail(t *testing.T) {
 	if got := testutil.ToFloat64(d.metrics.MailDead); got != 1 {
 		t.Errorf("alertd_mail_dead_total = %v, want 1", got)
 	}
+}
+
+// A login that keeps failing is the configuration's fault, not the mail's:
+// even past give_up_after the mail stays queued until it is fixed.
+func TestDelivererNeverBuriesMailForALoginFailure(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Users: users})
+	srv.Fail("AUTH", 3, 535, [3]int{5, 7, 8}, "Username and Password not accepted")
+	d := startDeliverer(t, srv, login(srv, SMTPOptions{Security: SecurityStartTLS}))
+	d.enqueue(t, time.Now().Add(-2*fastRetry.GiveUpAfter), "ops@example.org") // older than give_up_after
+	d.settle(t, "delivered", func(s outbox.Stats) bool { return s.Pending == 0 })
+	if st, _ := d.box.Stats(); st.Dead != 0 || len(srv.Messages()) != 1 {
+		t.Errorf("dead %d, delivered %d: want the mail delivered once the login works", st.Dead, len(srv.Messages()))
+	}
+}
+
+// After a failure of the server the queue waits out the backoff; an
+// operator's "outbox retry" makes it try at once.
+func TestOperatorRetryCutsTheWaitShort(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.SetDown(true)
+	d := startDeliverer(t, srv, SMTPOptions{}, Retry{Initial: time.Hour, Max: time.Hour, GiveUpAfter: 48 * time.Hour})
+	e := d.enqueue(t, time.Now(), "ops@example.org")
+	d.waitQueue(t, "one failed attempt", func(outbox.Stats) bool {
+		_, _, err := d.box.Due(time.Now(), 1)
+		pending, _, _ := d.box.List()
+		return err == nil && len(pending) == 1 && pending[0].Attempts == 1
+	})
+	srv.SetDown(false)
+	if err := d.box.Retry(e.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	srv.WaitMessages(t, 1, 5*time.Second)
 }

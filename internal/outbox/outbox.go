@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,8 +43,9 @@ var ErrNotFound = errors.New("no such outbox entry")
 
 // Outbox is the queue. Safe for concurrent use.
 type Outbox struct {
-	db   *bolt.DB
-	wake chan struct{}
+	db    *bolt.DB
+	wake  chan struct{}
+	retry atomic.Bool // an operator asked to retry now
 }
 
 // New returns the outbox in db (opened by store.Open).
@@ -215,10 +217,15 @@ func list(b *bolt.Bucket) ([]*Entry, error) {
 func (o *Outbox) Retry(id uint64, now time.Time) error {
 	err := o.db.Update(func(tx *bolt.Tx) error { return retry(tx, id, now) })
 	if err == nil {
+		o.retry.Store(true)
 		o.Kick()
 	}
 	return err
 }
+
+// RetryRequested reports, once, that Retry or RetryAllDead was called: the
+// mailer then tries at once even if it was waiting out a failed server.
+func (o *Outbox) RetryRequested() bool { return o.retry.Swap(false) }
 
 // RetryAllDead moves every dead entry back to the queue.
 func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
@@ -240,6 +247,7 @@ func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
 		return nil
 	})
 	if err == nil && n > 0 {
+		o.retry.Store(true)
 		o.Kick()
 	}
 	return n, err

@@ -38,6 +38,9 @@ type MQTT struct {
 	PasswordFile string `yaml:"password_file"`
 	QoS          int    `yaml:"qos"`
 	TLS          TLS    `yaml:"tls"`
+	// AllowInsecureAuth allows a password over a broker connection without
+	// TLS (tcp://, ws://) to a host other than this machine.
+	AllowInsecureAuth bool `yaml:"allow_insecure_auth"`
 	// StateTopic, when set, is where alertd publishes each alert's state
 	// (retained JSON on <state_topic>/<rule>/<series topic>).
 	StateTopic string `yaml:"state_topic"`

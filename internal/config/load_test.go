@@ -461,7 +461,7 @@ func TestPasswordFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg, err := Load(strings.NewReader(`
-mqtt: {broker: "tcp://b.example.org:1883", username: u, password_file: pw}
+mqtt: {broker: "ssl://b.example.org:8883", username: u, password_file: pw}
 smtp: {host: h, from: a@example.org, username: u, password_file: "`+file+`"}
 `), filepath.Join(dir, "alertd.yaml"))
 		if err != nil {
@@ -510,7 +510,7 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 
 	cfg, err := Load(strings.NewReader(`
-mqtt: {broker: "tcp://b.example.org:1883", username: u, password: `+secretValue+`}
+mqtt: {broker: "ssl://b.example.org:8883", username: u, password: `+secretValue+`}
 smtp: {host: h, from: a@example.org, username: u, password: `+secretValue+`}
 `), "alertd.yaml")
 	if err != nil {

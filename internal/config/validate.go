@@ -75,6 +75,9 @@ func (m *MQTT) validate(add func(Pos, string, ...any)) {
 			add(m.Pos.At("broker"), "mqtt.broker: scheme %q is not one of tcp, ssl, tls, mqtts, ws, wss", u.Scheme)
 		case u.User != nil:
 			add(m.Pos.At("broker"), "mqtt.broker: put credentials in mqtt.username and mqtt.password, not in the URL")
+		case (u.Scheme == "tcp" || u.Scheme == "ws") && !m.Password.IsZero() && !m.AllowInsecureAuth && !isLoopback(u.Hostname()):
+			add(m.Pos.At("broker"), "mqtt.broker: %s:// would send the password unencrypted to %s; use ssl:// (or wss://), "+
+				"or set mqtt.allow_insecure_auth: true on a trusted network", u.Scheme, u.Hostname())
 		}
 	} else if _, port, err := net.SplitHostPort(m.Listen); err != nil || !validPort(port) {
 		add(m.Pos.At("listen"), "mqtt.listen: %q is not host:port", m.Listen)
@@ -249,4 +252,13 @@ func (r *Rule) validateCondition(label string, at func(string) Pos, add func(Pos
 		add(at("below"), "%s: below (%v) is greater than above (%v): no value could ever be normal; "+
 			"above and below together fire outside the band [below, above]", label, *r.Below, *r.Above)
 	}
+}
+
+// isLoopback reports whether host names this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

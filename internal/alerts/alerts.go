@@ -83,6 +83,15 @@ type Series struct {
 // reading again in a moment.
 var ErrBusy = errors.New("alert state of this series is being saved")
 
+// ErrTooManySeries means the reading would start a new series beyond
+// MaxSeries: a client publishing on endless random topics must not grow
+// memory without bound.
+var ErrTooManySeries = errors.New("too many series tracked")
+
+// MaxSeries bounds the series tracked at once (ten times the largest
+// fleet alertd is sized for).
+const MaxSeries = 100_000
+
 // Transition is one decision of the tracker.
 type Transition struct {
 	Kind         Kind
@@ -108,13 +117,14 @@ type Tracker struct {
 	epoch     time.Time
 	connected bool
 	wake      chan struct{}
+	max       int // MaxSeries, lower in tests
 }
 
 type key struct{ rule, topic string }
 
 // New returns an empty tracker; start is when the service started.
 func New(start time.Time) *Tracker {
-	return &Tracker{series: map[key]*Series{}, epoch: start, connected: true, wake: make(chan struct{}, 1)}
+	return &Tracker{series: map[key]*Series{}, epoch: start, connected: true, wake: make(chan struct{}, 1), max: MaxSeries}
 }
 
 // Wake is signalled when a new timer may be earlier than the last Next.
@@ -145,8 +155,12 @@ func (t *Tracker) observe(rd *rules.Reading) (Transition, bool, error) {
 			return Transition{}, false, nil
 		}
 	}
-	if s := t.series[key{r.Name, rd.Event.Topic}]; s != nil && s.busy {
+	existing := t.series[key{r.Name, rd.Event.Topic}]
+	if existing != nil && existing.busy {
 		return Transition{}, false, ErrBusy
+	}
+	if existing == nil && len(t.series) >= t.max {
+		return Transition{}, false, ErrTooManySeries
 	}
 	s := t.get(r, rd.Event.Topic)
 	prev := *s

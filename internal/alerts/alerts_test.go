@@ -2,6 +2,7 @@ package alerts
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -267,4 +268,18 @@ func put(t *testing.T, db *bolt.DB, s Series) {
 	if err := db.Update(func(tx *bolt.Tx) error { return Put(tx, &s) }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestSeriesAreBounded(t *testing.T) {
+	f := newFixture(t)
+	f.tracker.max = 3
+	for i := range 3 {
+		f.read(fmt.Sprintf("q/dev%d", i), "x", t0)
+	}
+	rd := f.engine.Evaluate(&event.Event{Topic: "q/dev9", Payload: []byte("x"), Received: t0}, nil)[0]
+	if _, _, err := f.tracker.Observe(&rd); !errors.Is(err, ErrTooManySeries) {
+		t.Fatalf("a fourth series: %v, want ErrTooManySeries", err)
+	}
+	// Known series keep working.
+	f.read("q/dev1", "x", t0.Add(time.Minute))
 }

@@ -87,6 +87,11 @@ func (p *pipeline) Handle(ev *event.Event) error {
 			p.m.RuleMatches.WithLabelValues(rd.Rule.Name).Inc()
 		}
 		tr, ok, err := p.observe(&rd)
+		if errors.Is(err, alerts.ErrTooManySeries) {
+			p.m.MessagesDropped.WithLabelValues("too_many_series").Inc()
+			p.log.Debug("reading not tracked: too many series", "rule", rd.Rule.Name, "topic", shortTopic(ev.Topic))
+			continue
+		}
 		if err != nil {
 			return err
 		}

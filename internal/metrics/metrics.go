@@ -45,7 +45,7 @@ func New() *Metrics {
 	m := &Metrics{
 		Registry:         reg,
 		MessagesReceived: counter("alertd_messages_received_total", "Messages received, by ingress.", "source"),
-		MessagesDropped:  counter("alertd_messages_dropped_total", "Messages no rule could ever use, by reason (topic_too_long, topic_invalid).", "reason"),
+		MessagesDropped:  counter("alertd_messages_dropped_total", "Messages not used, by reason (topic_too_long, topic_invalid, too_many_series).", "reason"),
 		RuleMatches:      counter("alertd_rule_matches_total", "Readings whose rule condition held.", "rule"),
 		PayloadInvalid:   counter("alertd_payload_invalid_total", "Payloads a rule could not use (not JSON, field missing, not a number...).", "rule"),
 		Suppressed:       counter("alertd_notifications_suppressed_total", "Notifications held back, by reason (cooldown, rate_limit).", "rule", "reason"),

@@ -34,8 +34,8 @@ import (
 )
 
 type options struct {
-	messages, backlog, devices, rules, rounds int
-	write                                     string
+	messages, backlog, devices, rules, rounds, mails int
+	write                                            string
 }
 
 func main() {
@@ -44,6 +44,7 @@ func main() {
 	flag.IntVar(&o.backlog, "backlog", 100000, "QoS 1 backlog queued while the subscriber is offline")
 	flag.IntVar(&o.devices, "devices", 10000, "device topics the stream spreads over")
 	flag.IntVar(&o.rules, "rules", 1000, "rules loaded in alertd (one matches the stream)")
+	flag.IntVar(&o.mails, "mails", 10000, "outbox backlog drained to a local SMTP server")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
 	flag.Parse()
@@ -96,6 +97,21 @@ func run(o options) error {
 			}
 		}
 	}
+	var drainBareRates, drainRates []float64
+	for round := range o.rounds {
+		br, err := drainBare(o.mails)
+		if err != nil {
+			return fmt.Errorf("drain bare: %w", err)
+		}
+		ar, err := drainAlertd(broker, filepath.Join(dir, fmt.Sprintf("drain%d", round)), o.mails)
+		if err != nil {
+			return fmt.Errorf("drain alertd: %w", err)
+		}
+		drainBareRates, drainRates = append(drainBareRates, br), append(drainRates, ar)
+		fmt.Fprintf(os.Stderr, "round %d drain          bare %7.0f mails/s  alertd %7.0f mails/s\n", round+1, br, ar)
+	}
+	slices.Sort(drainBareRates)
+	slices.Sort(drainRates)
 	median := func(rs []result, f func(result) float64) float64 {
 		v := make([]float64, len(rs))
 		for i, r := range rs {
@@ -120,15 +136,17 @@ func run(o options) error {
 		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %s | %.2f | %d |\n", label, br, ar, ar/br, s.target,
 			median(ad, func(r result) float64 { return r.cpu }), dropped)
 	}
+	db, da := drainBareRates[len(drainBareRates)/2], drainRates[len(drainRates)/2]
+	fmt.Fprintf(&b, "| outbox drain, %d mails (mails/s) | %.0f | %.0f | %.2f | ≥ 500/s | | |\n", o.mails, db, da, da/db)
 	table := b.String()
 	fmt.Print(table)
 	if o.write == "" {
 		return nil
 	}
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -rounds %d\n```\n\n"+
+	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -rounds %d\n```\n\n"+
 		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
-		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.rounds,
+		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.rounds,
 		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
 	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {

@@ -48,14 +48,20 @@ func startSink() (*sink, error) {
 	s := &sink{}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return sinkSession{s}, nil }))
 	s.srv.Domain = "sink.localhost"
-	s.srv.ErrorLog = log.New(io.Discard, "", 0)
+	port, err := startSinkWith(s.srv)
+	s.port = port
+	return s, err
+}
+
+// startSinkWith serves srv on a free loopback port.
+func startSinkWith(srv *smtp.Server) (int, error) {
+	srv.ErrorLog = log.New(io.Discard, "", 0)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	s.port = l.Addr().(*net.TCPAddr).Port
-	go func() { _ = s.srv.Serve(l) }()
-	return s, nil
+	go func() { _ = srv.Serve(l) }()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func testMail(i int) []byte {

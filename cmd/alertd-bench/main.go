@@ -34,8 +34,8 @@ import (
 )
 
 type options struct {
-	messages, backlog, devices, rules, rounds, mails int
-	write                                            string
+	messages, backlog, devices, rules, rounds, mails, alerts int
+	write                                                    string
 }
 
 func main() {
@@ -45,6 +45,7 @@ func main() {
 	flag.IntVar(&o.devices, "devices", 10000, "device topics the stream spreads over")
 	flag.IntVar(&o.rules, "rules", 1000, "rules loaded in alertd (one matches the stream)")
 	flag.IntVar(&o.mails, "mails", 10000, "outbox backlog drained to a local SMTP server")
+	flag.IntVar(&o.alerts, "alerts", 1000, "alerts published at 100/s for the latency measure")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
 	flag.Parse()
@@ -110,6 +111,17 @@ func run(o options) error {
 		drainBareRates, drainRates = append(drainBareRates, br), append(drainRates, ar)
 		fmt.Fprintf(os.Stderr, "round %d drain          bare %7.0f mails/s  alertd %7.0f mails/s\n", round+1, br, ar)
 	}
+	var p50s, p99s []time.Duration
+	for round := range o.rounds {
+		p50, p99, err := latency(broker, filepath.Join(dir, fmt.Sprintf("latency%d", round)), o.alerts, 100)
+		if err != nil {
+			return fmt.Errorf("latency: %w", err)
+		}
+		p50s, p99s = append(p50s, p50), append(p99s, p99)
+		fmt.Fprintf(os.Stderr, "round %d latency        p50 %v  p99 %v\n", round+1, p50, p99)
+	}
+	slices.Sort(p50s)
+	slices.Sort(p99s)
 	slices.Sort(drainBareRates)
 	slices.Sort(drainRates)
 	median := func(rs []result, f func(result) float64) float64 {
@@ -138,15 +150,17 @@ func run(o options) error {
 	}
 	db, da := drainBareRates[len(drainBareRates)/2], drainRates[len(drainRates)/2]
 	fmt.Fprintf(&b, "| outbox drain, %d mails (mails/s) | %.0f | %.0f | %.2f | ≥ 500/s | | |\n", o.mails, db, da, da/db)
+	fmt.Fprintf(&b, "\n| latency, publish → SMTP DATA accepted, %d alerts at 100/s | p50 | p99 |\n|---|---:|---:|\n| alertd (median of rounds) | %.2f ms | %.2f ms |\n| target | ≤ 5 ms | ≤ 25 ms |\n",
+		o.alerts, float64(p50s[len(p50s)/2].Microseconds())/1000, float64(p99s[len(p99s)/2].Microseconds())/1000)
 	table := b.String()
 	fmt.Print(table)
 	if o.write == "" {
 		return nil
 	}
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -rounds %d\n```\n\n"+
+	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -alerts %d -rounds %d\n```\n\n"+
 		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
-		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.rounds,
+		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.rounds,
 		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
 	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/alertd/alertd/internal/app"
+	"github.com/alertd/alertd/internal/config"
+)
+
+// latencySink records when each alert's DATA was accepted, by device.
+type latencySink struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+var deviceInSubject = regexp.MustCompile(`lat(\d+)`)
+
+type latencySession struct{ s *latencySink }
+
+func (x latencySession) Mail(string, *smtp.MailOptions) error { return nil }
+func (x latencySession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (x latencySession) Data(r io.Reader) error {
+	var b bytes.Buffer
+	if _, err := io.Copy(&b, r); err != nil {
+		return err
+	}
+	if m := deviceInSubject.FindSubmatch(b.Bytes()); m != nil {
+		x.s.mu.Lock()
+		if _, dup := x.s.seen[string(m[1])]; !dup {
+			x.s.seen[string(m[1])] = time.Now()
+		}
+		x.s.mu.Unlock()
+	}
+	return nil
+}
+func (x latencySession) Reset()        {}
+func (x latencySession) Logout() error { return nil }
+
+// latency publishes n breaching readings at rate per second on distinct
+// topics (each one a new alert: no for, no grouping) and measures publish
+// → DATA accepted.
+func latency(broker, dir string, n, rate int) (p50, p99 time.Duration, err error) {
+	ls := &latencySink{seen: map[string]time.Time{}}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return latencySession{ls}, nil }))
+	srv.Domain = "sink.localhost"
+	sk, err := startSinkWith(srv)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer srv.Close()
+	y := fmt.Sprintf(`mqtt: {broker: %q, client_id: bench-latency-%d}
+smtp: {host: 127.0.0.1, port: %d, security: none, auth: none, from: "alertd <alertd@example.org>"}
+store: {path: %q}
+http: {listen: "off"}
+log: {level: error}
+defaults: {to: [ops@example.org], cooldown: 0s, rate_limit: 10000/m}
+rules:
+  - {name: hot, topic: "lat/+/t", field: temp, above: 30, subject: "hot lat{{.Device}}"}
+`, broker, time.Now().UnixNano(), sk, filepath.Join(dir, "alertd.db"))
+	cfg, err := config.Load(strings.NewReader(y), filepath.Join(dir, "alertd.yaml"))
+	if err != nil {
+		return 0, 0, err
+	}
+	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return 0, 0, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for !a.Ready() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	pub, err := connect(broker, fmt.Sprintf("bench-latency-pub-%d", time.Now().UnixNano()), true)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer pub.Disconnect(50)
+	sent := make(map[string]time.Time, n)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for i := range n {
+		<-tick.C
+		id := fmt.Sprint(i)
+		sent[id] = time.Now()
+		pub.Publish("lat/"+id+"/t", 1, false, []byte(`{"temp": 31.5}`))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ls.mu.Lock()
+		got := len(ls.seen)
+		ls.mu.Unlock()
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("only %d of %d alerts arrived", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var lat []time.Duration
+	ls.mu.Lock()
+	for id, at := range ls.seen {
+		lat = append(lat, at.Sub(sent[id]))
+	}
+	ls.mu.Unlock()
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100], nil
+}

@@ -48,6 +48,6 @@ for target in arm:6 arm:7 arm64: amd64:; do
 done
 
 echo "== benchmark harness smoke (tiny counts; CI asserts no timing)"
-go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -mails 500 -alerts 50 -rounds 1 -write ""
+go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -mails 500 -alerts 50 -series 200 -rounds 1 -write ""
 
 echo "== all tests passed"

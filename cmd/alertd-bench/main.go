@@ -34,8 +34,8 @@ import (
 )
 
 type options struct {
-	messages, backlog, devices, rules, rounds, mails, alerts int
-	write                                                    string
+	messages, backlog, devices, rules, rounds, mails, alerts, series int
+	write                                                            string
 }
 
 func main() {
@@ -46,6 +46,7 @@ func main() {
 	flag.IntVar(&o.rules, "rules", 1000, "rules loaded in alertd (one matches the stream)")
 	flag.IntVar(&o.mails, "mails", 10000, "outbox backlog drained to a local SMTP server")
 	flag.IntVar(&o.alerts, "alerts", 1000, "alerts published at 100/s for the latency measure")
+	flag.IntVar(&o.series, "series", 10000, "series whose state is in the store for the footprint measure")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
 	flag.Parse()
@@ -120,6 +121,18 @@ func run(o options) error {
 		p50s, p99s = append(p50s, p50), append(p99s, p99)
 		fmt.Fprintf(os.Stderr, "round %d latency        p50 %v  p99 %v\n", round+1, p50, p99)
 	}
+	var starts []time.Duration
+	var rsses []int
+	for round := range o.rounds {
+		st, rss, err := footprint(broker, filepath.Join(dir, fmt.Sprintf("footprint%d", round)), o.series, o.rules)
+		if err != nil {
+			return fmt.Errorf("footprint: %w", err)
+		}
+		starts, rsses = append(starts, st), append(rsses, rss)
+		fmt.Fprintf(os.Stderr, "round %d footprint      start→healthy %v  idle RSS %d KiB\n", round+1, st, rss)
+	}
+	slices.Sort(starts)
+	slices.Sort(rsses)
 	slices.Sort(p50s)
 	slices.Sort(p99s)
 	slices.Sort(drainBareRates)
@@ -152,15 +165,18 @@ func run(o options) error {
 	fmt.Fprintf(&b, "| outbox drain, %d mails (mails/s) | %.0f | %.0f | %.2f | ≥ 500/s | | |\n", o.mails, db, da, da/db)
 	fmt.Fprintf(&b, "\n| latency, publish → SMTP DATA accepted, %d alerts at 100/s | p50 | p99 |\n|---|---:|---:|\n| alertd (median of rounds) | %.2f ms | %.2f ms |\n| target | ≤ 5 ms | ≤ 25 ms |\n",
 		o.alerts, float64(p50s[len(p50s)/2].Microseconds())/1000, float64(p99s[len(p99s)/2].Microseconds())/1000)
+	fmt.Fprintf(&b, "\n| footprint, alertd binary, %d series in the store, %d rules | measured | target |\n|---|---:|---:|\n"+
+		"| start → /healthz 200 (median) | %.0f ms | ≤ 300 ms |\n| idle RSS (median) | %.1f MiB | ≤ 30 MB |\n",
+		o.series, o.rules, float64(starts[len(starts)/2].Microseconds())/1000, float64(rsses[len(rsses)/2])/1024)
 	table := b.String()
 	fmt.Print(table)
 	if o.write == "" {
 		return nil
 	}
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -alerts %d -rounds %d\n```\n\n"+
+	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -alerts %d -series %d -rounds %d\n```\n\n"+
 		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
-		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.rounds,
+		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.series, o.rounds,
 		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
 	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/alertd/alertd/internal/alerts"
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/store"
+)
+
+// footprint builds the alertd binary, gives it a store holding the state
+// of `series` series (half of them firing, half silence rules' last-seen
+// times), and measures start → /healthz 200 and the idle RSS.
+func footprint(broker, dir string, series, nrules int) (start time.Duration, rssKiB int, err error) {
+	bin := filepath.Join(dir, "alertd")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/alertd").CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("build: %v: %s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	httpAddr := l.Addr().String()
+	l.Close()
+	var y strings.Builder
+	fmt.Fprintf(&y, "mqtt: {broker: %q, client_id: bench-footprint-%d}\nstore: {path: %q}\nhttp: {listen: %q}\nlog: {level: error}\n",
+		broker, time.Now().UnixNano(), filepath.Join(dir, "alertd.db"), httpAddr)
+	y.WriteString("defaults: {to: [ops@example.org]}\nrules:\n")
+	y.WriteString("  - {name: fleet-hot, topic: \"fleet/+/telemetry\", field: temp, above: 30, repeat: 4h}\n")
+	y.WriteString("  - {name: fleet-silent, topic: \"fleet/+/telemetry\", silent_for: 1h}\n")
+	for i := 2; i < nrules; i++ {
+		fmt.Fprintf(&y, "  - {name: other%d, topic: \"site%d/+/dev%d/#\", field: v, above: %d}\n", i, i%97, i, i)
+	}
+	path := filepath.Join(dir, "alertd.yaml")
+	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
+		return 0, 0, err
+	}
+	cfg, err := config.LoadFile(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	engine, err := rules.Compile(cfg, nil)
+	if err != nil {
+		return 0, 0, err
+	}
+	hot, silent := engine.Rules()[0], engine.Rules()[1]
+	db, _, err := store.Open(cfg.Store.Path)
+	if err != nil {
+		return 0, 0, err
+	}
+	now := time.Now()
+	err = db.Update(func(tx *bolt.Tx) error {
+		for i := range series / 2 {
+			topic := fmt.Sprintf("fleet/dev%05d/telemetry", i)
+			if err := alerts.Put(tx, &alerts.Series{Rule: hot, Topic: topic, State: alerts.Firing, Since: now, LastSeen: now,
+				LastMail: now, Notified: true, Thread: fmt.Sprintf("t%d@x", i), Value: rules.Value{Text: "31.5", Num: 31.5, IsNum: true}}); err != nil {
+				return err
+			}
+			if err := alerts.Put(tx, &alerts.Series{Rule: silent, Topic: topic, State: alerts.OK, LastSeen: now}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	db.Close()
+	if err != nil {
+		return 0, 0, err
+	}
+	cmd := exec.Command(bin, "run", "-config", path)
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for {
+		resp, err := http.Get("http://" + httpAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Since(t0) > 30*time.Second {
+			return 0, 0, fmt.Errorf("not healthy after 30s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	start = time.Since(t0)
+	time.Sleep(3 * time.Second) // idle
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	if err != nil {
+		return start, 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+	return start, rssKiB, nil
+}

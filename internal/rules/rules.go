@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"text/template"
 	"time"
 
 	"github.com/alertd/alertd/internal/config"
@@ -65,6 +66,7 @@ type Engine struct {
 func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 	e := &Engine{obs: obs}
 	var errs config.Errors
+	parsed := map[string]*template.Template{}
 	for i := range cfg.Rules {
 		rc := &cfg.Rules[i]
 		r := &Rule{
@@ -100,7 +102,7 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 			r.when = w
 		}
 		var err error
-		if r.tmpl, err = parseTemplates(rc, r); err != nil {
+		if r.tmpl, err = parseTemplates(rc, r, parsed); err != nil {
 			at := "subject"
 			if te, ok := err.(*templateError); ok {
 				at = te.key

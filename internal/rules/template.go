@@ -97,7 +97,10 @@ func (e *templateError) Error() string { return e.key + ": " + e.err.Error() }
 
 // parseTemplates parses a rule's templates and renders them once against
 // sample data, so a mistake such as {{.Vaule}} fails at load, not at 3 am.
-func parseTemplates(rc *config.Rule, r *Rule) (templates, error) {
+//
+// Rules with the same template text share one parsed template (most use
+// the defaults): a thousand rules do not hold a thousand copies.
+func parseTemplates(rc *config.Rule, r *Rule, cache map[string]*template.Template) (templates, error) {
 	var t templates
 	var err error
 	subject, body := rc.Subject, rc.Body
@@ -108,10 +111,10 @@ func parseTemplates(rc *config.Rule, r *Rule) (templates, error) {
 		body = DefaultBody
 	}
 	t.subjectHasState = strings.Contains(subject, ".State")
-	if t.subject, err = template.New("subject").Option("missingkey=error").Parse(subject); err != nil {
+	if t.subject, err = parseCached(cache, "subject", subject); err != nil {
 		return t, &templateError{"subject", err}
 	}
-	if t.body, err = template.New("body").Option("missingkey=error").Parse(body); err != nil {
+	if t.body, err = parseCached(cache, "body", body); err != nil {
 		return t, &templateError{"body", err}
 	}
 	// Every branch a template may take: firing, reminder, resolved.
@@ -129,6 +132,19 @@ func parseTemplates(rc *config.Rule, r *Rule) (templates, error) {
 			return t, &templateError{"body", err}
 		}
 	}
+	return t, nil
+}
+
+func parseCached(cache map[string]*template.Template, name, text string) (*template.Template, error) {
+	key := name + "\x00" + text
+	if t, ok := cache[key]; ok {
+		return t, nil
+	}
+	t, err := template.New(name).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return nil, err
+	}
+	cache[key] = t
 	return t, nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -100,6 +101,10 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	if n > 0 {
 		log.Info("alert state restored", "series", n, "firing", a.tracker.Firing())
 	}
+	// Loading the configuration and the state leaves garbage many times
+	// the size of what stays; give it back now rather than carry it on a
+	// Raspberry Pi for the life of the process.
+	debug.FreeOSMemory()
 	return a, nil
 }
 

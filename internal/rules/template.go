@@ -117,7 +117,14 @@ func parseTemplates(rc *config.Rule, r *Rule, cache map[string]*template.Templat
 	if t.body, err = parseCached(cache, "body", body); err != nil {
 		return t, &templateError{"body", err}
 	}
-	// Every branch a template may take: firing, reminder, resolved.
+	// Every branch a template may take: firing, reminder, resolved. A
+	// dry run depends on the templates and on the shape of the rule's
+	// data (wildcards, field, silence), so rules alike are checked once.
+	shape := fmt.Sprintf("dry\x00%p\x00%p\x00%d\x00%t\x00%t\x00%t", t.subject, t.body,
+		strings.Count(r.Filter, "+")+strings.Count(r.Filter, "#"), strings.HasSuffix(r.Filter, "#"), r.Field != "", r.Silence())
+	if _, done := cache[shape]; done {
+		return t, nil
+	}
 	for _, variant := range []func(*Data){
 		func(*Data) {},
 		func(d *Data) { d.Reminder, d.Suppressed = true, 3 },
@@ -132,6 +139,7 @@ func parseTemplates(rc *config.Rule, r *Rule, cache map[string]*template.Templat
 			return t, &templateError{"body", err}
 		}
 	}
+	cache[shape] = nil
 	return t, nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/alertd/alertd/internal/app"
 	"github.com/alertd/alertd/internal/config"
@@ -99,6 +100,41 @@ func run(o options) error {
 			}
 		}
 	}
+	// Storm: every reading breaches, against the non-breaching burst of
+	// the same size measured just before it.
+	var stormRatios []float64
+	var stormMails []int
+	for round := range o.rounds {
+		var calm, storm float64
+		var mails int
+		for _, breach := range []bool{false, true} {
+			id := fmt.Sprintf("bench-storm-%d-%t", round, breach)
+			sdir := filepath.Join(dir, id)
+			var last *alertdRun
+			start := func(qos byte, cid string) (contender, error) {
+				c, err := newAlertd(broker, cid, qos, sdir, o)
+				if err == nil {
+					last = c.(*alertdRun)
+				}
+				return c, err
+			}
+			rate, _, dropped, err := measure(broker, start, id, 0, o.messages, o.devices, breach)
+			if err != nil {
+				return fmt.Errorf("storm: %w", err)
+			}
+			if breach {
+				storm = rate
+				mails = last.queued
+			} else {
+				calm = rate
+			}
+			_ = dropped
+		}
+		stormRatios, stormMails = append(stormRatios, storm/calm), append(stormMails, mails)
+		fmt.Fprintf(os.Stderr, "round %d storm          calm %7.0f msg/s  storm %7.0f msg/s  mails queued %d\n", round+1, calm, storm, mails)
+	}
+	slices.Sort(stormRatios)
+	slices.Sort(stormMails)
 	var drainBareRates, drainRates []float64
 	for round := range o.rounds {
 		br, err := drainBare(o.mails)
@@ -163,6 +199,8 @@ func run(o options) error {
 	}
 	db, da := drainBareRates[len(drainBareRates)/2], drainRates[len(drainRates)/2]
 	fmt.Fprintf(&b, "| outbox drain, %d mails (mails/s) | %.0f | %.0f | %.2f | ≥ 500/s | | |\n", o.mails, db, da, da/db)
+	fmt.Fprintf(&b, "| storm: %d breaching readings from %d devices (rate vs the same burst not breaching) | | | %.2f | ≥ 0.5 | | mails queued: %d (rate limit 20/h) |\n",
+		o.messages, o.devices, stormRatios[len(stormRatios)/2], stormMails[len(stormMails)/2])
 	fmt.Fprintf(&b, "\n| latency, publish → SMTP DATA accepted, %d alerts at 100/s | p50 | p99 |\n|---|---:|---:|\n| alertd (median of rounds) | %.2f ms | %.2f ms |\n| target | ≤ 5 ms | ≤ 25 ms |\n",
 		o.alerts, float64(p50s[len(p50s)/2].Microseconds())/1000, float64(p99s[len(p99s)/2].Microseconds())/1000)
 	fmt.Fprintf(&b, "\n| footprint, alertd binary, %d series in the store, %d rules | measured | target |\n|---|---:|---:|\n"+
@@ -196,7 +234,7 @@ type contender interface {
 // measure runs one scenario: for QoS 0 the contender is subscribed and
 // the burst is published; for QoS 1 the contender's session is created,
 // it goes away, the backlog is published, and it comes back to drain it.
-func measure(broker string, start func(byte, string) (contender, error), id string, qos byte, n, devices int) (rate, cpu float64, dropped int, err error) {
+func measure(broker string, start func(byte, string) (contender, error), id string, qos byte, n, devices int, breach ...bool) (rate, cpu float64, dropped int, err error) {
 	pub, err := connect(broker, id+"-pub", true)
 	if err != nil {
 		return 0, 0, 0, err
@@ -204,7 +242,11 @@ func measure(broker string, start func(byte, string) (contender, error), id stri
 	defer pub.Disconnect(50)
 	payloads := make([][]byte, 8)
 	for i := range payloads {
-		payloads[i] = fmt.Appendf(nil, `{"temp": %.1f, "hum": %d}`, 18+float64(i)/2, 40+i)
+		temp := 18 + float64(i)/2
+		if len(breach) > 0 && breach[0] {
+			temp += 20 // above the fleet-hot threshold: every reading breaches
+		}
+		payloads[i] = fmt.Appendf(nil, `{"temp": %.1f, "hum": %d}`, temp, 40+i)
 	}
 	publish := func() error {
 		var last mqtt.Token
@@ -319,6 +361,16 @@ type alertdRun struct {
 	a      *app.App
 	cancel context.CancelFunc
 	done   chan error
+	queued int // mails queued, read at stop
+}
+
+// testutilValue reads alertd_mail_queued_total.
+func testutilValue(a *app.App) float64 {
+	var m dto.Metric
+	if err := a.Metrics().MailQueued.Write(&m); err != nil {
+		return 0
+	}
+	return m.GetCounter().GetValue()
 }
 
 func newAlertd(broker, id string, qos byte, dir string, o options) (contender, error) {
@@ -357,6 +409,7 @@ func newAlertd(broker, id string, qos byte, dir string, o options) (contender, e
 
 func (r *alertdRun) count() int { return int(r.a.Handled()) }
 func (r *alertdRun) stop() {
+	r.queued = int(testutilValue(r.a))
 	r.cancel()
 	<-r.done
 }

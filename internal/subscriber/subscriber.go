@@ -39,7 +39,7 @@ type Options struct {
 	QoS      byte
 	TLS      *tls.Config
 	Filters  []string
-	// Workers is the number of parallel handlers (default 4). Readings of
+	// Workers is the number of parallel handlers (default 16). Readings of
 	// one topic always go to the same worker, in order.
 	Workers int
 	Log     *slog.Logger
@@ -71,7 +71,7 @@ const queueDepth = 256
 // New returns a subscriber that passes events to h.
 func New(opts Options, h Handler) *Subscriber {
 	if opts.Workers <= 0 {
-		opts.Workers = 4
+		opts.Workers = 32
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/alerts"
@@ -23,14 +24,14 @@ import (
 // footprint builds the alertd binary, gives it a store holding the state
 // of `series` series (half of them firing, half silence rules' last-seen
 // times), and measures start → /healthz 200 and the idle RSS.
-func footprint(broker, dir string, series, nrules int) (start time.Duration, rssKiB int, err error) {
+func footprint(broker, dir string, series, nrules int) (start time.Duration, rssKiB, peakKiB int, err error) {
 	bin := filepath.Join(dir, "alertd")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/alertd").CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("build: %v: %s", err, out)
+		return 0, 0, 0, fmt.Errorf("build: %v: %s", err, out)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	httpAddr := l.Addr().String()
 	l.Close()
@@ -40,25 +41,26 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 	y.WriteString("defaults: {to: [ops@example.org]}\nrules:\n")
 	y.WriteString("  - {name: fleet-hot, topic: \"fleet/+/telemetry\", field: temp, above: 30, repeat: 4h}\n")
 	y.WriteString("  - {name: fleet-silent, topic: \"fleet/+/telemetry\", silent_for: 1h}\n")
+	y.WriteString("  - {name: storm-hot, topic: \"storm/+/telemetry\", field: temp, above: 30}\n")
 	for i := 2; i < nrules; i++ {
 		fmt.Fprintf(&y, "  - {name: other%d, topic: \"site%d/+/dev%d/#\", field: v, above: %d}\n", i, i%97, i, i)
 	}
 	path := filepath.Join(dir, "alertd.yaml")
 	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cfg, err := config.LoadFile(path)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	engine, err := rules.Compile(cfg, nil)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	hot, silent := engine.Rules()[0], engine.Rules()[1]
 	db, _, err := store.Open(cfg.Store.Path)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	now := time.Now()
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -76,12 +78,12 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 	})
 	db.Close()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	cmd := exec.Command(bin, "run", "-config", path)
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	for {
@@ -93,22 +95,70 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 			}
 		}
 		if time.Since(t0) > 30*time.Second {
-			return 0, 0, fmt.Errorf("not healthy after 30s")
+			return 0, 0, 0, fmt.Errorf("not healthy after 30s")
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 	start = time.Since(t0)
 	time.Sleep(3 * time.Second) // idle
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	rssKiB = procStatus(cmd.Process.Pid, "VmRSS:")
+
+	// Then a storm: every one of 10 readings from each of `series`
+	// devices breaches; the peak RSS of the process is what a Raspberry
+	// Pi must have room for.
+	pub, err := connect(broker, fmt.Sprintf("bench-storm-pub-%d", time.Now().UnixNano()), true)
 	if err != nil {
-		return start, 0, err
+		return start, rssKiB, 0, err
+	}
+	defer pub.Disconnect(50)
+	var last mqtt.Token
+	for i := range 10 * series {
+		last = pub.Publish(fmt.Sprintf("storm/dev%05d/telemetry", i%series), 0, false, []byte(`{"temp": 39.5, "hum": 12}`))
+	}
+	last.Wait()
+	prev, still := -1.0, 0
+	for still < 10 { // until received stops moving for a second
+		v := metricValue("http://"+httpAddr+"/metrics", `alertd_messages_received_total{source="mqtt"}`)
+		if v == prev {
+			still++
+		} else {
+			prev, still = v, 0
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return start, rssKiB, procStatus(cmd.Process.Pid, "VmHWM:"), nil
+}
+
+// procStatus reads a kB field of /proc/PID/status.
+func procStatus(pid int, field string) int {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		if v, ok := strings.CutPrefix(sc.Text(), field); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
 		}
 	}
-	return start, rssKiB, nil
+	return 0
+}
+
+// metricValue reads one sample from a Prometheus text endpoint.
+func metricValue(url, sample string) float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return -1
 }

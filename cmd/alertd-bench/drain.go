@@ -102,7 +102,7 @@ func drainBare(n int) (float64, error) {
 
 // drainAlertd queues n mails in a store, then starts alertd on it and
 // times until the sink has them all.
-func drainAlertd(broker, dir string, n int) (float64, error) {
+func drainAlertd(broker, dir string, n, sessions int) (float64, error) {
 	s, err := startSink()
 	if err != nil {
 		return 0, err
@@ -131,14 +131,14 @@ func drainAlertd(broker, dir string, n int) (float64, error) {
 	}
 	db.Close()
 	y := fmt.Sprintf(`mqtt: {broker: %q, client_id: bench-drain-%d}
-smtp: {host: 127.0.0.1, port: %d, security: none, auth: none, from: "alertd <alertd@example.org>"}
+smtp: {host: 127.0.0.1, port: %d, security: none, auth: none, from: "alertd <alertd@example.org>", max_connections: %d}
 store: {path: %q}
 http: {listen: "off"}
 log: {level: error}
 defaults: {to: [ops@example.org]}
 rules:
   - {name: hot, topic: "fleet/+/telemetry", field: temp, above: 30}
-`, broker, time.Now().UnixNano(), s.port, path)
+`, broker, time.Now().UnixNano(), s.port, sessions, path)
 	cfg, err := config.Load(strings.NewReader(y), filepath.Join(dir, "alertd.yaml"))
 	if err != nil {
 		return 0, err

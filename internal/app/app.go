@@ -52,6 +52,7 @@ type App struct {
 	gate      *dedupe.Gate
 	outbox    *outbox.Outbox
 	transport mailer.Transport
+	parallel  []mailer.Transport // smtp.max_connections - 1 more sessions
 
 	pipeline *pipeline
 
@@ -75,6 +76,15 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	}
 	if a.transport, err = a.newTransport(); err != nil {
 		return nil, err
+	}
+	if cfg.SMTP != nil {
+		for range cfg.SMTP.MaxConnections - 1 {
+			t, err := a.newTransport()
+			if err != nil {
+				return nil, err
+			}
+			a.parallel = append(a.parallel, t)
+		}
 	}
 	db, recovered, err := store.Open(cfg.Store.Path)
 	if err != nil {
@@ -218,7 +228,7 @@ func (a *App) deliverer() *mailer.Deliverer {
 		retry = mailer.Retry{Initial: s.Retry.Initial.D(), Max: s.Retry.Max.D(), GiveUpAfter: s.Retry.GiveUpAfter.D()}
 	}
 	d := &mailer.Deliverer{
-		Queue: a.outbox, Transport: a.transport, Retry: retry, Metrics: a.metrics,
+		Queue: a.outbox, Transport: a.transport, Parallel: a.parallel, Retry: retry, Metrics: a.metrics,
 		Log: a.log.With("component", "mailer"), Now: a.now,
 	}
 	d.OnIdle = a.refreshQueueMetrics

@@ -71,8 +71,13 @@ type SMTP struct {
 	From              string   `yaml:"from"`
 	Helo              string   `yaml:"helo"`
 	Timeout           Duration `yaml:"timeout"`
-	TLS               TLS      `yaml:"tls"`
-	Retry             Retry    `yaml:"retry"`
+	// MaxConnections is how many sessions alertd opens to the server at
+	// once. 1 (the default) sends strictly in order and suits consumer
+	// mail providers, which limit parallel logins; a relay of one's own
+	// can take more to drain a backlog faster.
+	MaxConnections int   `yaml:"max_connections"`
+	TLS            TLS   `yaml:"tls"`
+	Retry          Retry `yaml:"retry"`
 
 	Pos Positions `yaml:"-"`
 }

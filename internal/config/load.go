@@ -183,6 +183,9 @@ func (s *SMTP) applyDefaults() {
 	if s.Auth == "" {
 		s.Auth = "auto"
 	}
+	if !s.Pos.Has("max_connections") {
+		s.MaxConnections = 1
+	}
 	if !s.Pos.Has("timeout") {
 		s.Timeout = Duration(DefaultSMTPTimeout)
 	}

@@ -140,6 +140,9 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	if strings.ContainsAny(s.Helo, " \r\n") {
 		add(s.Pos.At("helo"), "smtp.helo: %q must be a single host name", s.Helo)
 	}
+	if s.MaxConnections < 1 || s.MaxConnections > 16 {
+		add(s.Pos.At("max_connections"), "smtp.max_connections: %d is not between 1 and 16", s.MaxConnections)
+	}
 	if s.Timeout.D() <= 0 {
 		add(s.Pos.At("timeout"), "smtp.timeout must be greater than 0")
 	}

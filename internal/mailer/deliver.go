@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/alertd/alertd/internal/metrics"
@@ -40,14 +41,19 @@ type Retry struct {
 type Deliverer struct {
 	Queue     Queue
 	Transport Transport
-	Retry     Retry
-	Metrics   *metrics.Metrics
-	Log       *slog.Logger
-	Now       func() time.Time
+	// Parallel are more sessions to the same server (smtp.max_connections
+	// - 1). With them a batch is sent concurrently, so mails of one batch
+	// may arrive out of order; with none, strictly in order.
+	Parallel []Transport
+	Retry    Retry
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	Now      func() time.Time
 	// OnIdle runs each time the queue has nothing due (metrics refresh).
 	OnIdle func()
 
-	lastProblem string // the last auth/config problem logged, to log it once
+	mu          sync.Mutex // guards lastProblem and blockedUntil
+	lastProblem string     // the last auth/config problem logged, to log it once
 	// blockedUntil holds the queue after a failure of the server or the
 	// connection (not of one recipient): nothing newer is tried before
 	// the failed mail's next attempt, so mail arrives in the order it was
@@ -61,16 +67,22 @@ const batch = 64
 // Run delivers until ctx is done. The mail in flight when ctx ends is left
 // in the outbox (its attempt may have reached the server: at-least-once).
 func (d *Deliverer) Run(ctx context.Context) error {
-	defer d.Transport.Close()
+	transports := append([]Transport{d.Transport}, d.Parallel...)
+	closeAll := func() {
+		for _, t := range transports {
+			_ = t.Close()
+		}
+	}
+	defer closeAll()
 	for {
 		if d.Queue.RetryRequested() {
-			d.blockedUntil = time.Time{} // the operator said: now
+			d.setBlocked(time.Time{}) // the operator said: now
 		}
-		if d.blockedUntil.After(d.Now()) {
+		if until := d.blocked(); until.After(d.Now()) {
 			if d.OnIdle != nil {
 				d.OnIdle() // the queue metrics show the stuck mail
 			}
-			if err := d.wait(ctx, d.blockedUntil); err != nil {
+			if err := d.wait(ctx, until); err != nil {
 				return nil
 			}
 			continue
@@ -80,19 +92,14 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			d.Log.Error("read outbox", "err", err)
 			next = d.Now().Add(time.Second)
 		}
-		for _, e := range due {
-			if ctx.Err() != nil {
-				return nil
-			}
-			d.attempt(ctx, e)
-			if d.blockedUntil.After(d.Now()) {
-				break
-			}
+		d.send(ctx, transports, due)
+		if ctx.Err() != nil {
+			return nil
 		}
 		if len(due) > 0 {
 			continue // look again: more may be due, or were added meanwhile
 		}
-		_ = d.Transport.Close() // nothing due: do not hold the server's connection
+		closeAll() // nothing due: do not hold the server's connections
 		if d.OnIdle != nil {
 			d.OnIdle()
 		}
@@ -100,6 +107,50 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// send attempts the due entries, over one session in order, or spread
+// over several. It stops early when the server fails.
+func (d *Deliverer) send(ctx context.Context, transports []Transport, due []*outbox.Entry) {
+	if len(transports) == 1 {
+		for _, e := range due {
+			if ctx.Err() != nil || d.blocked().After(d.Now()) {
+				return
+			}
+			d.attempt(ctx, transports[0], e)
+		}
+		return
+	}
+	work := make(chan *outbox.Entry)
+	var wg sync.WaitGroup
+	for _, t := range transports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				if ctx.Err() == nil && !d.blocked().After(d.Now()) {
+					d.attempt(ctx, t, e)
+				}
+			}
+		}()
+	}
+	for _, e := range due {
+		work <- e
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (d *Deliverer) blocked() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.blockedUntil
+}
+
+func (d *Deliverer) setBlocked(t time.Time) {
+	d.mu.Lock()
+	d.blockedUntil = t
+	d.mu.Unlock()
 }
 
 func (d *Deliverer) wait(ctx context.Context, next time.Time) error {
@@ -118,10 +169,10 @@ func (d *Deliverer) wait(ctx context.Context, next time.Time) error {
 	return nil
 }
 
-func (d *Deliverer) attempt(ctx context.Context, e *outbox.Entry) {
+func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
 	e.Attempts++
 	log := d.Log.With("id", e.ID, "rule", e.Rule, "attempt", e.Attempts)
-	out, err := d.Transport.Send(ctx, Envelope{From: e.From, To: e.To}, e.Message)
+	out, err := t.Send(ctx, Envelope{From: e.From, To: e.To}, e.Message)
 	if ctx.Err() != nil && err != nil {
 		return // shutting down: the entry stays queued as it was
 	}
@@ -154,7 +205,7 @@ func (d *Deliverer) attempt(ctx context.Context, e *outbox.Entry) {
 		d.reschedule(log, e)
 		if len(out.Accepted) == 0 && e.DeadAt.IsZero() {
 			// Nobody took it: the queue waits for it, to keep the order.
-			d.blockedUntil = e.Next
+			d.setBlocked(e.Next)
 		}
 	case len(e.Delivered) > 0:
 		d.check(log, d.Queue.Done(e.ID))
@@ -185,8 +236,11 @@ func (d *Deliverer) failed(log *slog.Logger, e *outbox.Entry, me *Error) {
 	case KindAuth, KindConfig:
 		// The operator's configuration, not this mail: say it once, not at
 		// every retry, and keep the mail queued until it is fixed.
-		if msg := me.Error(); msg != d.lastProblem {
-			d.lastProblem = msg
+		d.mu.Lock()
+		changed := me.Error() != d.lastProblem
+		d.lastProblem = me.Error()
+		d.mu.Unlock()
+		if changed {
 			log.Error("cannot deliver mail: fix the smtp configuration; mail stays queued", "err", me)
 		}
 	default:
@@ -200,14 +254,17 @@ func (d *Deliverer) failed(log *slog.Logger, e *outbox.Entry, me *Error) {
 		d.reschedule(log, e)
 	}
 	if e.DeadAt.IsZero() {
-		d.blockedUntil = e.Next
+		d.setBlocked(e.Next)
 	}
 }
 
 func (d *Deliverer) recovered(log *slog.Logger) {
-	if d.lastProblem != "" {
-		log.Info("smtp delivery works again", "previous_error", d.lastProblem)
-		d.lastProblem = ""
+	d.mu.Lock()
+	previous := d.lastProblem
+	d.lastProblem = ""
+	d.mu.Unlock()
+	if previous != "" {
+		log.Info("smtp delivery works again", "previous_error", previous)
 	}
 }
 

@@ -30,7 +30,18 @@ type delivery struct {
 	stop    func()        // stops the deliverer and waits for Run to return
 }
 
+// startDelivererWith runs a deliverer over sessions parallel sessions.
+func startDelivererWith(t *testing.T, srv *smtptest.Server, sessions int) *delivery {
+	t.Helper()
+	return startDelivererN(t, srv, SMTPOptions{Security: SecurityNone}, fastRetry, sessions)
+}
+
 func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry ...Retry) *delivery {
+	t.Helper()
+	return startDelivererN(t, srv, o, append(retry, fastRetry)[0], 1)
+}
+
+func startDelivererN(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry Retry, sessions int) *delivery {
 	t.Helper()
 	db, recovered, err := store.Open(filepath.Join(t.TempDir(), "alertd.db"))
 	if err != nil || recovered != "" {
@@ -42,8 +53,13 @@ func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry ...
 		o.Security = SecurityNone
 	}
 	tr, _ := transport(t, srv.Port, o)
+	var more []Transport
+	for range sessions - 1 {
+		m, _ := transport(t, srv.Port, o)
+		more = append(more, m)
+	}
 	dl := &Deliverer{
-		Queue: d.box, Transport: tr, Retry: append(retry, fastRetry)[0], Metrics: d.metrics,
+		Queue: d.box, Transport: tr, Parallel: more, Retry: retry, Metrics: d.metrics,
 		Log: debugLogger(d.logs), Now: time.Now,
 		OnIdle: func() {
 			select {
@@ -289,4 +305,27 @@ func TestOperatorRetryCutsTheWaitShort(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.WaitMessages(t, 1, 5*time.Second)
+}
+
+// smtp.max_connections: a backlog is spread over several sessions, each
+// mail delivered once, never more sessions than allowed.
+func TestDelivererParallelSessions(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.SetDataDelay(5 * time.Millisecond) // a server slow enough for sessions to overlap
+	d := startDelivererWith(t, srv, 4)
+	const n = 60
+	for range n {
+		d.enqueue(t, time.Now(), "ops@example.org")
+	}
+	d.settle(t, "drained", func(s outbox.Stats) bool { return s.Pending == 0 })
+	ids := map[string]int{}
+	for _, m := range srv.Messages() {
+		ids[m.Header.Get("Message-Id")]++
+	}
+	if len(ids) != n || len(srv.Messages()) != n {
+		t.Errorf("%d mails, %d distinct, want %d once each", len(srv.Messages()), len(ids), n)
+	}
+	if c := srv.Conns(); c < 2 || c > 4 {
+		t.Errorf("%d sessions, want 2 to 4", c)
+	}
 }

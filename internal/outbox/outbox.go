@@ -46,11 +46,50 @@ type Outbox struct {
 	db    *bolt.DB
 	wake  chan struct{}
 	retry atomic.Bool // an operator asked to retry now
+	done  chan doneReq
+}
+
+type doneReq struct {
+	id  uint64
+	err chan error
 }
 
 // New returns the outbox in db (opened by store.Open).
 func New(db *bolt.DB) *Outbox {
-	return &Outbox{db: db, wake: make(chan struct{}, 1)}
+	o := &Outbox{db: db, wake: make(chan struct{}, 1), done: make(chan doneReq, 64)}
+	go o.commitDone()
+	return o
+}
+
+// commitDone removes delivered entries, each Done waiting for its own
+// removal to be on disk. Removals that arrive while a commit runs (from
+// parallel SMTP sessions) share the next one: one fsync for several
+// mails, with no added wait when there is only one.
+func (o *Outbox) commitDone() {
+	for first := range o.done {
+		reqs := []doneReq{first}
+	more:
+		for len(reqs) < 256 {
+			select {
+			case r := <-o.done:
+				reqs = append(reqs, r)
+			default:
+				break more
+			}
+		}
+		err := o.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(store.BucketOutbox)
+			for _, r := range reqs {
+				if err := b.Delete(key(r.id)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		for _, r := range reqs {
+			r.err <- err
+		}
+	}
 }
 
 // Wake returns a channel that receives after Kick: the mailer waits on it.
@@ -143,9 +182,11 @@ func (o *Outbox) Update(e *Entry) error {
 	})
 }
 
-// Done removes a delivered entry.
+// Done removes a delivered entry; it returns once that is on disk.
 func (o *Outbox) Done(id uint64) error {
-	return o.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(store.BucketOutbox).Delete(key(id)) })
+	r := doneReq{id: id, err: make(chan error, 1)}
+	o.done <- r
+	return <-r.err
 }
 
 // Bury moves an entry to the dead bucket with its last error.

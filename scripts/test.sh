@@ -30,7 +30,7 @@ echo "== go test -race"
 go test -race -count=1 -timeout 8m ./...
 
 echo "== fuzz (short, bounded)"
-fuzztime=${FUZZTIME:-8s}
+fuzztime=${FUZZTIME:-5s}
 while read -r pkg target; do
   go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" -fuzzminimizetime=100x "$pkg"
 done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do

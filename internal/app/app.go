@@ -192,7 +192,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 
 func (a *App) mailTarget() string {
 	if a.cfg.SMTP == nil {
-		return "spool " + a.cfg.Store.Spool
+		return ".eml files in " + a.cfg.Store.Spool
 	}
 	return fmt.Sprintf("smtp %s:%d (%s)", a.cfg.SMTP.Host, a.cfg.SMTP.Port, a.cfg.SMTP.Security)
 }

@@ -68,7 +68,7 @@ func Summary(cfg *config.Config) string {
 	if cfg.MQTT.Broker != "" {
 		broker = "broker " + cfg.MQTT.Broker
 	}
-	mail := "mail to spool " + cfg.Store.Spool
+	mail := "mail as .eml files in " + cfg.Store.Spool
 	if s := cfg.SMTP; s != nil {
 		auth := "no auth"
 		if s.Username != "" && s.Auth != "none" {

@@ -6,6 +6,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -42,7 +43,10 @@ func Start(addr string, log *slog.Logger) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded broker: listen on %s: %w (set mqtt.listen to a free port, or mqtt.broker to use an existing broker)", addr, err)
 	}
-	srv := mochi.New(&mochi.Options{Logger: log, InlineClient: true})
+	// mochi logs every start, stop and client at info; alertd's own log
+	// says what matters, so only its warnings and errors pass.
+	quiet := slog.New(minLevel{log.Handler(), slog.LevelWarn})
+	srv := mochi.New(&mochi.Options{Logger: quiet, InlineClient: true})
 	// mochi denies everyone without an auth hook.
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
 		ln.Close()
@@ -68,3 +72,18 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 
 // Close stops the broker and disconnects its clients.
 func (b *Broker) Close() error { return b.srv.Close() }
+
+// minLevel drops records below a level.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(a), h.min}
+}
+func (h minLevel) WithGroup(n string) slog.Handler { return minLevel{h.Handler.WithGroup(n), h.min} }

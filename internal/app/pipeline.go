@@ -259,6 +259,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 		}
 		return nil
 	}); err != nil {
+		p.gate.Unhold(n.Rule.Name) // the redelivered reading will be counted again
 		return fmt.Errorf("record alert state: %w", err)
 	}
 	if summary {

@@ -135,6 +135,16 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	return v, nil
 }
 
+// Unhold takes back one held-back count of rule, for a notification whose
+// processing failed and will be decided again.
+func (g *Gate) Unhold(rule string) {
+	g.mu.Lock()
+	if g.held[rule] > 0 {
+		g.held[rule]--
+	}
+	g.mu.Unlock()
+}
+
 func (g *Gate) hold(rule string) {
 	g.mu.Lock()
 	g.held[rule]++

@@ -109,7 +109,7 @@ func TestMosquittoStateDedupeAndBadPayloads(t *testing.T) {
 	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 21}`)
 	// Another series of the rule: its mail reports the one held back.
 	pub.Publish(t, "sensors/shed/telemetry", `{"temp": 33}`)
-	mails = waitSpooled(t, spool, 3)
+	waitSpooled(t, spool, 3)
 	time.Sleep(200 * time.Millisecond) // a fourth mail would be a dedupe failure
 	if mails = spooled(t, spool); len(mails) != 3 {
 		t.Fatalf("got %d mails, want 3:\n%v", len(mails), mails)

@@ -337,7 +337,7 @@ func TestRelativePathsResolveAgainstTheFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Chdir(t.TempDir()) // somewhere else: nothing may resolve against the working directory
-	cfg, err := LoadFile(filepath.Join(dir, "alertd.yaml"))
+	_, err := LoadFile(filepath.Join(dir, "alertd.yaml"))
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Fatalf("a missing file: %v", err)
 	}
@@ -355,7 +355,7 @@ store: {path: data/alertd.db, spool: outbox-mail}
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err = LoadFile(filepath.Join(dir, "alertd.yaml"))
+	cfg, err := LoadFile(filepath.Join(dir, "alertd.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

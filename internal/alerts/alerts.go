@@ -296,20 +296,26 @@ func (t *Tracker) Mailed(tr Transition, sent bool, thread string, retryAt time.T
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := tr.series
+	s.mailed(sent, thread, tr.Notification.At, retryAt)
+	t.schedule(s)
+}
+
+// mailed applies the outcome of a firing or reminder mail to s (the live
+// series, or the record persisted with the mail).
+func (s *Series) mailed(sent bool, msgID string, at, retryAt time.Time) {
 	if s.State != Firing {
 		return // resolved meanwhile
 	}
 	if sent {
 		s.Notified = true
 		if s.Thread == "" {
-			s.Thread = thread
+			s.Thread = msgID
 		}
-		s.LastMail = tr.Notification.At
+		s.LastMail = at
 		s.RetryAt = time.Time{}
-	} else if !s.Notified && !retryAt.IsZero() {
+	} else if !s.Notified {
 		s.RetryAt = retryAt
 	}
-	t.schedule(s)
 }
 
 // RetryHeld makes the held-back first mails of rule due now (a silence

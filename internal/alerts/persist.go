@@ -38,19 +38,7 @@ func seriesKey(rule, topic string) []byte {
 // msgID is its Message-ID; retryAt is when a held-back first mail may go.
 func (tr *Transition) Record(sent bool, msgID string, retryAt time.Time) Series {
 	s := tr.Snapshot
-	if s.State != Firing {
-		return s
-	}
-	if sent {
-		s.Notified = true
-		if s.Thread == "" {
-			s.Thread = msgID
-		}
-		s.LastMail = tr.Notification.At
-		s.RetryAt = time.Time{}
-	} else if !s.Notified {
-		s.RetryAt = retryAt
-	}
+	s.mailed(sent, msgID, tr.Notification.At, retryAt)
 	return s
 }
 
@@ -81,10 +69,6 @@ func Put(tx *bolt.Tx, s *Series) error {
 // Load reads the persisted series of the rules in engine. Series of rules
 // no longer configured are deleted.
 func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
-	byName := map[string]*rules.Rule{}
-	for _, r := range engine.Rules() {
-		byName[r.Name] = r
-	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := 0
@@ -93,7 +77,7 @@ func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
 		var stale [][]byte
 		err := b.ForEach(func(k, v []byte) error {
 			name, topic, ok := bytes.Cut(k, []byte{0})
-			r := byName[string(name)]
+			r := engine.Rule(string(name))
 			var rec record
 			if !ok || r == nil || json.Unmarshal(v, &rec) != nil || rec.State > Firing ||
 				(rec.State == OK && !r.Silence()) {

@@ -101,21 +101,12 @@ func (p *pipeline) restoreGroups() error {
 	return p.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(store.BucketGroups).ForEach(func(k, _ []byte) error {
 			name, _, _ := bytes.Cut(k, []byte{0})
-			if r := p.rule(string(name)); r != nil {
+			if r := p.engine.Rule(string(name)); r != nil {
 				p.groups.open(r.Name, p.now().Add(r.GroupWait))
 			}
 			return nil
 		})
 	})
-}
-
-func (p *pipeline) rule(name string) *rules.Rule {
-	for _, r := range p.engine.Rules() {
-		if r.Name == name {
-			return r
-		}
-	}
-	return nil
 }
 
 // runGroups sends each group mail when its window closes.
@@ -136,7 +127,7 @@ func (p *pipeline) runGroups(ctx context.Context) error {
 			continue
 		case <-t.C:
 		}
-		r := p.rule(rule)
+		r := p.engine.Rule(rule)
 		if r == nil {
 			p.groups.done(rule)
 			continue

@@ -202,7 +202,7 @@ func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
 	case len(retry) > 0:
 		e.To = retry // only those: the others have it, or never will
 		d.Metrics.MailFailed.WithLabelValues(KindTemporary.String()).Inc()
-		d.reschedule(log, e)
+		d.reschedule(log, e, true)
 		if len(out.Accepted) == 0 && e.DeadAt.IsZero() {
 			// Nobody took it: the queue waits for it, to keep the order.
 			d.setBlocked(e.Next)
@@ -246,13 +246,9 @@ func (d *Deliverer) failed(log *slog.Logger, e *outbox.Entry, me *Error) {
 	default:
 		log.Warn("delivery failed, will retry", "err", me)
 	}
-	if me.Kind == KindAuth || me.Kind == KindConfig {
-		// Not this mail's fault: it waits for the fix, however long.
-		e.Next = d.Now().Add(d.Retry.backoff(e.Attempts))
-		d.check(log, d.Queue.Update(e))
-	} else {
-		d.reschedule(log, e)
-	}
+	// An auth or config failure is not this mail's fault: it waits for the
+	// fix, however long.
+	d.reschedule(log, e, me.Kind != KindAuth && me.Kind != KindConfig)
 	if e.DeadAt.IsZero() {
 		d.setBlocked(e.Next)
 	}
@@ -279,10 +275,10 @@ func replyClass(me *Error) string {
 }
 
 // reschedule sets the next attempt with exponential backoff and jitter, or
-// gives up once the mail is older than GiveUpAfter.
-func (d *Deliverer) reschedule(log *slog.Logger, e *outbox.Entry) {
+// when mayGiveUp, gives up once the mail is older than GiveUpAfter.
+func (d *Deliverer) reschedule(log *slog.Logger, e *outbox.Entry, mayGiveUp bool) {
 	now := d.Now()
-	if now.Sub(e.Created) >= d.Retry.GiveUpAfter {
+	if mayGiveUp && now.Sub(e.Created) >= d.Retry.GiveUpAfter {
 		e.LastError = "gave up after " + d.Retry.GiveUpAfter.String() + ": " + e.LastError
 		d.bury(log, e)
 		return

@@ -55,16 +55,17 @@ type Observer interface {
 // Engine matches events against the rules. It is immutable after Compile
 // and safe for concurrent use.
 type Engine struct {
-	rules []*Rule
-	index index
-	obs   Observer
+	rules  []*Rule
+	byName map[string]*Rule
+	index  index
+	obs    Observer
 }
 
 // Compile builds the engine from a loaded configuration. Problems found
 // here (templates that do not parse or do not render) are config.Errors
 // positioned at the offending key.
 func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
-	e := &Engine{obs: obs}
+	e := &Engine{obs: obs, byName: map[string]*Rule{}}
 	var errs config.Errors
 	parsed := map[string]*template.Template{}
 	for i := range cfg.Rules {
@@ -111,6 +112,7 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 			continue
 		}
 		e.rules = append(e.rules, r)
+		e.byName[r.Name] = r
 		e.index.add(r.Filter, r)
 	}
 	if len(errs) > 0 {
@@ -133,6 +135,9 @@ type Reading struct {
 	// silence rule's readings are always Clear: the series is alive.
 	Breach, Clear bool
 }
+
+// Rule returns the rule named name, or nil.
+func (e *Engine) Rule(name string) *Rule { return e.byName[name] }
 
 // Rules returns the compiled rules in file order.
 func (e *Engine) Rules() []*Rule { return e.rules }

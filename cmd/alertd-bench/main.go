@@ -374,8 +374,8 @@ type alertdRun struct {
 	queued int // mails queued, read at stop
 }
 
-// testutilValue reads alertd_mail_queued_total.
-func testutilValue(a *app.App) float64 {
+// queuedMails reads alertd_mail_queued_total.
+func queuedMails(a *app.App) float64 {
 	var m dto.Metric
 	if err := a.Metrics().MailQueued.Write(&m); err != nil {
 		return 0
@@ -419,7 +419,7 @@ func newAlertd(broker, id string, qos byte, dir string, o options) (contender, e
 
 func (r *alertdRun) count() int { return int(r.a.Handled()) }
 func (r *alertdRun) stop() {
-	r.queued = int(testutilValue(r.a))
+	r.queued = int(queuedMails(r.a))
 	r.cancel()
 	<-r.done
 }

@@ -136,6 +136,15 @@ func (m *Mosquitto) Restart() {
 	m.start()
 }
 
+// Outage stops the broker, keeps it down for d, then starts it again on
+// the same port. It returns when the broker accepts connections again.
+func (m *Mosquitto) Outage(d time.Duration) {
+	m.t.Helper()
+	m.Stop()
+	time.Sleep(d)
+	m.start()
+}
+
 // Publisher is a plain MQTT client for a test to publish readings with, as
 // a device would.
 type Publisher struct{ c mqtt.Client }

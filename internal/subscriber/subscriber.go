@@ -1,5 +1,5 @@
 // Package subscriber is alertd's MQTT ingress. It keeps one paho client
-// connected forever (reconnecting with backoff and resubscribing after every
+// connected forever (retrying every second, resubscribing after every
 // reconnect), with a persistent session (clean session off) so QoS 1
 // readings published while alertd was away are delivered when it returns.
 //
@@ -39,7 +39,7 @@ type Options struct {
 	QoS      byte
 	TLS      *tls.Config
 	Filters  []string
-	// Workers is the number of parallel handlers (default 16). Readings of
+	// Workers is the number of parallel handlers (default 32). Readings of
 	// one topic always go to the same worker, in order.
 	Workers int
 	Log     *slog.Logger
@@ -63,6 +63,10 @@ type work struct {
 	ev  event.Event
 	msg mqtt.Message
 }
+
+// reconnectEvery is the longest alertd waits between two attempts to
+// reach the broker.
+const reconnectEvery = time.Second
 
 // queueDepth per worker: enough to ride out an fsync, small enough that a
 // stalled store pushes back on the broker instead of growing memory.
@@ -138,9 +142,16 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 		SetAutoAckDisabled(true). // ack after the outbox commit, not before
 		SetAutoReconnect(true).   // forever
 		SetConnectRetry(true).    // the first connect too: the broker may start after us
-		SetConnectRetryInterval(2 * time.Second).
-		SetMaxReconnectInterval(30 * time.Second). // paho's 10 min is far too long for alerting
-		SetKeepAlive(30 * time.Second).            // a Duration: SetKeepAlive(30) would be 30ns
+		// Every reconnect wait is capped at reconnectEvery. paho grows its
+		// backoff across outages that follow each other (it resets only
+		// after 2 × ConnectTimeout without a failure), which left alertd
+		// blind for 8-13 s after a 2 s outage; a one-second cap bounds the
+		// blindness to about a second after the broker is back, whatever
+		// came before, at the cost of one connection attempt a second
+		// while the broker is down (mosquitto's own clients retry as often).
+		SetConnectRetryInterval(reconnectEvery).
+		SetMaxReconnectInterval(reconnectEvery).
+		SetKeepAlive(30 * time.Second). // a Duration: SetKeepAlive(30) would be 30ns
 		SetPingTimeout(10 * time.Second).
 		SetConnectTimeout(10 * time.Second).
 		SetWriteTimeout(10 * time.Second). // paho's default 0 can block forever

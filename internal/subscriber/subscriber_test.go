@@ -112,3 +112,33 @@ func TestUnstoredMessageComesBackAfterRestart(t *testing.T) {
 	defer stop()
 	waitFor(t, "m1 redelivered and handled", func() bool { return rec.count(rec.accepted, "m1") == 1 })
 }
+
+// After an outage of the broker, alertd is subscribed again within a
+// second or so of the broker's return, however many outages came before:
+// paho's reconnect backoff would otherwise grow across outages that follow
+// each other, leaving alertd blind for many seconds after each.
+func TestBackWithinSecondsOfEachBrokerReturn(t *testing.T) {
+	broker := mqtttest.Start(t)
+	id := fmt.Sprintf("alertd-sub-%d", time.Now().UnixNano())
+	rec := &recorder{tries: map[string]int{}, accepted: map[string]int{}, failFor: func(string, int) bool { return false }}
+	s := New(Options{Broker: broker.URL(), ClientID: id, QoS: 1, Filters: []string{"s/#"}}, rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "first subscription", s.Ready)
+	for i := range 5 {
+		broker.Outage(2 * time.Second)
+		back := time.Now()
+		for !s.Ready() {
+			if time.Since(back) > 2*time.Second {
+				t.Fatalf("outage %d: not subscribed again 2 s after the broker returned", i+1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("outage %d: subscribed again %v after the broker returned", i+1, time.Since(back).Round(time.Millisecond))
+		p := fmt.Sprintf("after-outage-%d", i+1)
+		mqtttest.NewPublisher(t, broker.URL()).Publish(t, "s/a", p)
+		waitFor(t, p+" handled", func() bool { return rec.count(rec.accepted, p) == 1 })
+	}
+}

@@ -26,6 +26,7 @@ type Queue interface {
 	Update(e *outbox.Entry) error
 	Done(id uint64) error
 	Bury(e *outbox.Entry, now time.Time) error
+	BuryRecipients(e *outbox.Entry, rcpts []string, reason string, now time.Time) (*outbox.Entry, error)
 	Wake() <-chan struct{}
 	// RetryRequested reports (once) that an operator asked to retry now.
 	RetryRequested() bool
@@ -187,7 +188,7 @@ func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
 		e.Delivered = append(e.Delivered, out.Accepted...)
 		log.Info("mail delivered", "to", out.Accepted, "subject", e.Subject)
 	}
-	var retry, refused []string
+	var retry, refused, reasons []string
 	for _, r := range out.Rejected {
 		e.LastError = r.Rcpt + ": " + r.Err.Error()
 		if r.Err.Retryable() {
@@ -195,8 +196,16 @@ func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
 			continue
 		}
 		refused = append(refused, r.Rcpt)
+		reasons = append(reasons, e.LastError)
 		d.Metrics.MailFailed.WithLabelValues(KindPermanent.String()).Inc()
 		log.Error("recipient refused permanently", "rcpt", r.Rcpt, "err", r.Err)
+	}
+	if len(refused) > 0 && (len(retry) > 0 || len(e.Delivered) > 0) {
+		// Others got it or will: the refused recipients get a dead letter
+		// of their own, with the server's words, that "outbox retry" can
+		// send again.
+		d.buryRecipients(log, e, refused, strings.Join(reasons, "; "))
+		refused = nil
 	}
 	switch {
 	case len(retry) > 0:
@@ -307,6 +316,17 @@ func (d *Deliverer) bury(log *slog.Logger, e *outbox.Entry) {
 	d.Metrics.MailDead.Inc()
 	log.Error("mail moved to the dead letters", "reason", e.LastError, "subject", e.Subject,
 		"undelivered", strings.Join(slices.Compact(e.To), ","))
+}
+
+func (d *Deliverer) buryRecipients(log *slog.Logger, e *outbox.Entry, rcpts []string, reason string) {
+	dead, err := d.Queue.BuryRecipients(e, rcpts, reason, d.Now())
+	if err != nil {
+		d.check(log, err)
+		return
+	}
+	d.Metrics.MailDead.Inc()
+	log.Error("mail moved to the dead letters for some recipients", "dead_id", dead.ID, "reason", reason,
+		"subject", e.Subject, "undelivered", strings.Join(rcpts, ","))
 }
 
 func (d *Deliverer) check(log *slog.Logger, err error) {

@@ -329,3 +329,44 @@ func TestDelivererParallelSessions(t *testing.T) {
 		t.Errorf("%d sessions, want 2 to 4", c)
 	}
 }
+
+// A mail that reached two recipients and got a 5xx for the third leaves a
+// dead letter for the third, with the server's words, that an operator's
+// retry sends to the third alone: a refused recipient is never only a log
+// line.
+func TestDelivererBuriesARecipientRefusedPermanently(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.FailRcpt("gone@example.org", 1, 550, [3]int{5, 1, 1}, "mailbox unavailable")
+	d := startDeliverer(t, srv, SMTPOptions{})
+	e := d.enqueue(t, time.Now(), "ops@example.org", "boss@example.org", "gone@example.org")
+
+	d.waitQueue(t, "one dead letter, nothing pending", func(s outbox.Stats) bool { return s.Pending == 0 && s.Dead == 1 })
+	msgs := srv.Messages()
+	if len(msgs) != 1 || !slices.Equal(msgs[0].To, []string{"ops@example.org", "boss@example.org"}) {
+		t.Fatalf("deliveries %v, want one copy to ops and boss", recipients(msgs))
+	}
+	_, dead, err := d.box.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 {
+		t.Fatalf("dead letters %d, want 1", len(dead))
+	}
+	dl := dead[0]
+	if !slices.Equal(dl.To, []string{"gone@example.org"}) || !strings.Contains(dl.LastError, "550") ||
+		!strings.Contains(dl.LastError, "mailbox unavailable") || dl.MessageID != e.MessageID || dl.ID == e.ID {
+		t.Fatalf("dead letter %+v: want gone@ only, the server's 550 words, the same Message-ID, an id of its own", dl)
+	}
+	if got := testutil.ToFloat64(d.metrics.MailDead); got != 1 {
+		t.Errorf("alertd_mail_dead_total %v, want 1", got)
+	}
+
+	if err := d.box.Retry(dl.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d.settle(t, "retried dead letter delivered", func(s outbox.Stats) bool { return s.Pending == 0 && s.Dead == 0 })
+	msgs = srv.Messages()
+	if len(msgs) != 2 || !slices.Equal(msgs[1].To, []string{"gone@example.org"}) {
+		t.Fatalf("deliveries %v, want the retry to reach gone@ alone", recipients(msgs))
+	}
+}

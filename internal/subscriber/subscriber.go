@@ -13,9 +13,11 @@ package subscriber
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,9 @@ type Subscriber struct {
 	done    chan struct{}
 	ready   atomic.Bool
 	client  mqtt.Client
+
+	mu      sync.Mutex // guards filters; held while (un)subscribing so changes apply in order
+	filters []string   // what the broker should be sending, from the rules
 }
 
 type work struct {
@@ -83,7 +88,8 @@ func New(opts Options, h Handler) *Subscriber {
 	if opts.Connected == nil {
 		opts.Connected = func(bool) {}
 	}
-	s := &Subscriber{opts: opts, handler: h, log: opts.Log, seed: maphash.MakeSeed(), done: make(chan struct{})}
+	s := &Subscriber{opts: opts, handler: h, log: opts.Log, seed: maphash.MakeSeed(), done: make(chan struct{}),
+		filters: slices.Clone(opts.Filters)}
 	s.client = mqtt.NewClient(s.clientOptions())
 	for range opts.Workers {
 		s.shards = append(s.shards, make(chan work, queueDepth))
@@ -172,8 +178,63 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 // every connect whether or not the broker kept the session.
 func (s *Subscriber) onConnect(c mqtt.Client) {
 	s.opts.Connected(true)
-	const chunk = 100 // keeps SUBSCRIBE packets small for strict brokers
-	filters := s.opts.Filters
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.subscribe(c, s.filters); err != nil {
+		s.log.Error("mqtt subscribe failed; will retry on reconnect", "err", err)
+		return
+	}
+	s.ready.Store(true)
+	s.log.Info("mqtt subscribed", "broker", s.opts.Broker, "filters", len(s.filters))
+}
+
+// SetFilters changes what the broker is asked for while alertd runs (a
+// reload changed the rules): new filters are subscribed and dropped ones
+// unsubscribed on the live connection, without a reconnect. When alertd
+// is not connected, the next connect subscribes the new set.
+func (s *Subscriber) SetFilters(filters []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var added, dropped []string
+	for _, f := range filters {
+		if !slices.Contains(s.filters, f) {
+			added = append(added, f)
+		}
+	}
+	for _, f := range s.filters {
+		if !slices.Contains(filters, f) {
+			dropped = append(dropped, f)
+		}
+	}
+	s.filters = slices.Clone(filters)
+	if !s.client.IsConnectionOpen() {
+		return nil
+	}
+	if err := s.subscribe(s.client, added); err != nil {
+		return err
+	}
+	if len(dropped) > 0 {
+		tok := s.client.Unsubscribe(dropped...)
+		if !tok.WaitTimeout(subscribeTimeout) {
+			return fmt.Errorf("unsubscribe %d filters: no answer from the broker", len(dropped))
+		}
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("unsubscribe: %w", err)
+		}
+	}
+	if len(added)+len(dropped) > 0 {
+		s.log.Info("mqtt subscriptions follow the rules", "subscribed", len(added), "unsubscribed", len(dropped), "filters", len(s.filters))
+	}
+	return nil
+}
+
+// subscribeTimeout bounds the wait for a SUBACK or UNSUBACK.
+const subscribeTimeout = 30 * time.Second
+
+// subscribe asks for filters in small SUBSCRIBE packets (strict brokers
+// limit their size).
+func (s *Subscriber) subscribe(c mqtt.Client, filters []string) error {
+	const chunk = 100
 	for len(filters) > 0 {
 		n := min(chunk, len(filters))
 		subs := map[string]byte{}
@@ -184,9 +245,11 @@ func (s *Subscriber) onConnect(c mqtt.Client) {
 		// A nil callback adds no route: every message reaches the default
 		// handler exactly once, even where filters overlap.
 		tok := c.SubscribeMultiple(subs, nil)
-		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-			s.log.Error("mqtt subscribe failed; will retry on reconnect", "err", tok.Error())
-			return
+		if !tok.WaitTimeout(subscribeTimeout) {
+			return errors.New("subscribe: no answer from the broker")
+		}
+		if err := tok.Error(); err != nil {
+			return fmt.Errorf("subscribe: %w", err)
 		}
 		if st, ok := tok.(*mqtt.SubscribeToken); ok {
 			for f, code := range st.Result() {
@@ -196,8 +259,7 @@ func (s *Subscriber) onConnect(c mqtt.Client) {
 			}
 		}
 	}
-	s.ready.Store(true)
-	s.log.Info("mqtt subscribed", "broker", s.opts.Broker, "filters", len(s.opts.Filters))
+	return nil
 }
 
 // onMessage runs on paho's router goroutine: it only hands off.

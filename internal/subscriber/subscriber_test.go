@@ -142,3 +142,37 @@ func TestBackWithinSecondsOfEachBrokerReturn(t *testing.T) {
 		waitFor(t, p+" handled", func() bool { return rec.count(rec.accepted, p) == 1 })
 	}
 }
+
+// A reload changes the filters on the live connection: the broker sends
+// what the new rules want and stops sending what no rule wants any more,
+// with no reconnect.
+func TestSetFiltersFollowsTheRulesWithoutReconnecting(t *testing.T) {
+	broker := mqtttest.Start(t)
+	rec := &recorder{tries: map[string]int{}, accepted: map[string]int{}, failFor: func(string, int) bool { return false }}
+	var connects sync.Map
+	s := New(Options{Broker: broker.URL(), ClientID: fmt.Sprintf("alertd-sub-%d", time.Now().UnixNano()), QoS: 1,
+		Filters: []string{"s/#"}, Connected: func(up bool) { connects.Store(time.Now(), up) }}, rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "subscribed", s.Ready)
+
+	if err := s.SetFilters([]string{"garden/+/state"}); err != nil {
+		t.Fatal(err)
+	}
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.Publish(t, "s/a", "old-filter")
+	pub.Publish(t, "garden/pump/state", "new-filter")
+	waitFor(t, "the new filter's message", func() bool { return rec.count(rec.accepted, "new-filter") == 1 })
+	pub.Publish(t, "garden/pump/state", "marker")
+	waitFor(t, "a later message", func() bool { return rec.count(rec.accepted, "marker") == 1 })
+	if n := rec.count(rec.tries, "old-filter"); n != 0 {
+		t.Errorf("a message of the dropped filter was delivered %d times", n)
+	}
+	n := 0
+	connects.Range(func(_, _ any) bool { n++; return true })
+	if n != 1 {
+		t.Errorf("%d connection changes, want the first connect only", n)
+	}
+}

@@ -10,6 +10,7 @@
 //	GET    /api/v1/silences                active silences (JSON)
 //	POST   /api/v1/silences                add one (JSON body: rule, series, comment, expires)
 //	DELETE /api/v1/silences/{id}           remove one
+//	POST   /api/v1/reload                  re-read the configuration file
 //
 // It binds to loopback by default. Whatever http.listen says, the /api
 // routes answer only requests from the same machine, addressed to it by
@@ -66,12 +67,30 @@ type Silences interface {
 	Remove(id uint64) error
 }
 
+// Reloader re-reads the configuration file of the running service.
+type Reloader interface {
+	// Reload applies the file, or leaves the running configuration in
+	// force and returns why not (config.Errors for a file with mistakes).
+	Reload() (ReloadReport, error)
+}
+
+// ReloadReport is the JSON of POST /api/v1/reload: what a reload changed,
+// or, with a 422, every problem that stopped it (FILE:LINE:COL: message).
+type ReloadReport struct {
+	Rules   int      `json:"rules"`
+	Added   []string `json:"added,omitempty"`
+	Removed []string `json:"removed,omitempty"`
+	Changed []string `json:"changed,omitempty"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
 // Options configure the endpoint.
 type Options struct {
 	Registry *prometheus.Registry
 	Ready    func() bool // health
 	Queue    Queue       // nil: no outbox API
 	Silences Silences    // nil: no silences API
+	Reloader Reloader    // nil: no reload API
 	Log      *slog.Logger
 }
 
@@ -96,6 +115,21 @@ func Listen(addr string, o Options) (*Server, error) {
 	}
 	if o.Silences != nil {
 		routeSilences(mux, o.Silences)
+	}
+	if o.Reloader != nil {
+		mux.HandleFunc("POST /api/v1/reload", local(func(w http.ResponseWriter, _ *http.Request) {
+			rep, err := o.Reloader.Reload()
+			if err != nil {
+				if len(rep.Errors) == 0 {
+					rep.Errors = []string{err.Error()}
+				}
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnprocessableEntity)
+				_ = json.NewEncoder(w).Encode(rep)
+				return
+			}
+			writeJSON(w, rep)
+		}))
 	}
 	srv := &http.Server{
 		Handler:           mux,

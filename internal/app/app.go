@@ -97,7 +97,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	a.db = db
 	a.gate = dedupe.New(db, a.now)
 	a.outbox = outbox.New(db)
-	if a.silences, err = silence.Open(db, a.now()); err != nil {
+	if a.silences, err = silence.Open(db, a.now(), nil); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func OpenSilences(cfg *config.Config) (s Silences, via string, err error) {
 	case err != nil:
 		return nil, "", err
 	case db != nil:
-		st, err := silence.Open(db, time.Now())
+		st, err := silence.Open(db, time.Now(), nil) // the listing shows what matters
 		if err != nil {
 			_ = db.Close()
 			return nil, "", err

@@ -17,9 +17,9 @@ import (
 // consequence tells the operator what an unreadable entry of a bucket
 // means for alertd, and what to do.
 var consequence = map[string]string{
-	string(store.BucketOutbox):   "this mail cannot be sent; `alertd outbox list` shows it, `alertd outbox drop ID` deletes it",
-	string(store.BucketDead):     "this dead letter cannot be retried; `alertd outbox list` shows it, `alertd outbox drop ID` deletes it",
-	string(store.BucketSilences): "this silence no longer holds mail back; add it again, `alertd silence remove ID` deletes the damaged copy",
+	string(store.BucketOutbox):   "this mail cannot be sent; alertd outbox list shows it, alertd outbox drop ID deletes it",
+	string(store.BucketDead):     "this dead letter cannot be retried; alertd outbox list shows it, alertd outbox drop ID deletes it",
+	string(store.BucketSilences): "this silence no longer holds mail back; add it again; alertd silence remove ID deletes the damaged copy",
 	string(store.BucketGroups):   "this notification is left out of its group mail",
 	string(store.BucketSeries):   "the cooldown of this series starts afresh",
 	string(store.BucketRules):    "the rate window and held-back count of this rule start afresh",

@@ -270,7 +270,8 @@ type Stats struct {
 
 // Stats counts the buckets. The unreadable entries it meets looking for
 // the oldest one are quarantined and not counted: they are not mail that
-// will be sent.
+// will be sent. Only a failed read fails it: a failed move leaves the
+// count right, and Due, which meets the same entries, reports it.
 func (o *Outbox) Stats() (Stats, error) {
 	var s Stats
 	var bad []unreadable
@@ -292,12 +293,13 @@ func (o *Outbox) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	s.Pending -= len(bad)
-	return s, o.quarantine(bad)
+	_ = o.quarantine(bad)
+	return s, nil
 }
 
 // List returns pending and dead entries, oldest first (without message
-// bytes). Those that do not decode are moved to quarantine first, and
-// listed by Unreadable.
+// bytes). Those that do not decode are left out and moved to quarantine,
+// where Unreadable lists them.
 func (o *Outbox) List() (pending, dead []*Entry, err error) {
 	var bad []unreadable
 	err = o.db.View(func(tx *bolt.Tx) error {

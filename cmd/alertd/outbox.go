@@ -15,10 +15,10 @@ import (
 )
 
 const outboxUsage = `usage:
-  alertd outbox list  -config FILE              pending and dead mail
+  alertd outbox list  -config FILE              pending, dead and unreadable mail
   alertd outbox retry -config FILE ID           retry one entry now (dead or pending)
   alertd outbox retry -config FILE -all-dead    retry every dead entry
-  alertd outbox drop  -config FILE ID           delete one entry
+  alertd outbox drop  -config FILE ID           delete one entry (unreadable ones too)
 
 Works whether alertd is stopped (opens the store) or running (asks it
 over its HTTP API on http.listen).
@@ -76,12 +76,17 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 	now := time.Now()
 	switch {
 	case action == "list":
-		pending, dead, err := q.List()
+		pending, dead, err := q.List() // first: it quarantines what it cannot read
 		if err != nil {
 			fmt.Fprintln(stderr, "alertd outbox:", err)
 			return 1
 		}
-		printEntries(stdout, pending, dead, now)
+		unreadable, err := q.Unreadable()
+		if err != nil {
+			fmt.Fprintln(stderr, "alertd outbox:", err)
+			return 1
+		}
+		printEntries(stdout, pending, dead, unreadable, now)
 		return 0
 	case action == "retry" && *allDead:
 		n, err := q.RetryAllDead(now)
@@ -100,6 +105,11 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "alertd outbox %s: no entry %d (see alertd outbox list)\n", action, id)
 		return 1
 	}
+	if errors.Is(err, outbox.ErrUnreadable) {
+		fmt.Fprintf(stderr, "alertd outbox retry: entry %d could not be read, so it cannot be retried "+
+			"(alertd outbox list shows it as unreadable, with the error; alertd outbox drop %d deletes it)\n", id, id)
+		return 1
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "alertd outbox:", err)
 		return 1
@@ -109,9 +119,13 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func printEntries(w io.Writer, pending, dead []*outbox.Entry, now time.Time) {
-	if len(pending)+len(dead) == 0 {
+func printEntries(w io.Writer, pending, dead []*outbox.Entry, unreadable []outbox.Unreadable, now time.Time) {
+	switch {
+	case len(pending)+len(dead)+len(unreadable) == 0:
 		fmt.Fprintln(w, "outbox is empty")
+		return
+	case len(pending)+len(dead) == 0:
+		printUnreadable(w, unreadable)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -129,6 +143,23 @@ func printEntries(w io.Writer, pending, dead []*outbox.Entry, now time.Time) {
 	}
 	for _, e := range dead {
 		row(e, "dead", "-")
+	}
+	_ = tw.Flush()
+	if len(unreadable) > 0 {
+		fmt.Fprintln(w)
+		printUnreadable(w, unreadable)
+	}
+}
+
+// printUnreadable lists the entries that could not be read, in a section
+// of their own: they have no rule, recipients or subject to show.
+func printUnreadable(w io.Writer, us []outbox.Unreadable) {
+	fmt.Fprintf(w, "%d unreadable (kept aside, never sent; alertd outbox drop ID deletes one):\n", len(us))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATE\tFROM\tSIZE\tQUARANTINED\tERROR")
+	for _, u := range us {
+		fmt.Fprintf(tw, "%d\tunreadable\t%s\t%d B\t%s\t%s\n", u.ID, u.Bucket, u.Size,
+			u.At.Local().Format(time.DateTime), oneLine(u.Error, 160))
 	}
 	_ = tw.Flush()
 }

@@ -96,8 +96,10 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	}
 	a.db = db
 	a.gate = dedupe.New(db, a.now)
+	a.gate.OnQuarantine = a.reportQuarantine
 	a.outbox = outbox.New(db)
-	if a.silences, err = silence.Open(db, a.now()); err != nil {
+	a.outbox.OnQuarantine = a.reportQuarantine
+	if a.silences, err = silence.Open(db, a.now(), a.reportQuarantine); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -111,6 +113,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	if n > 0 {
 		log.Info("alert state restored", "series", n, "firing", a.tracker.Firing())
 	}
+	a.refreshQuarantineMetrics()
 	// Loading the configuration and the state leaves garbage many times
 	// the size of what stays; give it back now rather than carry it on a
 	// Raspberry Pi for the life of the process.
@@ -246,6 +249,7 @@ func (a *App) refreshQueueMetrics() {
 		age = a.now().Sub(st.Oldest).Seconds()
 	}
 	a.metrics.OldestPending.Set(age)
+	a.refreshQuarantineMetrics()
 }
 
 // dialable turns a listen address such as tcp://[::]:18830 into one a

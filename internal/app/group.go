@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -95,17 +96,52 @@ func (g *groups) done(rule string) {
 	g.mu.Unlock()
 }
 
+func decodeGroupItem(v []byte) (groupItem, error) {
+	var it groupItem
+	if err := json.Unmarshal(v, &it); err != nil {
+		return groupItem{}, fmt.Errorf("decode group item: %w", err)
+	}
+	return it, nil
+}
+
+// unreadableItem is a group item that could not be decoded.
+type unreadableItem struct {
+	k, v []byte
+	err  error
+}
+
+// quarantineItems moves unreadable group items to the store's quarantine
+// inside tx, each reported once tx commits.
+func (p *pipeline) quarantineItems(tx *bolt.Tx, bad []unreadableItem) error {
+	for _, u := range bad {
+		if err := store.Quarantine(tx, store.BucketGroups, u.k, u.v, u.err, p.reportQuarantine); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // restoreGroups reopens the windows of notifications left waiting by a
-// stop or a crash.
+// stop or a crash. An item that cannot be decoded is quarantined: it would
+// be left out of its group mail anyway.
 func (p *pipeline) restoreGroups() error {
-	return p.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(store.BucketGroups).ForEach(func(k, _ []byte) error {
+	return p.db.Update(func(tx *bolt.Tx) error {
+		var bad []unreadableItem
+		err := tx.Bucket(store.BucketGroups).ForEach(func(k, v []byte) error {
+			if _, err := decodeGroupItem(v); err != nil {
+				bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
+				return nil
+			}
 			name, _, _ := bytes.Cut(k, []byte{0})
 			if r := p.engine.Rule(string(name)); r != nil {
 				p.groups.open(r.Name, p.now().Add(r.GroupWait))
 			}
 			return nil
 		})
+		if err != nil {
+			return err
+		}
+		return p.quarantineItems(tx, bad)
 	})
 }
 
@@ -149,16 +185,15 @@ func (p *pipeline) runGroups(ctx context.Context) error {
 	}
 }
 
+// errNoGroupItems: every item of the group turned out unreadable, so no
+// mail is due after all.
+var errNoGroupItems = errors.New("no readable group items")
+
 // flushGroup queues the group mail of r. When the rate limit holds it
 // back, retryAt says when its window reopens.
 func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	prefix := append([]byte(r.Name), 0)
-	empty := true
-	if err := p.db.View(func(tx *bolt.Tx) error {
-		k, _ := tx.Bucket(store.BucketGroups).Cursor().Seek(prefix)
-		empty = k == nil || !bytes.HasPrefix(k, prefix)
-		return nil
-	}); err != nil || empty {
+	if readable, err := p.readableGroup(prefix); err != nil || !readable {
 		return time.Time{}, err
 	}
 	now := p.now()
@@ -170,13 +205,22 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 			b := tx.Bucket(store.BucketGroups)
 			var items []groupItem
 			var keys [][]byte
+			var bad []unreadableItem
 			c := b.Cursor()
 			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-				var it groupItem
-				if json.Unmarshal(v, &it) == nil {
-					items = append(items, it)
+				it, err := decodeGroupItem(v)
+				if err != nil {
+					bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
+					continue
 				}
+				items = append(items, it)
 				keys = append(keys, bytes.Clone(k))
+			}
+			if err := p.quarantineItems(tx, bad); err != nil {
+				return err
+			}
+			if len(items) == 0 {
+				return errNoGroupItems
 			}
 			for _, k := range keys {
 				if err := b.Delete(k); err != nil {
@@ -192,7 +236,10 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 			entry = *e
 			return err
 		})
-	if err != nil {
+	switch {
+	case errors.Is(err, errNoGroupItems):
+		return time.Time{}, nil
+	case err != nil:
 		return time.Time{}, fmt.Errorf("queue group mail: %w", err)
 	}
 	if !v.Admitted {
@@ -201,6 +248,30 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	}
 	p.queued(p.log.With("rule", r.Name, "alerts", count), nil, &entry, v.Suppressed)
 	return time.Time{}, nil
+}
+
+// readableGroup reports whether a group has an item to mail. When all it
+// has are unreadable items, they are quarantined here; unreadable items
+// before a readable one are quarantined by the flush that mails the rest.
+// Only runGroups deletes group items, so what this read saw is still there.
+func (p *pipeline) readableGroup(prefix []byte) (bool, error) {
+	readable := false
+	var bad []unreadableItem
+	if err := p.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(store.BucketGroups).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			if _, err := decodeGroupItem(v); err != nil {
+				bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
+				continue
+			}
+			readable = true
+			return nil
+		}
+		return nil
+	}); err != nil || readable || len(bad) == 0 {
+		return readable, err
+	}
+	return false, p.db.Update(func(tx *bolt.Tx) error { return p.quarantineItems(tx, bad) })
 }
 
 // groupEntry composes the mail listing a group's notifications.

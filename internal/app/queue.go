@@ -56,7 +56,7 @@ func OpenSilences(cfg *config.Config) (s Silences, via string, err error) {
 	case err != nil:
 		return nil, "", err
 	case db != nil:
-		st, err := silence.Open(db, time.Now())
+		st, err := silence.Open(db, time.Now(), nil) // the listing shows what matters
 		if err != nil {
 			_ = db.Close()
 			return nil, "", err
@@ -177,6 +177,16 @@ func (r remoteQueue) List() (pending, dead []*outbox.Entry, err error) {
 	return l.Pending, l.Dead, nil
 }
 
+// Unreadable asks again rather than keep List's answer: List has
+// quarantined what it met by then, so the second answer has it.
+func (r remoteQueue) Unreadable() ([]outbox.Unreadable, error) {
+	var l httpapi.Listing
+	if err := r.do(http.MethodGet, "/api/v1/outbox", &l); err != nil {
+		return nil, err
+	}
+	return l.Unreadable, nil
+}
+
 func (r remoteQueue) Retry(id uint64, _ time.Time) error {
 	return r.do(http.MethodPost, "/api/v1/outbox/"+strconv.FormatUint(id, 10)+"/retry", nil)
 }
@@ -247,6 +257,8 @@ func (r *remote) doBody(method, path string, body io.Reader, out any) error {
 		return outbox.ErrNotFound
 	case resp.StatusCode == http.StatusNotFound && bytes.Contains(data, []byte(silence.ErrNotFound.Error())):
 		return silence.ErrNotFound
+	case resp.StatusCode == http.StatusConflict && bytes.Contains(data, []byte(outbox.ErrUnreadable.Error())):
+		return fmt.Errorf("%s: %w", strings.TrimSuffix(strings.TrimSpace(string(data)), ": "+outbox.ErrUnreadable.Error()), outbox.ErrUnreadable)
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("alertd answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
 	case out != nil:

@@ -8,6 +8,10 @@
 // clock. Admitting a notification and enqueueing its mail happen in one
 // transaction, so a crash can neither send without recording nor record
 // without sending.
+//
+// A stored value the gate cannot decode is moved to the store's quarantine
+// by the next write transaction that reads it, and read as absent: the
+// series' cooldown, or the rule's rate window, starts afresh.
 package dedupe
 
 import (
@@ -67,6 +71,10 @@ type Gate struct {
 	// would cost an fsync per suppressed reading; they are folded into the
 	// next admitting transaction or written by Flush at shutdown.
 	held map[string]uint64
+
+	// OnQuarantine, when set (before the gate is used), is told of each
+	// value moved to quarantine once the move is committed.
+	OnQuarantine func(store.Quarantined)
 }
 
 // New returns a gate over db; now is the clock (time.Now in production).
@@ -80,8 +88,9 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	now := g.now()
 	var held Verdict
 	if err := g.db.View(func(tx *bolt.Tx) error {
-		held.Reason, held.RetryAt = decide(tx, c, now)
-		return nil
+		var err error
+		held.Reason, held.RetryAt, err = g.decide(tx, c, now)
+		return err
 	}); err != nil {
 		return Verdict{}, err
 	}
@@ -101,12 +110,16 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	var v Verdict
 	err := g.db.Batch(func(tx *bolt.Tx) error {
 		v = Verdict{}
-		if v.Reason, v.RetryAt = decide(tx, c, now); v.Reason != "" {
-			return nil // another reading of this series got there first
+		var err error
+		if v.Reason, v.RetryAt, err = g.decide(tx, c, now); err != nil || v.Reason != "" {
+			return err // or another reading of this series got there first
 		}
 		v.Admitted = true
 		if !c.Member {
-			st := loadRule(tx, c.Rule)
+			st, err := g.loadRule(tx, c.Rule)
+			if err != nil {
+				return err
+			}
 			v.Suppressed = st.held + pending
 			st.held = 0
 			st.sent = append(prune(st.sent, c, now), now.UnixNano())
@@ -160,7 +173,10 @@ func (g *Gate) Flush() error {
 			if n == 0 {
 				continue
 			}
-			st := loadRule(tx, rule)
+			st, err := g.loadRule(tx, rule)
+			if err != nil {
+				return err
+			}
 			st.held += n
 			if err := saveRule(tx, rule, st); err != nil {
 				return err
@@ -176,19 +192,50 @@ func (g *Gate) Flush() error {
 
 // decide returns why c must be held back now, or "", and for the cooldown
 // when it ends.
-func decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Time) {
+func (g *Gate) decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Time, error) {
 	if c.Cooldown > 0 {
-		if last, ok := decodeTime(tx.Bucket(store.BucketSeries).Get(seriesKey(c))); ok && now.Sub(last) < c.Cooldown {
-			return ReasonCooldown, last.Add(c.Cooldown)
+		last, ok, err := g.lastMail(tx, c)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if ok && now.Sub(last) < c.Cooldown {
+			return ReasonCooldown, last.Add(c.Cooldown), nil
 		}
 	}
 	if c.Limit > 0 && !c.Member {
-		if sent := prune(loadRule(tx, c.Rule).sent, c, now); len(sent) >= c.Limit {
+		st, err := g.loadRule(tx, c.Rule)
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		if sent := prune(st.sent, c, now); len(sent) >= c.Limit {
 			// The window reopens when its oldest mail leaves it.
-			return ReasonRateLimit, time.Unix(0, sent[len(sent)-c.Limit]).Add(c.Per)
+			return ReasonRateLimit, time.Unix(0, sent[len(sent)-c.Limit]).Add(c.Per), nil
 		}
 	}
-	return "", time.Time{}
+	return "", time.Time{}, nil
+}
+
+// unreadable moves a value the gate cannot decode to quarantine when tx
+// can write. A read transaction leaves it: the write that follows reads it
+// as absent too, and moves it.
+func (g *Gate) unreadable(tx *bolt.Tx, bucket, k, v []byte, cause error) error {
+	if !tx.Writable() {
+		return nil
+	}
+	return store.Quarantine(tx, bucket, k, v, cause, g.OnQuarantine)
+}
+
+// lastMail returns when c's series last had a mail, if it had one.
+func (g *Gate) lastMail(tx *bolt.Tx, c Candidate) (time.Time, bool, error) {
+	k := seriesKey(c)
+	v := tx.Bucket(store.BucketSeries).Get(k)
+	if v == nil {
+		return time.Time{}, false, nil
+	}
+	if t, ok := decodeTime(v); ok {
+		return t, true, nil
+	}
+	return time.Time{}, false, g.unreadable(tx, store.BucketSeries, k, v, fmt.Errorf("decode last mail time: %d bytes, want 8", len(v)))
 }
 
 // prune drops send times that left the rate window.
@@ -231,16 +278,21 @@ type ruleState struct {
 	sent []int64
 }
 
-func loadRule(tx *bolt.Tx, rule string) ruleState {
+// loadRule returns rule's stored state; absent or unreadable, a fresh one.
+func (g *Gate) loadRule(tx *bolt.Tx, rule string) (ruleState, error) {
 	b := tx.Bucket(store.BucketRules).Get([]byte(rule))
+	if b == nil {
+		return ruleState{}, nil
+	}
 	if len(b) < 8 || len(b)%8 != 0 {
-		return ruleState{} // absent, or unreadable: start the window afresh
+		return ruleState{}, g.unreadable(tx, store.BucketRules, []byte(rule), b,
+			fmt.Errorf("decode rate window: %d bytes, want 8 and 8 per mail", len(b)))
 	}
 	st := ruleState{held: binary.BigEndian.Uint64(b), sent: make([]int64, 0, len(b)/8)}
 	for i := 8; i < len(b); i += 8 {
 		st.sent = append(st.sent, int64(binary.BigEndian.Uint64(b[i:])))
 	}
-	return st
+	return st, nil
 }
 
 func saveRule(tx *bolt.Tx, rule string, st ruleState) error {

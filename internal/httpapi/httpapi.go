@@ -3,10 +3,10 @@
 // before), and the outbox API that `alertd outbox` uses while the service
 // runs:
 //
-//	GET    /api/v1/outbox                  pending and dead entries (JSON)
-//	POST   /api/v1/outbox/{id}/retry       a dead entry back to the queue
+//	GET    /api/v1/outbox                  pending, dead and unreadable entries (JSON)
+//	POST   /api/v1/outbox/{id}/retry       a dead entry back to the queue (409 if unreadable)
 //	POST   /api/v1/outbox/retry-dead       every dead entry back to the queue
-//	DELETE /api/v1/outbox/{id}             drop an entry
+//	DELETE /api/v1/outbox/{id}             drop an entry, unreadable ones too
 //	GET    /api/v1/silences                active silences (JSON)
 //	POST   /api/v1/silences                add one (JSON body: rule, series, comment, expires)
 //	DELETE /api/v1/silences/{id}           remove one
@@ -49,6 +49,7 @@ type Server struct {
 // Queue is the part of the outbox the API serves.
 type Queue interface {
 	List() (pending, dead []*outbox.Entry, err error)
+	Unreadable() ([]outbox.Unreadable, error)
 	Retry(id uint64, now time.Time) error
 	RetryAllDead(now time.Time) (int, error)
 	Drop(id uint64) error
@@ -58,6 +59,9 @@ type Queue interface {
 type Listing struct {
 	Pending []*outbox.Entry `json:"pending"`
 	Dead    []*outbox.Entry `json:"dead"`
+	// Unreadable are entries that could not be decoded, kept in
+	// quarantine (absent from the answers of an older alertd).
+	Unreadable []outbox.Unreadable `json:"unreadable"`
 }
 
 // Silences is what the API needs of the silences.
@@ -158,12 +162,20 @@ func (s *Server) Run(ctx context.Context) error {
 
 func routeQueue(mux *http.ServeMux, q Queue) {
 	mux.HandleFunc("GET /api/v1/outbox", reader(func(w http.ResponseWriter, _ *http.Request) {
-		pending, dead, err := q.List()
+		pending, dead, err := q.List() // first: it quarantines what it cannot read
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		writeJSON(w, Listing{Pending: nonNil(pending), Dead: nonNil(dead)})
+		unreadable, err := q.Unreadable()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		if unreadable == nil {
+			unreadable = []outbox.Unreadable{}
+		}
+		writeJSON(w, Listing{Pending: nonNil(pending), Dead: nonNil(dead), Unreadable: unreadable})
 	}))
 	mux.HandleFunc("POST /api/v1/outbox/retry-dead", local(func(w http.ResponseWriter, _ *http.Request) {
 		n, err := q.RetryAllDead(time.Now())
@@ -187,6 +199,8 @@ func withID(do func(uint64) error) http.HandlerFunc {
 		switch err := do(id); {
 		case errors.Is(err, outbox.ErrNotFound), errors.Is(err, silence.ErrNotFound):
 			http.Error(w, err.Error(), http.StatusNotFound)
+		case errors.Is(err, outbox.ErrUnreadable):
+			http.Error(w, err.Error(), http.StatusConflict)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		default:

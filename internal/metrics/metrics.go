@@ -26,6 +26,9 @@ type Metrics struct {
 	QueueDepth       prometheus.Gauge
 	OldestPending    prometheus.Gauge
 	MQTTConnected    prometheus.Gauge
+
+	StoreQuarantined  *prometheus.CounterVec // by bucket
+	QuarantineEntries *prometheus.GaugeVec   // by bucket
 }
 
 // New registers every metric on a fresh registry.
@@ -57,7 +60,12 @@ func New() *Metrics {
 		QueueDepth:       gauge("alertd_mail_queue_depth", "Mails waiting in the outbox."),
 		OldestPending:    gauge("alertd_mail_oldest_pending_seconds", "Age of the oldest mail waiting in the outbox (0 when empty)."),
 		MQTTConnected:    gauge("alertd_mqtt_connected", "1 while connected to the MQTT broker."),
+
+		StoreQuarantined: counter("alertd_store_quarantined_total", "Store entries that could not be decoded, moved to quarantine, by the bucket they were in.", "bucket"),
+		QuarantineEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "alertd_store_quarantine_entries",
+			Help: "Entries in quarantine now, by the bucket they came from (kept until an operator drops them)."}, []string{"bucket"}),
 	}
+	reg.MustRegister(m.QuarantineEntries)
 	for _, kind := range []string{"temporary", "network", "auth", "config", "permanent"} {
 		m.MailFailed.WithLabelValues(kind)
 	}

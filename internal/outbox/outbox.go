@@ -5,13 +5,21 @@
 // recipient, or moves to the dead bucket with the reason when it never will
 // be. Entries are keyed by a bbolt sequence, so a cursor walks them in the
 // order they were queued.
+//
+// An entry that cannot be decoded is moved to the store's quarantine
+// (store.Quarantine) by the first read that meets it, and that read goes
+// on with the others: one damaged entry never stops the mail behind it.
+// It keeps its id, so Unreadable lists it and Drop deletes it by that id.
 package outbox
 
 import (
+	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -38,8 +46,14 @@ type Entry struct {
 	DeadAt    time.Time `json:"dead_at,omitzero"`
 }
 
-// ErrNotFound means no entry has the given id.
-var ErrNotFound = errors.New("no such outbox entry")
+// Errors of Retry and Drop.
+var (
+	// ErrNotFound means no entry has the given id.
+	ErrNotFound = errors.New("no such outbox entry")
+	// ErrUnreadable means the entry could not be decoded: it is kept in
+	// quarantine, where it can be dropped but never sent.
+	ErrUnreadable = errors.New("outbox entry could not be read, so it cannot be retried")
+)
 
 // Outbox is the queue. Safe for concurrent use.
 type Outbox struct {
@@ -47,6 +61,11 @@ type Outbox struct {
 	wake  chan struct{}
 	retry atomic.Bool // an operator asked to retry now
 	done  chan doneReq
+
+	// OnQuarantine, when set (before the outbox is used), is told of each
+	// entry moved to quarantine, once the move is committed: the owner
+	// logs and counts it there.
+	OnQuarantine func(store.Quarantined)
 }
 
 type doneReq struct {
@@ -136,13 +155,18 @@ func (o *Outbox) Enqueue(e *Entry) error {
 // Due returns up to limit pending entries whose next attempt is not after
 // now, oldest first, and, when fewer than limit are due, the earliest next
 // attempt of the others (zero when there is none).
+//
+// An entry that does not decode is skipped, and moved to quarantine right
+// after the read: the entries behind it are returned by this same call.
 func (o *Outbox) Due(now time.Time, limit int) (due []*Entry, next time.Time, err error) {
+	var bad []unreadable
 	err = o.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(store.BucketOutbox).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			e, err := decode(v)
 			if err != nil {
-				return err
+				bad = append(bad, unreadable{store.BucketOutbox, bytes.Clone(k)})
+				continue
 			}
 			if !e.Next.After(now) {
 				due = append(due, e)
@@ -160,7 +184,44 @@ func (o *Outbox) Due(now time.Time, limit int) (due []*Entry, next time.Time, er
 		}
 		return nil
 	})
-	return due, next, err
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	// A failed move is reported, but what was read still goes out.
+	return due, next, o.quarantine(bad)
+}
+
+// unreadable names an entry a read transaction could not decode.
+type unreadable struct{ bucket, key []byte }
+
+// quarantine moves the entries found unreadable by a read transaction,
+// each if it is still there and still unreadable.
+func (o *Outbox) quarantine(bad []unreadable) error {
+	if len(bad) == 0 {
+		return nil
+	}
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		for _, u := range bad {
+			v := tx.Bucket(u.bucket).Get(u.key)
+			if v == nil {
+				continue // dropped meanwhile
+			}
+			if _, derr := decode(v); derr != nil {
+				if err := o.moveAside(tx, u.bucket, u.key, v, derr); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("quarantine unreadable outbox entries: %w", err)
+	}
+	return nil
+}
+
+func (o *Outbox) moveAside(tx *bolt.Tx, bucket, k, v []byte, cause error) error {
+	return store.Quarantine(tx, bucket, k, v, cause, o.OnQuarantine)
 }
 
 func decode(v []byte) (*Entry, error) {
@@ -202,66 +263,123 @@ func (o *Outbox) Bury(e *Entry, now time.Time) error {
 
 // Stats is the queue at a glance, for metrics.
 type Stats struct {
-	Pending int
-	Dead    int
-	Oldest  time.Time // creation time of the oldest pending entry
+	Pending int       // readable entries waiting to be sent
+	Dead    int       // entries in the dead letters
+	Oldest  time.Time // creation time of the oldest readable pending entry
 }
 
-// Stats counts the buckets.
+// Stats counts the buckets. The unreadable entries it meets looking for
+// the oldest one are quarantined and not counted: they are not mail that
+// will be sent. Only a failed read fails it: a failed move leaves the
+// count right, and Due, which meets the same entries, reports it.
 func (o *Outbox) Stats() (Stats, error) {
 	var s Stats
+	var bad []unreadable
 	err := o.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(store.BucketOutbox)
 		s.Pending = b.Stats().KeyN
 		s.Dead = tx.Bucket(store.BucketDead).Stats().KeyN
-		if _, v := b.Cursor().First(); v != nil {
-			e, err := decode(v)
-			if err != nil {
-				return err
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if e, err := decode(v); err == nil {
+				s.Oldest = e.Created
+				return nil
 			}
-			s.Oldest = e.Created
+			bad = append(bad, unreadable{store.BucketOutbox, bytes.Clone(k)})
 		}
 		return nil
 	})
-	return s, err
+	if err != nil {
+		return Stats{}, err
+	}
+	s.Pending -= len(bad)
+	_ = o.quarantine(bad)
+	return s, nil
 }
 
-// List returns pending and dead entries, oldest first (without message bytes).
+// List returns pending and dead entries, oldest first (without message
+// bytes). Those that do not decode are left out and moved to quarantine,
+// where Unreadable lists them.
 func (o *Outbox) List() (pending, dead []*Entry, err error) {
+	var bad []unreadable
 	err = o.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if pending, err = list(tx.Bucket(store.BucketOutbox)); err != nil {
-			return err
-		}
-		dead, err = list(tx.Bucket(store.BucketDead))
-		return err
+		pending = list(tx, store.BucketOutbox, &bad)
+		dead = list(tx, store.BucketDead, &bad)
+		return nil
 	})
-	return pending, dead, err
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := o.quarantine(bad); err != nil {
+		return nil, nil, err
+	}
+	return pending, dead, nil
 }
 
-func list(b *bolt.Bucket) ([]*Entry, error) {
+func list(tx *bolt.Tx, name []byte, bad *[]unreadable) []*Entry {
 	var out []*Entry
-	err := b.ForEach(func(_, v []byte) error {
+	_ = tx.Bucket(name).ForEach(func(k, v []byte) error {
 		e, err := decode(v)
 		if err != nil {
-			return err
+			*bad = append(*bad, unreadable{name, bytes.Clone(k)})
+			return nil
 		}
 		e.Message = nil
 		out = append(out, e)
 		return nil
 	})
+	return out
+}
+
+// Unreadable is a queued mail that could not be decoded, kept in
+// quarantine under its id.
+type Unreadable struct {
+	ID     uint64    `json:"id"`
+	Bucket string    `json:"bucket"` // where it was: "outbox" (pending) or "dead"
+	Error  string    `json:"error"`
+	Size   int       `json:"size"` // bytes of the stored value
+	At     time.Time `json:"quarantined_at"`
+}
+
+// Unreadable returns the quarantined pending and dead entries, by id.
+func (o *Outbox) Unreadable() ([]Unreadable, error) {
+	var out []Unreadable
+	err := o.db.View(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{store.BucketOutbox, store.BucketDead} {
+			for _, q := range store.QuarantinedFrom(tx, name) {
+				if len(q.Key) != 8 {
+					continue // not an outbox key: nothing alertd wrote
+				}
+				out = append(out, Unreadable{ID: binary.BigEndian.Uint64(q.Key), Bucket: q.Bucket, Error: q.Error, Size: len(q.Raw), At: q.At})
+			}
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b Unreadable) int { return cmp.Compare(a.ID, b.ID) })
 	return out, err
 }
 
 // Retry moves a dead entry back to the queue, due now, with its attempts
 // counted afresh; a pending entry is made due now.
+//
+// An entry that cannot be decoded, in quarantine or found so now (and
+// then moved there), is not retried: the error wraps ErrUnreadable.
 func (o *Outbox) Retry(id uint64, now time.Time) error {
-	err := o.db.Update(func(tx *bolt.Tx) error { return retry(tx, id, now) })
-	if err == nil {
-		o.retry.Store(true)
-		o.Kick()
+	var cause string
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		cause, err = o.retryIn(tx, id, now)
+		return err
+	})
+	switch {
+	case err != nil:
+		return err
+	case cause != "":
+		return fmt.Errorf("entry %d (%s): %w", id, cause, ErrUnreadable)
 	}
-	return err
+	o.retry.Store(true)
+	o.Kick()
+	return nil
 }
 
 // RetryRequested reports, once, that Retry or RetryAllDead was called: the
@@ -279,12 +397,16 @@ func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
 		}); err != nil {
 			return err
 		}
+		n = 0
 		for _, id := range ids {
-			if err := retry(tx, id, now); err != nil {
+			cause, err := o.retryIn(tx, id, now)
+			if err != nil {
 				return err
 			}
+			if cause == "" {
+				n++
+			}
 		}
-		n = len(ids)
 		return nil
 	})
 	if err == nil && n > 0 {
@@ -294,21 +416,29 @@ func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
 	return n, err
 }
 
-func retry(tx *bolt.Tx, id uint64, now time.Time) error {
+// retryIn moves entry id back to the queue, due now. When the entry cannot
+// be decoded it says why instead (and quarantines it if it was not yet):
+// that is not an error of tx, whose commit keeps the move.
+func (o *Outbox) retryIn(tx *bolt.Tx, id uint64, now time.Time) (cause string, err error) {
 	pending, dead := tx.Bucket(store.BucketOutbox), tx.Bucket(store.BucketDead)
-	v, from := dead.Get(key(id)), dead
+	v, from, name := dead.Get(key(id)), dead, store.BucketDead
 	if v == nil {
-		v, from = pending.Get(key(id)), pending
+		v, from, name = pending.Get(key(id)), pending, store.BucketOutbox
 	}
 	if v == nil {
-		return ErrNotFound
+		for _, name := range [][]byte{store.BucketOutbox, store.BucketDead} {
+			if q, ok := store.GetQuarantined(tx, name, key(id)); ok {
+				return q.Error, nil
+			}
+		}
+		return "", ErrNotFound
 	}
 	e, err := decode(v)
 	if err != nil {
-		return err
+		return err.Error(), o.moveAside(tx, name, key(id), v, err)
 	}
 	if err := from.Delete(key(id)); err != nil {
-		return err
+		return "", err
 	}
 	if from == dead {
 		e.Attempts = 0
@@ -316,18 +446,25 @@ func retry(tx *bolt.Tx, id uint64, now time.Time) error {
 		e.Created = now // give_up_after counts from the operator's retry
 	}
 	e.Next = now
-	return putIn(pending, e)
+	return "", putIn(pending, e)
 }
 
-// Drop deletes an entry, pending or dead.
+// Drop deletes an entry, pending, dead or unreadable.
 func (o *Outbox) Drop(id uint64) error {
-	return o.db.Update(func(tx *bolt.Tx) error {
+	err := o.db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{store.BucketOutbox, store.BucketDead} {
 			b := tx.Bucket(name)
 			if b.Get(key(id)) != nil {
 				return b.Delete(key(id))
 			}
+			if ok, err := store.DropQuarantined(tx, name, key(id)); ok || err != nil {
+				return err
+			}
 		}
 		return ErrNotFound
 	})
+	if err == nil {
+		o.Kick() // the mailer's next idle pass refreshes the queue metrics
+	}
+	return err
 }

@@ -5,6 +5,7 @@
 package silence
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -68,16 +69,28 @@ type Store struct {
 	all []Silence // ordered by id
 }
 
-// Open loads the silences of db and deletes those expired.
-func Open(db *bolt.DB, now time.Time) (*Store, error) {
+// Open loads the silences of db and deletes those expired. A silence that
+// cannot be decoded is moved to the store's quarantine, and onQuarantine
+// (when not nil) told once that is committed: it no longer holds mail
+// back, which is the safe side for an alerting service.
+func Open(db *bolt.DB, now time.Time, onQuarantine func(store.Quarantined)) (*Store, error) {
 	s := &Store{db: db}
 	err := db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(store.BucketSilences)
 		var expired [][]byte
+		type unreadable struct {
+			k, v []byte
+			err  error
+		}
+		var bad []unreadable
 		err := b.ForEach(func(k, v []byte) error {
 			var si Silence
-			if json.Unmarshal(v, &si) != nil || !si.Active(now) {
-				expired = append(expired, append([]byte(nil), k...))
+			if err := json.Unmarshal(v, &si); err != nil {
+				bad = append(bad, unreadable{bytes.Clone(k), bytes.Clone(v), fmt.Errorf("decode silence: %w", err)})
+				return nil
+			}
+			if !si.Active(now) {
+				expired = append(expired, bytes.Clone(k))
 				return nil
 			}
 			s.all = append(s.all, si)
@@ -85,6 +98,11 @@ func Open(db *bolt.DB, now time.Time) (*Store, error) {
 		})
 		if err != nil {
 			return err
+		}
+		for _, u := range bad {
+			if err := store.Quarantine(tx, store.BucketSilences, u.k, u.v, u.err, onQuarantine); err != nil {
+				return err
+			}
 		}
 		for _, k := range expired {
 			if err := b.Delete(k); err != nil {
@@ -123,12 +141,16 @@ func (s *Store) Add(si Silence) (Silence, error) {
 	return si, nil
 }
 
-// Remove deletes a silence.
+// Remove deletes a silence, or the unreadable silence of that id kept in
+// quarantine.
 func (s *Store) Remove(id uint64) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(store.BucketSilences)
 		k := binary.BigEndian.AppendUint64(nil, id)
 		if b.Get(k) == nil {
+			if ok, err := store.DropQuarantined(tx, store.BucketSilences, k); ok || err != nil {
+				return err
+			}
 			return ErrNotFound
 		}
 		return b.Delete(k)

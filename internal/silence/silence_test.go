@@ -1,10 +1,15 @@
 package silence
 
 import (
+	"encoding/binary"
 	"errors"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/store"
 )
@@ -16,7 +21,7 @@ func TestSilencesMatchExpireAndSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
-	s, err := Open(db, now)
+	s, err := Open(db, now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,14 +59,14 @@ func TestSilencesMatchExpireAndSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	s, err = Open(db, now.Add(30*time.Minute))
+	s, err = Open(db, now.Add(30*time.Minute), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l := s.List(now.Add(30 * time.Minute)); len(l) != 1 || l[0].ID != one.ID {
 		t.Errorf("after restart: %+v, want only silence %d", l, one.ID)
 	}
-	s, _ = Open(db, now.Add(3*time.Hour))
+	s, _ = Open(db, now.Add(3*time.Hour), nil)
 	if l := s.List(now.Add(3 * time.Hour)); len(l) != 0 {
 		t.Errorf("expired silences kept: %+v", l)
 	}
@@ -84,5 +89,53 @@ func TestValidate(t *testing.T) {
 		if err := c.s.Validate(rules, now); (err != nil) != c.fail {
 			t.Errorf("%+v: err %v, want failure %v", c.s, err, c.fail)
 		}
+	}
+}
+
+// A silence that cannot be decoded is quarantined, not silently taken for
+// expired: it is reported once, the others still hold, and remove deletes
+// the damaged copy by its id.
+func TestUnreadableSilenceIsQuarantined(t *testing.T) {
+	db, _, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+	s, _ := Open(db, now, nil)
+	good, _ := s.Add(Silence{Rule: "hot", Expires: now.Add(time.Hour)})
+	bad, _ := s.Add(Silence{Rule: "cold", Expires: now.Add(time.Hour)})
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketSilences).Put(binary.BigEndian.AppendUint64(nil, bad.ID), []byte(`{"id":2,"rule":"co`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	var reported []store.Quarantined
+	s, err = Open(db, now, func(q store.Quarantined) { reported = append(reported, q) })
+	if err != nil {
+		t.Fatalf("open with an unreadable silence: %v", err)
+	}
+	if l := s.List(now); len(l) != 1 || l[0].ID != good.ID {
+		t.Errorf("silences %+v, want only %d", l, good.ID)
+	}
+	if len(reported) != 1 || reported[0].Bucket != "silences" || reported[0].KeyText() != strconv.FormatUint(bad.ID, 10) ||
+		!strings.Contains(reported[0].Error, "decode silence") {
+		t.Fatalf("reported %+v", reported)
+	}
+	if _, err := Open(db, now, func(store.Quarantined) { t.Error("reported twice") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(bad.ID); err != nil {
+		t.Fatalf("remove the unreadable silence: %v", err)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		if q := store.QuarantinedFrom(tx, store.BucketSilences); len(q) != 0 {
+			t.Errorf("still in quarantine: %+v", q)
+		}
+		return nil
+	})
+	if err := s.Remove(bad.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second remove: %v", err)
 	}
 }

@@ -25,9 +25,11 @@ var (
 	BucketAlerts   = []byte("alerts")   // alerts: rule\x00topic -> series state
 	BucketSilences = []byte("silences") // silence: id (8 bytes BE) -> silence
 	BucketGroups   = []byte("groups")   // app: rule\x00seq -> notification waiting for its group mail
+	// store: bucket\x00key -> an entry of bucket that could not be decoded (quarantine.go)
+	BucketQuarantine = []byte("quarantine")
 )
 
-var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups}
+var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups, BucketQuarantine}
 
 // SchemaVersion is written at creation; a newer file is refused rather than
 // misread.

@@ -48,7 +48,8 @@ var errUnauthorized = &refusal{
 
 // accepted is the body of a 202.
 type accepted struct {
-	ID string `json:"id"`
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate,omitempty"`
 }
 
 // ServeHTTP answers every request of the listener.
@@ -82,9 +83,11 @@ func route(r *http.Request) (handler, error) {
 	switch p := r.URL.Path; {
 	case p == eventsPath || strings.HasPrefix(p, eventsPath+"/"):
 		h, allow = (*Server).event, []string{http.MethodGet, http.MethodPost}
+	case p == "/v1/mail":
+		h = (*Server).mail
 	default:
 		return nil, &refusal{status: http.StatusNotFound, result: ResultBadRequest,
-			msg: "no such endpoint: use /v1/events/<topic>"}
+			msg: "no such endpoint: use /v1/events/<topic> or /v1/mail"}
 	}
 	if !slices.Contains(allow, r.Method) {
 		methods := strings.Join(allow, ", ")

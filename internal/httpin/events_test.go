@@ -200,6 +200,7 @@ func TestRefusals(t *testing.T) {
 		{"form field twice", "POST", "/v1/events/a", "application/x-www-form-urlencoded", "t=1&t=2", 400, `"t" given 2 times`, ResultBadRequest},
 		{"form field without name", "POST", "/v1/events/a", "application/x-www-form-urlencoded", "=1", 400, "without a name", ResultBadRequest},
 		{"PUT", "PUT", "/v1/events/a", "text/plain", "1", 405, "use GET, POST", ResultBadRequest},
+		{"GET mail", "GET", "/v1/mail", "", "", 405, "use POST", ResultBadRequest},
 		{"unknown path", "POST", "/v2/events/a", "text/plain", "1", 404, "no such endpoint", ResultBadRequest},
 		{"admin path", "GET", "/api/v1/outbox", "", "", 404, "no such endpoint", ResultBadRequest},
 	} {

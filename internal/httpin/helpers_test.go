@@ -139,6 +139,9 @@ func start(t *testing.T, opts Options, sink *recordingSink) *testServer {
 	if opts.Tokens == nil {
 		opts.Tokens = []string{testToken, "second-token"}
 	}
+	if opts.RelayTo == nil {
+		opts.RelayTo = []string{"ops@example.org", "@example.net"}
+	}
 	opts.Log = slog.New(slog.NewTextHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.Count = ts.results.count
 	opts.Now = func() time.Time { return testNow }

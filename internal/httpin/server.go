@@ -1,12 +1,14 @@
 // Package httpin is alertd's HTTP device ingress: the listener that lets
 // devices which cannot speak MQTT (Arduinos with an HTTP client, ESP32s,
-// shell scripts) hand alertd a reading with one request.
+// shell scripts) hand alertd a reading or a mail with one request.
 //
 //	POST /v1/events/<topic>   a reading: JSON, form or text body
 //	GET  /v1/events/<topic>   a reading as query parameters
+//	POST /v1/mail             a mail to recipients allowed by relay_to
 //
 // It owns parsing, authentication (a shared bearer token, also accepted as
-// a Basic password or a token query parameter) and the mapping of every outcome to a status code. It commits nothing itself:
+// a Basic password or a token query parameter), the relay_to check and the
+// mapping of every outcome to a status code. It commits nothing itself:
 // each request is handed to a Sink, and the 202 is written only after the
 // Sink returned, so a device that got a 202 may forget the reading.
 //
@@ -35,9 +37,13 @@ import (
 
 // Options configure the listener. Listen and Tokens are required.
 type Options struct {
-	Listen       string   // ingress.http.listen, e.g. "127.0.0.1:9465"
-	Tokens       []string // ingress.http.tokens: secrets, never logged
-	MaxBodyBytes int64    // ingress.http.max_body_bytes; 0: DefaultMaxBodyBytes
+	Listen string   // ingress.http.listen, e.g. "127.0.0.1:9465"
+	Tokens []string // ingress.http.tokens: secrets, never logged
+	// RelayTo is ingress.relay_to: the addresses ("ops@example.org") and
+	// whole domains ("@example.org") mail from devices may go to. Empty:
+	// every mail is refused.
+	RelayTo      []string
+	MaxBodyBytes int64 // ingress.http.max_body_bytes; 0: DefaultMaxBodyBytes
 
 	Log   *slog.Logger        // nil: discard
 	Count func(result string) // called once per answered request; nil: not counted
@@ -78,6 +84,7 @@ type Server struct {
 	srv           *http.Server
 	ln            net.Listener
 	auth          *tokens
+	relay         *relayTo
 	maxBody       int64
 	commitTimeout time.Duration
 	log           *slog.Logger
@@ -111,11 +118,15 @@ func newServer(o Options, sink Sink) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ingress.http.tokens: %w", err)
 	}
+	relay, err := newRelayTo(o.RelayTo)
+	if err != nil {
+		return nil, fmt.Errorf("ingress.relay_to: %w", err)
+	}
 	if o.MaxBodyBytes < 0 {
 		return nil, fmt.Errorf("ingress.http.max_body_bytes: %d is negative", o.MaxBodyBytes)
 	}
 	s := &Server{
-		auth: auth, sink: sink, log: o.Log, count: o.Count, now: o.Now,
+		auth: auth, relay: relay, sink: sink, log: o.Log, count: o.Count, now: o.Now,
 		maxBody:       or(o.MaxBodyBytes, DefaultMaxBodyBytes),
 		commitTimeout: or(o.CommitTimeout, DefaultCommitTimeout),
 	}

@@ -11,7 +11,7 @@ import (
 
 func TestListenOptions(t *testing.T) {
 	base := func() Options {
-		return Options{Listen: "127.0.0.1:0", Tokens: []string{"t"}}
+		return Options{Listen: "127.0.0.1:0", Tokens: []string{"t"}, RelayTo: []string{"@example.org"}}
 	}
 	for _, tc := range []struct {
 		name string
@@ -21,6 +21,7 @@ func TestListenOptions(t *testing.T) {
 		{"no tokens", func(o *Options) { o.Tokens = nil }, "ingress.http.tokens: at least one token"},
 		{"empty token", func(o *Options) { o.Tokens = []string{"a", ""} }, "token 2 is empty"},
 		{"token with a newline", func(o *Options) { o.Tokens = []string{"abc\n"} }, "spaces or control"},
+		{"bad relay_to", func(o *Options) { o.RelayTo = []string{"@"} }, `ingress.relay_to: entry 1 ("@")`},
 		{"negative body limit", func(o *Options) { o.MaxBodyBytes = -1 }, "max_body_bytes"},
 		{"bad address", func(o *Options) { o.Listen = "127.0.0.1:99999" }, "ingress.http: listen on 127.0.0.1:99999"},
 	} {

@@ -48,8 +48,9 @@ var errUnauthorized = &refusal{
 
 // accepted is the body of a 202.
 type accepted struct {
-	ID        string `json:"id"`
-	Duplicate bool   `json:"duplicate,omitempty"`
+	ID        string   `json:"id"`
+	IDs       []string `json:"ids,omitempty"` // one per alert of a webhook
+	Duplicate bool     `json:"duplicate,omitempty"`
 }
 
 // ServeHTTP answers every request of the listener.
@@ -85,9 +86,11 @@ func route(r *http.Request) (handler, error) {
 		h, allow = (*Server).event, []string{http.MethodGet, http.MethodPost}
 	case p == "/v1/mail":
 		h = (*Server).mail
+	case p == "/v1/alertmanager":
+		h = (*Server).alertmanager
 	default:
 		return nil, &refusal{status: http.StatusNotFound, result: ResultBadRequest,
-			msg: "no such endpoint: use /v1/events/<topic> or /v1/mail"}
+			msg: "no such endpoint: use /v1/events/<topic>, /v1/mail or /v1/alertmanager"}
 	}
 	if !slices.Contains(allow, r.Method) {
 		methods := strings.Join(allow, ", ")

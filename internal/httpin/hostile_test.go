@@ -121,7 +121,7 @@ func TestDeepJSON(t *testing.T) {
 	ts := start(t, Options{MaxBodyBytes: 1 << 20}, nil)
 	deep := strings.Repeat("[", 10000) + strings.Repeat("]", 10000)
 	deepObj := strings.Repeat(`{"a":`, 10000) + "1" + strings.Repeat("}", 10000)
-	for _, path := range []string{"/v1/events/a", "/v1/mail"} {
+	for _, path := range []string{"/v1/events/a", "/v1/mail", "/v1/alertmanager"} {
 		for _, body := range []string{deep, deepObj} {
 			ts.post(t, path, "application/json", body).wantError(t, http.StatusBadRequest, "nested deeper than 32")
 		}

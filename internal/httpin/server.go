@@ -5,6 +5,7 @@
 //	POST /v1/events/<topic>   a reading: JSON, form or text body
 //	GET  /v1/events/<topic>   a reading as query parameters
 //	POST /v1/mail             a mail to recipients allowed by relay_to
+//	POST /v1/alertmanager     an Alertmanager or Grafana webhook
 //
 // It owns parsing, authentication (a shared bearer token, also accepted as
 // a Basic password or a token query parameter), the relay_to check and the

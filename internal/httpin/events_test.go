@@ -313,3 +313,17 @@ func TestCommitTimeout(t *testing.T) {
 	ts.post(t, "/v1/events/a", "text/plain", "1").wantError(t, http.StatusServiceUnavailable, "retry")
 	close(sink.block)
 }
+
+// Classic Arduino Ethernet sketches print an HTTP/1.0 request by hand,
+// without a Host header.
+func TestHandWrittenHTTP10(t *testing.T) {
+	ts := start(t, Options{}, nil)
+	got := raw(t, ts.Addr(), "POST /v1/events/cellar/uno HTTP/1.0\r\n"+authHeader+
+		"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\n\r\ntemp=21.5")
+	if got != "HTTP/1.0 202 Accepted" {
+		t.Errorf("answer %q, want 202", got)
+	}
+	if evs, _ := ts.sink.recorded(); len(evs) != 1 || evs[0].Topic != "cellar/uno" || string(evs[0].Payload) != `{"temp":21.5}` {
+		t.Errorf("events = %+v", evs)
+	}
+}

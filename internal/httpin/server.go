@@ -141,21 +141,24 @@ func newServer(o Options, sink Sink) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	read := or(o.ReadTimeout, DefaultReadTimeout)
-	s.srv = &http.Server{
+	s.srv = s.httpServer(or(o.ReadTimeout, DefaultReadTimeout), or(o.IdleTimeout, DefaultIdleTimeout))
+	return s, nil
+}
+
+func (s *Server) httpServer(read, idle time.Duration) *http.Server {
+	return &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: min(read, maxHeaderWait),
 		ReadTimeout:       read,
 		// Counted from the end of the headers: the body, the commit, the
 		// answer. Shorter would lose the answer to a committed request.
 		WriteTimeout:   read + s.commitTimeout + 5*time.Second,
-		IdleTimeout:    or(o.IdleTimeout, DefaultIdleTimeout),
+		IdleTimeout:    idle,
 		MaxHeaderBytes: maxHeaderBytes,
 		// net/http's own messages (accept errors, panics) name no URL
 		// and no header.
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	return s, nil
 }
 
 func or[T comparable](v, def T) T {

@@ -18,9 +18,16 @@ func TestRecipientOutsideRelayToIsDeniedAndTheRestGoes(t *testing.T) {
 	c.expect("250")
 	c.send("MAIL FROM:<x@casa.lan>")
 	c.expect("250")
-	for _, rcpt := range []string{"victim@gmail.com", "ops@example.org.evil.com", `"ops@example.org"@evil.com`} {
+	for rcpt, reply := range map[string]string{
+		"victim@gmail.com":           "550 5.7.1 relaying denied",
+		"ops@example.org.evil.com":   "550 5.7.1 relaying denied",
+		`"ops@example.org"@evil.com`: "501 5.1.3 bad recipient address syntax",
+		// go-smtp unquotes the local part: a CR in it would reach the
+		// upstream RCPT line.
+		"\"x\rRCPT TO:<victim@gmail.com>\"@example.org": "501 5.1.3 bad recipient address syntax",
+	} {
 		c.send("RCPT TO:<" + rcpt + ">")
-		c.exact("550 5.7.1 relaying denied")
+		c.exact(reply)
 	}
 	c.send("RCPT TO:<OPS@Example.ORG>") // relay_to compares without case
 	c.expect("250")
@@ -33,15 +40,15 @@ func TestRecipientOutsideRelayToIsDeniedAndTheRestGoes(t *testing.T) {
 	if strings.Join(m.Relay, ",") != "OPS@Example.ORG" || len(m.To) != 1 {
 		t.Errorf("relay %q to %q", m.Relay, m.To)
 	}
-	if got := e.counts.get(RelayDenied); got != 3 {
-		t.Errorf("relay_denied counted %d, want 3", got)
+	if got := e.counts.get(RelayDenied); got != 4 {
+		t.Errorf("relay_denied counted %d, want 4", got)
 	}
 	refs := e.log.refusals()
-	if len(refs) != 3 {
-		t.Fatalf("%d refusals logged, want 3 (one each): %v", len(refs), refs)
+	if len(refs) != 4 {
+		t.Fatalf("%d refusals logged, want 4 (one each): %v", len(refs), refs)
 	}
 	for _, r := range refs {
-		if r[keyClient] != "127.0.0.1" || r[keyReply] != "550 5.7.1 relaying denied" || r[keyRcpt] == nil {
+		if r[keyClient] != "127.0.0.1" || !strings.HasPrefix(r[keyReply].(string), "5") || r[keyRcpt] == nil {
 			t.Errorf("refusal log %v", r)
 		}
 	}
@@ -214,5 +221,27 @@ func TestHeaderInjectionThroughTheSubject(t *testing.T) {
 	}
 	if m.Subject != "hot Bcc: victim@evil.org X-Injected: yes" {
 		t.Errorf("subject %q", m.Subject)
+	}
+}
+
+func TestSenderAddressSyntax(t *testing.T) {
+	e := start(t, Options{})
+	c := dial(t, e.addr)
+	c.expect("220")
+	c.send("EHLO dev")
+	c.expect("250")
+	for from, reply := range map[string]string{
+		"sensor@[192.168.1.5]":   "250",
+		"sensor@[IPv6:fe80::1]":  "250",
+		"":                       "250", // the null sender of bounces
+		"\"a\rb\"@casa.lan":      "501 5.1.7",
+		"sensor@[not an ip]":     "501",
+		"sensor@casa.lan\x01":    "501 5.1.7",
+		"d\xc3\xa9vice@casa.lan": "501 5.1.7", // no SMTPUTF8 upstream
+	} {
+		c.send("MAIL FROM:<" + from + ">")
+		if got := c.reply(); !strings.HasPrefix(got[len(got)-1], reply) {
+			t.Errorf("MAIL FROM:<%q>: %q, want %s", from, got, reply)
+		}
 	}
 }

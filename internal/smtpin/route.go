@@ -2,6 +2,7 @@ package smtpin
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -68,4 +69,28 @@ func routeOf(rcpt, hostname string, r relayTo) route {
 		return routeRelay
 	}
 	return routeDenied
+}
+
+// validMailbox accepts what alertd can pass on unchanged: a dot-atom
+// local part (RFC 5321 §4.1.2) and a domain, or, for a sender, an address
+// literal such as [192.168.1.5]. go-smtp hands a quoted local part over
+// unquoted and lets the domain hold any byte but space and '>', so a
+// local part that needed quotes, a control character or 8-bit text would
+// reach the upstream RCPT, or a header, as something else.
+func validMailbox(a string, literal bool) bool {
+	local, domain, ok := splitAddr(a)
+	if !ok || local == "" || len(a) > 254 {
+		return false
+	}
+	for i := 0; i < len(local); i++ {
+		if c := local[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(".!#$%&'*+-/=?^_`{|}~", c) >= 0) {
+			return false
+		}
+	}
+	if inner, ok := strings.CutPrefix(domain, "["); ok && literal {
+		inner, ok = strings.CutSuffix(inner, "]")
+		_, err := netip.ParseAddr(strings.TrimPrefix(inner, "IPv6:"))
+		return ok && err == nil
+	}
+	return validHostname(strings.ToLower(strings.TrimSuffix(domain, ".")))
 }

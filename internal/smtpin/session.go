@@ -48,6 +48,9 @@ func (s *Server) newSession(conn *smtp.Conn) (smtp.Session, error) {
 	if c == nil || !s.pol.allowed(c.ip) { // the listener refused them already
 		return nil, errRelayDenied
 	}
+	if c.closing() {
+		return nil, errClosing
+	}
 	_, isTLS := conn.TLSConnectionState()
 	return &session{srv: s, c: c, conn: conn, helo: sanitizeHelo(conn.Hostname()), tls: isTLS}, nil
 }
@@ -63,6 +66,9 @@ func (se *session) Mail(from string, _ *smtp.MailOptions) error {
 	se.from, se.to, se.relay = "", nil, nil
 	if se.srv.pol.creds != nil && se.user == "" {
 		return se.c.refuse(AuthFailed, errAuthRequired, "MAIL before AUTH")
+	}
+	if from != "" && !validMailbox(from, true) {
+		return se.c.refuse(Error, errBadSender, "sender address cannot be passed on")
 	}
 	se.from = from
 	return nil
@@ -82,6 +88,9 @@ func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	}
 	if len(se.to) >= se.srv.opts.MaxRecipients {
 		return se.c.refuse(Error, errTooManyRcpts, "too many recipients", keyRcpt, to)
+	}
+	if !strings.EqualFold(to, "postmaster") && !validMailbox(to, false) {
+		return se.c.refuse(RelayDenied, errBadRecipient, "recipient address cannot be passed on", keyRcpt, to)
 	}
 	switch routeOf(to, se.srv.opts.Hostname, se.srv.pol.relay) {
 	case routeSelf:
@@ -162,7 +171,7 @@ func (se *session) commit(m *Mail) error {
 	case out.Held != NotHeld && out.Held != HeldDuplicate:
 		return se.c.refuse(Error, errCommit, "the Sink held the mail for an unknown reason", keyID, m.ID, keyHeld, string(out.Held))
 	}
-	id := cmp.Or(out.ID, m.ID)
+	id := oneLine(cmp.Or(out.ID, m.ID), 64) // a newline would split the reply
 	se.c.log.Info("smtp ingress accepted", keyID, id, keySender, m.Sender, keyUser, m.User,
 		keyRelay, len(m.Relay), keyHeld, string(out.Held))
 	se.srv.opts.Count(Accepted)

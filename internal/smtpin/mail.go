@@ -127,16 +127,20 @@ func newID() string {
 }
 
 // deviceName is how the relayed From names the device: the display name
-// of its From, else that address, else the raw From text, else Sender.
+// of its From, else the From text when it is no address (as in a mail
+// typed by hand), else Sender. Never an address: a display name holding
+// an address other than the sender's is what spam filters call phishing.
 func deviceName(m *Mail, rawFrom string) string {
-	if list, err := (&mail.AddressParser{WordDecoder: wordDecoder}).ParseList(rawFrom); err == nil && len(list) > 0 {
-		if n := oneLine(list[0].Name, maxNameLen); n != "" {
+	list, err := (&mail.AddressParser{WordDecoder: wordDecoder}).ParseList(rawFrom)
+	switch {
+	case err == nil && len(list) > 0:
+		if n := oneLine(list[0].Name, maxNameLen); n != "" && !strings.Contains(n, "@") {
 			return n
 		}
-		return list[0].Address
-	}
-	if n := oneLine(m.From, maxNameLen); n != "" {
-		return n
+	case !strings.Contains(m.From, "@"):
+		if n := oneLine(m.From, maxNameLen); n != "" {
+			return n
+		}
 	}
 	return m.Sender
 }

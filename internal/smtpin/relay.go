@@ -3,6 +3,7 @@ package smtpin
 import (
 	"bytes"
 	"fmt"
+	"mime"
 	"net/mail"
 	"net/netip"
 	"strings"
@@ -29,13 +30,17 @@ func (s *Server) relayed(m *Mail, msg *parsed, env envelope) []byte {
 	case from != nil && parsesAsAddresses(from.value()):
 		writeLines(&b, from.renamed("Reply-To")...)
 	case env.from != "":
-		writeLines(&b, "Reply-To: <"+env.from+">")
+		writeLines(&b, "Reply-To: <"+env.from+">") // checked by validMailbox
 	}
 	if from != nil {
 		writeLines(&b, from.renamed("X-Original-From")...)
 	}
 	for _, f := range msg.fields {
-		if !dropped[f.key] {
+		switch {
+		case dropped[f.key]:
+		case f.key == "Subject" && !isASCII(f.value()):
+			writeLines(&b, encodeSubject(decodeHeader(f.value())))
+		default:
 			writeLines(&b, f.lines...)
 		}
 	}
@@ -46,6 +51,22 @@ func (s *Server) relayed(m *Mail, msg *parsed, env envelope) []byte {
 	b.WriteString("\r\n")
 	b.Write(msg.body)
 	return b.Bytes()
+}
+
+// encodeSubject writes a subject sent as raw 8-bit text as RFC 2047
+// encoded words, one per folded line: without SMTPUTF8 upstream, a header
+// must be ASCII, and a Latin-1 subject would show as garbage.
+func encodeSubject(s string) string {
+	return "Subject: " + strings.ReplaceAll(mime.QEncoding.Encode("utf-8", oneLine(s, maxSubjectLen)), " ", "\r\n ")
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func writeLines(b *bytes.Buffer, lines ...string) {

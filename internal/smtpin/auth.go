@@ -67,8 +67,8 @@ func (c *credentials) check(user, pass string) (known, ok bool) {
 	return known, subtle.ConstantTimeCompare(got[:], want[:]) == 1 && known
 }
 
-// Prompts of the LOGIN mechanism, as every device library and seed 002
-// expect them: base64 "VXNlcm5hbWU6" and "UGFzc3dvcmQ6".
+// Prompts of the LOGIN mechanism, as device libraries and by-hand
+// telnet sessions expect them: base64 "VXNlcm5hbWU6" and "UGFzc3dvcmQ6".
 const (
 	promptUser = "Username:"
 	promptPass = "Password:"

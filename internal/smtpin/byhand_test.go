@@ -6,11 +6,11 @@ import (
 	"testing"
 )
 
-// TestSeed002ByHand replays seed 002, "Cómo enviar Correo Electrónico a
-// mano, Parte II: SMTP Autenticado", line by line as typed into telnet:
-// the LOGIN prompts must be the seed's base64, byte for byte, since
-// device libraries compare them.
-func TestSeed002ByHand(t *testing.T) {
+// TestAuthLoginByHand replays the session of "Cómo enviar Correo
+// Electrónico a mano, Parte II: SMTP Autenticado" line by line, as typed
+// into telnet: the LOGIN prompts must be the article's base64 byte for
+// byte, since device libraries compare them.
+func TestAuthLoginByHand(t *testing.T) {
 	e := start(t, Options{
 		Users:   Users{"nombre.apellido": "P@assw0rd"},
 		RelayTo: []string{"@gmail.com", "@hotmail.com"},
@@ -24,7 +24,7 @@ func TestSeed002ByHand(t *testing.T) {
 	c.send("bm9tYnJlLmFwZWxsaWRv")
 	c.exact("334 UGFzc3dvcmQ6") // "Password:"
 	c.send("UEBhc3N3MHJk")
-	c.expect("235 ") // the seed's server says "235 2.7.0 Authentication successful"; go-smtp words it its own way
+	c.expect("235 ") // the article's server says "235 2.7.0 Authentication successful"; go-smtp words it its own way
 	c.send("MAIL FROM:<usuario@gmail.com>")
 	c.expect("250")
 	c.send("RCPT TO:<amigo@gmail.com>")
@@ -46,7 +46,7 @@ func TestSeed002ByHand(t *testing.T) {
 		t.Errorf("relay %q", m.Relay)
 	}
 	h := headerOf(t, m.Relayed)
-	// The seed's From has no address: replies go to the envelope sender.
+	// The article's From has no address: replies go to the envelope sender.
 	want := map[string]string{
 		"From":            `"Usuario Gonzalez via alertd" <alertd@example.org>`,
 		"Reply-To":        "<usuario@gmail.com>",

@@ -167,7 +167,7 @@ func start(t *testing.T, o Options) *env {
 	return e
 }
 
-// raw is a client that speaks SMTP by hand, as seed 002 does with telnet.
+// raw is a client that speaks SMTP by hand, as one does with telnet.
 type raw struct {
 	t  *testing.T
 	nc net.Conn

@@ -57,8 +57,9 @@ func (l *listener) Accept() (net.Conn, error) {
 			continue
 		}
 		c := newClient(nc, ip, l.srv)
-		if !l.track(c) {
-			c.Close()
+		if !l.track(c) { // closing
+			<-l.slots
+			nc.Close()
 			continue
 		}
 		return c, nil

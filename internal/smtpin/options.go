@@ -62,8 +62,8 @@ type Options struct {
 	// IdleTimeout is how long a command line may take to arrive, counted
 	// from when alertd starts waiting for it; a client that is silent or
 	// drips bytes (slow loris) is ended with 421. Default 5 minutes, the
-	// server timeout of RFC 5321 §4.5.3.2.7: the seed sessions are typed
-	// by hand.
+	// server timeout of RFC 5321 §4.5.3.2.7, which leaves time for a
+	// session typed by hand in telnet.
 	IdleTimeout time.Duration
 	// DataTimeout is how long the whole message after DATA may take.
 	// Default 10 minutes, RFC 5321 §4.5.3.2.6's wait for the final dot.

@@ -29,8 +29,8 @@ func (s *Server) relayed(m *Mail, msg *parsed, env envelope) []byte {
 	case msg.field("Reply-To") != nil: // the device chose its own
 	case from != nil && parsesAsAddresses(from.value()):
 		writeLines(&b, from.renamed("Reply-To")...)
-	case env.from != "":
-		writeLines(&b, "Reply-To: <"+env.from+">") // checked by validMailbox
+	case validMailbox(env.from, true): // as Mail checked it; the header must not rely on that
+		writeLines(&b, "Reply-To: <"+env.from+">")
 	}
 	if from != nil {
 		writeLines(&b, from.renamed("X-Original-From")...)

@@ -3,6 +3,7 @@ package smtpin
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestBodyText(t *testing.T) {
@@ -49,5 +50,20 @@ func TestSubjectDecoding(t *testing.T) {
 		if got := decodeHeader(m.get("Subject")); got != want {
 			t.Errorf("%q: got %q, want %q", raw, got, want)
 		}
+	}
+}
+
+// TestHTMLToTextIsLinear: a mail of nothing but opening tags that skip to
+// a closing tag must not cost the square of its size.
+func TestHTMLToTextIsLinear(t *testing.T) {
+	for _, tag := range []string{"<script>", "<STYLE>", "<!--", "<p "} {
+		begun := time.Now()
+		htmlToText(strings.Repeat(tag, 1<<20/len(tag)))
+		if d := time.Since(begun); d > 2*time.Second {
+			t.Errorf("1 MiB of %q took %s", tag, d)
+		}
+	}
+	if got := htmlToText("a<SCRIPT>x</Script>b<style>y"); got != "ab" {
+		t.Errorf("got %q", got)
 	}
 }

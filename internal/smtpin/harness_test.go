@@ -262,3 +262,23 @@ func (c *raw) mail(from string, to []string, data string, want string) string {
 	c.send(data, ".")
 	return c.expect(want)
 }
+
+// waitConns waits until the listener holds at most n connections.
+func waitConns(t *testing.T, e *env, n int) {
+	t.Helper()
+	l := e.srv.ln
+	timeout := time.After(5 * time.Second)
+	for {
+		l.mu.Lock()
+		held := len(l.conns)
+		l.mu.Unlock()
+		if held <= n {
+			return
+		}
+		select {
+		case <-l.changed:
+		case <-timeout:
+			t.Fatalf("the listener still holds %d connections", held)
+		}
+	}
+}

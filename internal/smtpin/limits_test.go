@@ -144,18 +144,9 @@ func TestConnectionLimit(t *testing.T) {
 	a.send("QUIT")
 	a.expect("221")
 	a.closed()
-	// The slot is freed once the listener has seen the close.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		d := dial(t, e.addr)
-		if l := d.reply(); strings.HasPrefix(l[0], "220") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the freed slot was never given again")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitConns(t, e, 1) // the slot is freed once the listener has seen the close
+	d := dial(t, e.addr)
+	d.expect("220")
 	if e.counts.get(RateLimited) < 1 {
 		t.Errorf("rate_limited counted %d", e.counts.get(RateLimited))
 	}

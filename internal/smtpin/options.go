@@ -79,10 +79,11 @@ type Options struct {
 	// finish before closing them. Default 10 seconds.
 	ShutdownGrace time.Duration
 
-	Log   *slog.Logger           // default: discard
-	Count func(r Result)         // called once per result; default: none
-	Now   func() time.Time       // default time.Now
-	hostn func() (string, error) // os.Hostname; replaced in tests
+	Log *slog.Logger // default: discard
+	// Count is called once per mail or refusal, on the connection's
+	// goroutine, so it must not block. Default: nothing.
+	Count func(r Result)
+	Now   func() time.Time // default time.Now
 }
 
 // ConfigError is an Options field alertd cannot run with.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs alertd's whole test suite on a fresh Debian machine: installs the
-# real peers the integration tests talk to (Mosquitto, and Python's
-# aiosmtpd as a strict SMTP server), then gofmt, go vet, the race-enabled
+# real peers the integration tests talk to (Mosquitto, Python's aiosmtpd
+# as a strict SMTP server, swaks and curl as real clients of the ingress), then gofmt, go vet, the race-enabled
 # tests, and a short bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""

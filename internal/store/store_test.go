@@ -14,8 +14,8 @@ import (
 func TestOpenCreatesAPrivateStoreWithItsBuckets(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "alertd.db")
 	db, recovered, err := Open(path)
-	if err != nil || recovered != "" {
-		t.Fatalf("open: %v %q", err, recovered)
+	if err != nil || recovered != nil {
+		t.Fatalf("open: %v %+v", err, recovered)
 	}
 	defer db.Close()
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
@@ -46,10 +46,10 @@ func TestCorruptFileIsMovedAside(t *testing.T) {
 		t.Fatalf("open a corrupt file: %v", err)
 	}
 	defer db.Close()
-	if !strings.HasPrefix(recovered, path+".corrupt-") {
-		t.Fatalf("recovered %q, want the moved-aside file's name", recovered)
+	if recovered == nil || !strings.HasPrefix(recovered.MovedTo, path+".corrupt-") {
+		t.Fatalf("recovered %+v, want the moved-aside file's name", recovered)
 	}
-	if kept, err := os.ReadFile(recovered); err != nil || string(kept) != string(garbage) {
+	if kept, err := os.ReadFile(recovered.MovedTo); err != nil || string(kept) != string(garbage) {
 		t.Errorf("the corrupt file was not kept intact for inspection: %v", err)
 	}
 }
@@ -80,3 +80,4 @@ func TestOpenExistingCreatesNothing(t *testing.T) {
 		t.Errorf("OpenExisting created %s", path)
 	}
 }
+

@@ -245,7 +245,7 @@ func keyOrder(i int, key, prev, hi []byte) error {
 // page inline in its value.
 func (c *checker) bucket(name, value []byte, depth int) error {
 	if len(value) < bucketHeaderSize {
-		return fmt.Errorf("bucket %q: its header is cut short", clip(name))
+		return fmt.Errorf("bucket %s: its header is cut short", printable(name))
 	}
 	if root := order.Uint64(value); root != 0 {
 		p, err := c.page(root)
@@ -253,30 +253,30 @@ func (c *checker) bucket(name, value []byte, depth int) error {
 			_, err = c.walk(p, nil, nil, depth+1, nil)
 		}
 		if err != nil {
-			return fmt.Errorf("bucket %q: %w", clip(name), err)
+			return fmt.Errorf("bucket %s: %w", printable(name), err)
 		}
 		return nil
 	}
 	inline := value[bucketHeaderSize:]
 	if len(inline) < pageHeaderSize {
-		return fmt.Errorf("bucket %q: its inline page is cut short", clip(name))
+		return fmt.Errorf("bucket %s: its inline page is cut short", printable(name))
 	}
 	p := parsePage(inline)
 	p.inline = true
 	if p.flags != flagLeaf {
-		return fmt.Errorf("bucket %q: its inline page is a %s page, not a leaf", clip(name), typeName(p.flags))
+		return fmt.Errorf("bucket %s: its inline page is a %s page, not a leaf", printable(name), typeName(p.flags))
 	}
 	// bbolt never writes a nested bucket into an inline one, and neither
 	// its freelist rebuild nor tx.Check looks inside inline buckets: the
 	// pages of such a bucket would be counted free and overwritten.
 	noBuckets := func(e element) error {
 		if e.bucket {
-			return fmt.Errorf("bucket %q: its inline page holds a nested bucket", clip(name))
+			return fmt.Errorf("bucket %s: its inline page holds a nested bucket", printable(name))
 		}
 		return nil
 	}
 	if _, err := c.walk(p, nil, nil, depth+1, noBuckets); err != nil {
-		return fmt.Errorf("bucket %q: %w", clip(name), err)
+		return fmt.Errorf("bucket %s: %w", printable(name), err)
 	}
 	return nil
 }
@@ -335,6 +335,17 @@ func (c *checker) freeCoverage(ids []uint64) string {
 		}
 	}
 	return ""
+}
+
+// printable is a bucket's name as a finding shows it: bare when it is
+// plain text, as alertd's are, quoted otherwise.
+func printable(name []byte) string {
+	for _, c := range name {
+		if c <= ' ' || c > '~' || c == '"' {
+			return fmt.Sprintf("%q", clip(name))
+		}
+	}
+	return clip(name)
 }
 
 // clip keeps a key in a finding short.

@@ -100,7 +100,7 @@ func storeSalvage(path, from string, stdout, stderr io.Writer) int {
 	if rec != nil {
 		fmt.Fprintf(stdout, "store %s was damaged: %s\n", path, rec.Finding)
 		fmt.Fprintf(stdout, "moved it aside, untouched, to %s\n", rec.MovedTo)
-		printSalvage(stdout, "copied into a fresh store", rec.Salvage)
+		printSalvage(stdout, "copied into a fresh store", rec.Salvaged)
 	} else if from == "" {
 		fmt.Fprintf(stdout, "store %s: ok, nothing to salvage\n", path)
 	}

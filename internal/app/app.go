@@ -120,10 +120,10 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 // logRecovery says, loudly and once, that the store file was damaged, where
 // it went and what of it the fresh store holds.
 func logRecovery(log *slog.Logger, path string, rec *store.Recovery) {
-	args := []any{"path", path, "moved_to", rec.MovedTo, "damage", rec.Finding, "salvaged", rec.Salvage.String(),
-		"unreadable_pages", rec.UnreadablePages, "unreadable_entries", rec.UnreadableEntries}
-	if rec.Note != "" {
-		args = append(args, "salvage_note", rec.Note)
+	args := []any{"path", path, "moved_to", rec.MovedTo, "damage", rec.Finding, "salvaged", rec.Salvaged.String(),
+		"unreadable_pages", rec.Salvaged.UnreadablePages, "unreadable_entries", rec.Salvaged.UnreadableEntries}
+	if rec.Salvaged.Note != "" {
+		args = append(args, "salvage_note", rec.Salvaged.Note)
 	}
 	log.Error("store file was damaged: moved it aside untouched and started a fresh store with what could be read from it", args...)
 }

@@ -408,15 +408,15 @@ func (h *harness) openDamaged(name, path string, img []byte, finding string, lea
 		}
 		got := contents(tx)
 		for _, b := range salvaged {
-			if n := len(got[string(b)]); n != rec.Copied[string(b)] {
-				t.Errorf("%s: bucket %s holds %d entries, the recovery says %d were copied", name, b, n, rec.Copied[string(b)])
+			if n := len(got[string(b)]); n != rec.Salvaged.Copied[string(b)] {
+				t.Errorf("%s: bucket %s holds %d entries, the recovery says %d were copied", name, b, n, rec.Salvaged.Copied[string(b)])
 			}
 			want := least[string(b)]
 			if want == all {
 				want = len(h.o.data[string(b)])
 			}
-			if n := rec.Copied[string(b)]; n < want {
-				t.Errorf("%s: %d entries of %s salvaged, want at least %d (%+v)", name, n, b, want, rec.Salvage)
+			if n := rec.Salvaged.Copied[string(b)]; n < want {
+				t.Errorf("%s: %d entries of %s salvaged, want at least %d (%+v)", name, n, b, want, rec.Salvaged)
 			}
 		}
 		h.checkSequences(name, tx)
@@ -429,7 +429,7 @@ func (h *harness) openDamaged(name, path string, img []byte, finding string, lea
 	}); err != nil {
 		t.Errorf("%s: the fresh store: %v", name, err)
 	}
-	h.salvagedTotal += rec.Total()
+	h.salvagedTotal += rec.Salvaged.Total()
 }
 
 // checkSequences: a new outbox id, silence id or group item never takes

@@ -53,7 +53,7 @@ func replace(path string) (*Recovery, error) {
 		_ = os.Remove(tmp)
 		return nil, fmt.Errorf("store file %s is damaged (%s); moving it aside failed: %w", path, damage.Finding, err)
 	}
-	return &Recovery{MovedTo: movedTo, Finding: damage.Finding, Salvage: sv}, nil
+	return &Recovery{MovedTo: movedTo, Finding: damage.Finding, Salvaged: sv}, nil
 }
 
 // moveAside names the damaged file at path path.corrupt-<UTC time> and

@@ -46,9 +46,9 @@ const LockTimeout = 3 * time.Second
 
 // Recovery says what Open did with a damaged store file.
 type Recovery struct {
-	MovedTo string // where the damaged file now is, as it was
-	Finding string // the first thing found wrong with it
-	Salvage        // what was copied from it into the fresh store
+	MovedTo  string  // where the damaged file now is, as it was
+	Finding  string  // the first thing found wrong with it
+	Salvaged Salvage // what was copied from it into the fresh store
 }
 
 // Open opens (or creates) the store at path. The file is checked before

@@ -129,8 +129,8 @@ func TestRecoveryHappensOnce(t *testing.T) {
 	if err != nil || rec == nil {
 		t.Fatalf("open: %v %+v", err, rec)
 	}
-	if rec.Copied["outbox"] == 0 || rec.Note != "" {
-		t.Errorf("salvaged %+v", rec.Salvage)
+	if rec.Salvaged.Copied["outbox"] == 0 || rec.Salvaged.Note != "" {
+		t.Errorf("salvaged %+v", rec.Salvaged)
 	}
 	if _, err := os.Stat(path + ".salvage"); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the salvage's temporary file is left: %v", err)
@@ -171,8 +171,8 @@ func TestSalvageFromIntoAStoreInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sv.Total() != 0 || sv.Kept["outbox"] != rec.Copied["outbox"] || sv.Kept["series"] != rec.Copied["series"] {
-		t.Errorf("salvaged again %+v, want everything kept as it was (first time %+v)", sv, rec.Salvage)
+	if sv.Total() != 0 || sv.Kept["outbox"] != rec.Salvaged.Copied["outbox"] || sv.Kept["series"] != rec.Salvaged.Copied["series"] {
+		t.Errorf("salvaged again %+v, want everything kept as it was (first time %+v)", sv, rec.Salvaged)
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(BucketOutbox).Get(binary.BigEndian.AppendUint64(nil, seq)); string(v) != "new mail" {

@@ -102,8 +102,12 @@ func salvage(r io.ReaderAt, size int64, db *bolt.DB) (sv Salvage, err error) {
 	f := &file{r: r, size: size}
 	metas, errs := f.metas()
 	m, which, ok := current(metas, errs)
-	if !ok || uint64(size) < 2*uint64(f.pageSize) {
+	switch {
+	case !ok:
 		sv.Note = "neither meta page is valid: nothing could be read"
+		return sv, nil
+	case uint64(size) < 2*uint64(f.pageSize):
+		sv.Note = "the file is shorter than its two meta pages: nothing could be read"
 		return sv, nil
 	}
 	trees := []meta{m}

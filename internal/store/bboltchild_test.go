@@ -122,6 +122,10 @@ func tryWithBbolt(t *testing.T, paths []string) map[string]string {
 	return failures
 }
 
+// childStall is how long a child may spend on one file: bbolt walking a
+// loop in a damaged tree never returns, and that too is a failure.
+const childStall = 20 * time.Second
+
 // runChild tries paths in one child and returns how many it got through
 // (counting the one that failed, if any).
 func runChild(t *testing.T, paths []string) (done int, failed, why string) {
@@ -131,24 +135,59 @@ func runChild(t *testing.T, paths []string) (done int, failed, why string) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestBboltChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), childEnv+"="+list)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	current := ""
-	sc := bufio.NewScanner(&stdout)
-	for sc.Scan() {
-		verb, rest, _ := strings.Cut(sc.Text(), " ")
-		switch verb {
-		case "start":
-			current = rest
-		case "ok":
-			done, current = done+1, ""
-		case "error":
-			path, msg, _ := strings.Cut(rest, "\t")
-			return done + 1, path, "reported: " + msg
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	current, hung := "", false
+	stall := time.NewTimer(childStall)
+	defer stall.Stop()
+read:
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				break read
+			}
+			stall.Reset(childStall)
+			verb, rest, _ := strings.Cut(line, " ")
+			switch verb {
+			case "start":
+				current = rest
+			case "ok":
+				done, current = done+1, ""
+			case "error":
+				path, msg, _ := strings.Cut(rest, "\t")
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				return done + 1, path, "reported: " + msg
+			}
+		case <-stall.C:
+			hung = true
+			_ = cmd.Process.Kill()
+			for range lines {
+			}
+			break read
 		}
 	}
-	if current != "" {
+	err = cmd.Wait()
+	switch {
+	case hung && current != "":
+		return done + 1, current, fmt.Sprintf("crashed: still busy after %v", childStall)
+	case current != "":
 		tail := stderr.String()
 		if i := strings.Index(tail, "panic:"); i >= 0 {
 			tail = tail[i:]
@@ -157,8 +196,7 @@ func runChild(t *testing.T, paths []string) (done int, failed, why string) {
 			tail = tail[i:]
 		}
 		return done + 1, current, fmt.Sprintf("crashed (%v): %.300s", err, tail)
-	}
-	if err != nil || done < len(paths) {
+	case err != nil || done < len(paths):
 		t.Fatalf("bbolt child: %v after %d of %d files\n%s", err, done, len(paths), stderr.String())
 	}
 	return done, "", ""

@@ -79,7 +79,7 @@ func checkFile(r io.ReaderAt, size int64) (string, error) {
 	case uint64(size) < 2*ps:
 		return fmt.Sprintf("the file is %d bytes, shorter than the two %d-byte meta pages every store begins with", size, ps), nil
 	case uint64(m.pageSize) != ps:
-		return fmt.Sprintf("meta page %d says pages are %d bytes, the file's first meta page %d", which, m.pageSize, ps), nil
+		return fmt.Sprintf("meta page %d says pages are %d bytes, the other %d", which, m.pageSize, ps), nil
 	case m.pgid > f.pages():
 		return fmt.Sprintf("the file has %d pages but its meta page says %d are in use: it was cut short", f.pages(), m.pgid), nil
 	case m.root < 2 || m.root >= m.pgid:
@@ -87,9 +87,8 @@ func checkFile(r io.ReaderAt, size int64) (string, error) {
 	case m.freelist != noFreelist && (m.freelist < 2 || m.freelist >= m.pgid):
 		return fmt.Sprintf("the freelist is on page %d, outside the %d pages in use", m.freelist, m.pgid), nil
 	}
-	// tx.Check asks both meta pages, valid or not, to say which page they
-	// are and to be of a known type (bbolt rewrites the header of the
-	// invalid one at its next commit, but only the whole page).
+	// tx.Check reads both meta pages as pages, the invalid one too: each
+	// must say which page it is and be of a known type.
 	for id := range uint64(2) {
 		b, err := f.readMetaPage(int64(id * ps))
 		if err != nil {

@@ -103,6 +103,8 @@ func salvage(r io.ReaderAt, size int64, db *bolt.DB) (sv Salvage, err error) {
 	metas, errs := f.metas()
 	m, which, ok := current(metas, errs)
 	switch {
+	case size == 0:
+		return sv, nil // the finding says it: nothing to add
 	case !ok:
 		sv.Note = "neither meta page is valid: nothing could be read"
 		return sv, nil

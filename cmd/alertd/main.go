@@ -3,6 +3,8 @@
 //	alertd run   -config FILE   run until SIGINT/SIGTERM
 //	alertd check -config FILE   validate the configuration, connect nowhere
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
+//	alertd silence add|list|remove -config FILE [...]
+//	alertd store check|salvage -config FILE [-from DAMAGED_FILE]
 //	alertd version
 //
 // Exit status: 0 success, 1 a fatal error, 2 a usage or configuration error.
@@ -39,6 +41,8 @@ commands:
                          show or fix the mail queue (running or stopped)
   silence add|list|remove -config FILE [-rule NAME -series TOPIC -for 2h -comment TEXT | ID]
                          hold back a rule's mails for a while
+  store   check|salvage -config FILE [-from DAMAGED_FILE]
+                         check the store file, or recover a damaged one now
   version                print the version
 `
 
@@ -60,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdOutbox(args[1:], stdout, stderr)
 	case "silence":
 		return cmdSilence(args[1:], stdout, stderr)
+	case "store":
+		return cmdStore(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "alertd", versionString())
 		return 0

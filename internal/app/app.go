@@ -86,13 +86,12 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 			a.parallel = append(a.parallel, t)
 		}
 	}
-	db, recovered, err := store.Open(cfg.Store.Path)
+	db, rec, err := store.Open(cfg.Store.Path)
 	if err != nil {
 		return nil, err
 	}
-	if recovered != "" {
-		log.Error("store file was corrupt: moved aside and started a fresh one; dedupe state and queued mail in it are not used",
-			"moved_to", recovered)
+	if rec != nil {
+		logRecovery(log, cfg.Store.Path, rec)
 	}
 	a.db = db
 	a.gate = dedupe.New(db, a.now)
@@ -119,6 +118,17 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	// Raspberry Pi for the life of the process.
 	debug.FreeOSMemory()
 	return a, nil
+}
+
+// logRecovery says, loudly and once, that the store file was damaged, where
+// it went and what of it the fresh store holds.
+func logRecovery(log *slog.Logger, path string, rec *store.Recovery) {
+	args := []any{"path", path, "moved_to", rec.MovedTo, "damage", rec.Finding, "salvaged", rec.Salvaged.String(),
+		"unreadable_pages", rec.Salvaged.UnreadablePages, "unreadable_entries", rec.Salvaged.UnreadableEntries}
+	if rec.Salvaged.Note != "" {
+		args = append(args, "salvage_note", rec.Salvaged.Note)
+	}
+	log.Error("store file was damaged: moved it aside untouched and started a fresh store with what could be read from it", args...)
 }
 
 func (a *App) newTransport() (mailer.Transport, error) {

@@ -83,9 +83,14 @@ func reach(cfg *config.Config) (*bolt.DB, string, error) {
 		return db, "", err
 	}
 	db, err := store.OpenExisting(cfg.Store.Path, 200*time.Millisecond)
+	var damage *store.Damage
 	switch {
 	case err == nil:
 		return db, "", nil
+	case errors.As(err, &damage):
+		// Left to the service, which logs the recovery where the operator
+		// looks for it, rather than done behind a command that only reads.
+		return nil, "", fmt.Errorf("%w; alertd run moves it aside and starts a fresh store with what can be read of it (alertd store salvage does the same now)", err)
 	case !errors.Is(err, store.ErrLocked):
 		return nil, "", err
 	}

@@ -44,8 +44,8 @@ func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry ...
 func startDelivererN(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry Retry, sessions int) *delivery {
 	t.Helper()
 	db, recovered, err := store.Open(filepath.Join(t.TempDir(), "alertd.db"))
-	if err != nil || recovered != "" {
-		t.Fatalf("open store: %v %q", err, recovered)
+	if err != nil || recovered != nil {
+		t.Fatalf("open store: %v %+v", err, recovered)
 	}
 	t.Cleanup(func() { _ = db.Close() }) // after the deliverer stopped (cleanups run last-in first-out)
 	d := &delivery{box: outbox.New(db), metrics: metrics.New(), logs: &syncBuffer{}, idle: make(chan struct{}, 1)}

@@ -1,7 +1,10 @@
 // Package store owns alertd's bbolt file: opening it safely (one owner,
-// mode 0600, a lock timeout instead of a hang, a corrupt file moved aside
-// instead of a crash loop) and the names of its buckets. The packages that
-// keep state in it (dedupe, outbox, alerts) own the contents of their buckets.
+// mode 0600, a lock timeout instead of a hang) and the names of its
+// buckets. The file is read and checked before bbolt maps it, since bbolt
+// panics or faults on a damaged file where no recover reaches; a damaged
+// file is moved aside intact, and what can be read of it is copied into a
+// fresh store, instead of a crash loop. The packages that keep state in it
+// (dedupe, outbox, alerts) own the contents of their buckets.
 package store
 
 import (
@@ -43,55 +46,113 @@ var ErrLocked = errors.New("store is locked by another process (is another alert
 // fails visibly instead of hanging.
 const LockTimeout = 3 * time.Second
 
-// Open opens (or creates) the store at path. A file bbolt cannot read is
-// renamed to path.corrupt-<time> and a fresh store is created, with the
-// returned Recovered naming the moved file so the caller can log it loudly.
-func Open(path string) (db *bolt.DB, recovered string, err error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, "", fmt.Errorf("open store: %w", err)
-	}
-	db, err = open(path, LockTimeout)
-	var corrupt *corruptError
-	if errors.As(err, &corrupt) {
-		recovered = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405"))
-		if rerr := os.Rename(path, recovered); rerr != nil {
-			return nil, "", fmt.Errorf("open store %s: %v; moving it aside failed: %w", path, err, rerr)
-		}
-		db, err = open(path, LockTimeout)
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	return db, recovered, nil
+// Recovery says what Open did with a damaged store file.
+type Recovery struct {
+	MovedTo  string  // where the damaged file now is, as it was
+	Finding  string  // the first thing found wrong with it
+	Salvaged Salvage // what was copied from it into the fresh store
 }
 
-type corruptError struct{ cause any }
-
-func (e *corruptError) Error() string { return fmt.Sprintf("store file is corrupt: %v", e.cause) }
+// Open opens (or creates) the store at path. The file is checked before
+// bbolt maps it: a damaged one (cut short, pages overwritten, empty) is
+// moved aside intact to path.corrupt-<UTC time>, what can be read of
+// alertd's buckets is copied into a fresh store, and the returned
+// Recovery says so, for the caller to log loudly. A missing file is
+// created, and Recovery is nil, as it is for a sound file.
+func Open(path string) (*bolt.DB, *Recovery, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, fmt.Errorf("open store: %w", err)
+	}
+	db, err := open(path, LockTimeout, true)
+	var damage *Damage
+	if !errors.As(err, &damage) {
+		return db, nil, err
+	}
+	rec, err := replace(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if db, err = open(path, LockTimeout, false); err != nil {
+		return nil, nil, fmt.Errorf("open the fresh store: %w", err)
+	}
+	return db, rec, nil
+}
 
 // OpenExisting opens the store at path for an admin command: it creates
 // nothing, repairs nothing, and waits at most timeout for the lock (then
-// returns an error wrapping ErrLocked: the service is running).
+// returns an error wrapping ErrLocked: the service is running). A damaged
+// file is an error wrapping *Damage.
 func OpenExisting(path string, timeout time.Duration) (*bolt.DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return open(path, timeout)
+	return open(path, timeout, false)
 }
 
-func open(path string, timeout time.Duration) (db *bolt.DB, err error) {
-	// bbolt panics on some corrupt files ("invalid freelist page"); a panic
-	// here must become an error, or alertd would crash-loop forever.
+// open locks the file at path (creating it when create is set and it is
+// missing), checks it unless it was just created, and only then hands it,
+// still locked, to bbolt.
+func open(path string, timeout time.Duration, create bool) (*bolt.DB, error) {
+	f, created, err := lockFile(path, create, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if !created {
+		if err := check(f); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+	}
+	return openBolt(f)
+}
+
+// lockFile opens the file at path and takes its exclusive lock, making
+// sure the file locked is still the one at path: a file another alertd
+// replaced while this one waited is let go, and the new one locked.
+func lockFile(path string, create bool, timeout time.Duration) (f *os.File, created bool, err error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		created = false
+		if create {
+			f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+			created = err == nil
+		}
+		if !created {
+			f, err = os.OpenFile(path, os.O_RDWR, 0)
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("open store: %w", err)
+		}
+		if err := lock(f, true, deadline); err != nil {
+			_ = f.Close()
+			return nil, false, fmt.Errorf("open store %s: %w", path, err)
+		}
+		if same(f, path) {
+			return f, created, nil
+		}
+		_ = f.Close()
+	}
+}
+
+// openBolt hands bbolt the locked file f, which bbolt then owns.
+func openBolt(f *os.File) (db *bolt.DB, err error) {
+	path := f.Name()
+	// Belt and braces: the check passed, so bbolt should not panic; if
+	// it does, the file is treated as damaged rather than crash alertd.
 	defer func() {
 		if r := recover(); r != nil {
 			if db != nil {
 				_ = db.Close()
 			}
-			db, err = nil, &corruptError{cause: r}
+			_ = f.Close()
+			db, err = nil, &Damage{Path: path, Finding: fmt.Sprintf("bbolt failed on it: %v", r)}
 		}
 	}()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: timeout,
+		// The lock is held already: bbolt takes it again on the same file
+		// at once.
+		Timeout:  LockTimeout,
+		OpenFile: func(string, int, os.FileMode) (*os.File, error) { return f, nil },
 		// The freelist is rebuilt at open instead of written at every
 		// commit: one write less per fsync'd transaction (etcd does the same).
 		NoFreelistSync: true,
@@ -101,7 +162,7 @@ func open(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
-		return nil, &corruptError{cause: err}
+		return nil, &Damage{Path: path, Finding: err.Error()}
 	case err != nil:
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}

@@ -84,3 +84,33 @@ func firstDifference(key string, a, b reflect.Value) (string, bool) {
 	}
 	return key, a.Interface() != b.Interface()
 }
+
+// RuleChanges compares the rules of two configurations by name, after
+// defaults were applied: a rule whose settings are the same in both is
+// unchanged, wherever it moved in the file.
+func RuleChanges(running, next *Config) (added, removed, changed []string) {
+	old := map[string]*Rule{}
+	for i := range running.Rules {
+		old[running.Rules[i].Name] = &running.Rules[i]
+	}
+	seen := map[string]bool{}
+	for i := range next.Rules {
+		r := &next.Rules[i]
+		seen[r.Name] = true
+		o, ok := old[r.Name]
+		switch {
+		case !ok:
+			added = append(added, r.Name)
+		default:
+			if _, d := firstDifference("", reflect.ValueOf(*o), reflect.ValueOf(*r)); d {
+				changed = append(changed, r.Name)
+			}
+		}
+	}
+	for i := range running.Rules {
+		if n := running.Rules[i].Name; !seen[n] {
+			removed = append(removed, n)
+		}
+	}
+	return added, removed, changed
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -46,5 +47,32 @@ rules:
 				t.Fatalf("the error shows a secret: %q", got)
 			}
 		})
+	}
+}
+
+func TestRuleChangesByName(t *testing.T) {
+	load := func(yaml string) *Config {
+		c, err := Load(strings.NewReader(yaml), "alertd.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	running := load(`defaults: {to: [ops@example.org]}
+rules:
+  - {name: hot, topic: "s/+", field: temp, above: 30}
+  - {name: wet, topic: "s/+", field: hum, above: 90}
+  - {name: gone, topic: "g/+", field: x, above: 1}
+`)
+	next := load(`# a comment moves every line
+defaults: {to: [ops@example.org]}
+rules:
+  - {name: wet, topic: "s/+", field: hum, above: 95}
+  - {name: hot, topic: "s/+", field: temp, above: 30}
+  - {name: new, topic: "n/+", field: x, above: 1}
+`)
+	added, removed, changed := RuleChanges(running, next)
+	if fmt.Sprint(added, removed, changed) != "[new] [gone] [wet]" {
+		t.Fatalf("added %v removed %v changed %v; want [new] [gone] [wet]", added, removed, changed)
 	}
 }

@@ -101,7 +101,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	a.tracker = alerts.New(a.now())
+	a.tracker = alerts.New(alerts.Options{Start: a.now(), Now: a.now})
 	a.tracker.Disconnected() // silence is counted from the first connection
 	n, err := a.tracker.Load(db, a.engine)
 	if err != nil {

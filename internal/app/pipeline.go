@@ -382,12 +382,12 @@ func (p *pipeline) runCheckpoints(ctx context.Context, every time.Duration) erro
 	for {
 		select {
 		case <-ctx.Done():
-			if err := p.tracker.Checkpoint(p.db); err != nil {
+			if _, err := p.tracker.Checkpoint(context.Background(), p.db, time.Time{}); err != nil {
 				p.log.Error("save last-seen times", "err", err)
 			}
 			return nil
 		case <-t.C:
-			if err := p.tracker.Checkpoint(p.db); err != nil {
+			if _, err := p.tracker.Checkpoint(ctx, p.db, time.Time{}); err != nil {
 				p.log.Error("save last-seen times", "err", err)
 			}
 		}

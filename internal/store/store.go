@@ -27,7 +27,10 @@ var (
 	BucketGroups   = []byte("groups")   // app: rule\x00seq -> notification waiting for its group mail
 )
 
-var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups}
+// BucketLastSeen is alerts': rule\x00topic -> a silence series' last reading (unix ns, 8 bytes BE) and readings seen (1 byte).
+var BucketLastSeen = []byte("last_seen")
+
+var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups, BucketLastSeen}
 
 // SchemaVersion is written at creation; a newer file is refused rather than
 // misread.

@@ -252,7 +252,7 @@ func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
 	trs := f.read("gh/a/t", `{"temp":31}`, t0)
 	put(t, db, trs[0].Record(true, "first@alertd", time.Time{}))
 	f.read("q/dev1", `x`, t0)
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 

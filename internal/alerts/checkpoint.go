@@ -25,9 +25,10 @@ import (
 // them in key order, CheckpointBatch keys per transaction, each value 8
 // bytes of last-seen time and 1 of readings counted up to 2 (rule\x00topic
 // in the last_seen bucket), so it never decodes or re-encodes a record and
-// never overwrites a transition. Between its small commits, the
-// transactions that record alerts and queue their mail get the store's
-// single writer: alert latency does not grow with the number of series.
+// never overwrites a transition. Between its small commits, paced to leave
+// the store's single writer free at least half the time, the transactions
+// that record alerts, queue their mail and remove delivered mail get it:
+// alert latency does not grow with the number of series.
 
 // CheckpointBatch bounds the keys one checkpoint transaction writes: one
 // such commit takes a few milliseconds, so an alert waiting for the writer
@@ -54,10 +55,26 @@ type seenOp struct {
 }
 
 // Checkpoint writes the last-seen times that changed and deletes evicted
-// series from the store. It stops early, leaving the rest for the next
-// checkpoint, when ctx ends or once the tracker's clock passes until (if
-// not zero), and returns how many series it left unwritten.
-func (t *Tracker) Checkpoint(ctx context.Context, db Writer, until time.Time) (left int, err error) {
+// series from the store, paced: after each transaction it waits as long
+// as that transaction took, so it holds the store's single writer at
+// most half the time, whatever the disk's speed. The mailer removes each
+// delivered mail in a transaction of its own: back-to-back checkpoint
+// commits on a slow disk would let it send one mail per two commits, and
+// alerts would queue for as long as the checkpoint lasts. It stops early
+// when ctx ends, leaving the rest for the next checkpoint, and returns
+// how many series it left unwritten.
+func (t *Tracker) Checkpoint(ctx context.Context, db Writer) (left int, err error) {
+	return t.checkpoint(ctx, db, time.Time{}, true)
+}
+
+// Flush is Checkpoint at shutdown, when nothing else writes: unpaced,
+// and stopping once the tracker's clock passes until (zero: never).
+func (t *Tracker) Flush(db Writer, until time.Time) (left int, err error) {
+	return t.checkpoint(context.Background(), db, until, false)
+}
+
+func (t *Tracker) checkpoint(ctx context.Context, db Writer, until time.Time, pace bool) (left int, err error) {
+	var took time.Duration // the last transaction
 	t.ckMu.Lock()
 	defer t.ckMu.Unlock()
 	ops := t.takeDirty()
@@ -72,13 +89,28 @@ func (t *Tracker) Checkpoint(ctx context.Context, db Writer, until time.Time) (l
 			t.putBack(ops[i:])
 			return len(ops) - i, nil
 		}
+		if pace && i > 0 {
+			wait(ctx, took)
+		}
 		batch := ops[i:min(i+t.batch, len(ops))]
+		start := time.Now()
 		if err := db.Update(func(tx *bolt.Tx) error { return t.write(tx, batch) }); err != nil {
 			t.putBack(ops[i:])
 			return len(ops) - i, fmt.Errorf("save last-seen times: %w", err)
 		}
+		took = time.Since(start)
 	}
 	return 0, nil
+}
+
+// wait sleeps for d or until ctx ends.
+func wait(ctx context.Context, d time.Duration) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+	case <-tm.C:
+	}
 }
 
 // takeDirty empties the deletions and the dirty list as it was when

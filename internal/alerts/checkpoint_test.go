@@ -82,19 +82,19 @@ func TestCheckpointWritesOnlyWhatChangedInSmallTransactions(t *testing.T) {
 		f.read(fmt.Sprintf("hb/%04d", i), "x", t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	w := &countingWriter{db: db}
-	if left, err := f.tracker.Checkpoint(context.Background(), w, time.Time{}); err != nil || left != 0 {
+	if left, err := f.tracker.Checkpoint(context.Background(), w); err != nil || left != 0 {
 		t.Fatalf("checkpoint: %d left, %v", left, err)
 	}
 	if fmt.Sprint(w.added) != "[1000 1000 500]" {
 		t.Errorf("keys written per transaction %v, want [1000 1000 500]", w.added)
 	}
 	w.added = nil
-	if _, err := f.tracker.Checkpoint(context.Background(), w, time.Time{}); err != nil || len(w.added) != 0 {
+	if _, err := f.tracker.Checkpoint(context.Background(), w); err != nil || len(w.added) != 0 {
 		t.Errorf("nothing changed: %d transactions (%v), want none", len(w.added), err)
 	}
 	later := t0.Add(time.Hour)
 	f.read("hb/0007", "x", later)
-	if _, err := f.tracker.Checkpoint(context.Background(), w, time.Time{}); err != nil || len(w.added) != 1 {
+	if _, err := f.tracker.Checkpoint(context.Background(), w); err != nil || len(w.added) != 1 {
 		t.Fatalf("one series changed: %d transactions (%v), want 1", len(w.added), err)
 	}
 
@@ -112,6 +112,43 @@ func TestCheckpointWritesOnlyWhatChangedInSmallTransactions(t *testing.T) {
 	}
 }
 
+// pacedWriter records when each transaction began and how long it took.
+type pacedWriter struct {
+	db          *bolt.DB
+	began, took []time.Duration
+	t0          time.Time
+}
+
+func (w *pacedWriter) Update(fn func(*bolt.Tx) error) error {
+	start := time.Now()
+	err := w.db.Update(fn)
+	w.began, w.took = append(w.began, start.Sub(w.t0)), append(w.took, time.Since(start))
+	return err
+}
+
+// A periodic checkpoint leaves the store's writer free between two of its
+// transactions at least as long as the first took; the one at shutdown,
+// when nothing else writes, does not wait.
+func TestCheckpointLeavesTheWriterFreeHalfTheTime(t *testing.T) {
+	db := openStore(t)
+	f := newFixtureWith(t, fleet, Options{Start: t0})
+	for i := range 5000 {
+		f.read(fmt.Sprintf("hb/%04d", i), "x", t0)
+	}
+	w := &pacedWriter{db: db, t0: time.Now()}
+	if _, err := f.tracker.Checkpoint(context.Background(), w); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.began) != 5 {
+		t.Fatalf("%d transactions, want 5", len(w.began))
+	}
+	for i := 1; i < len(w.began); i++ {
+		if free := w.began[i] - w.began[i-1] - w.took[i-1]; free < w.took[i-1] {
+			t.Errorf("transaction %d took %v and the next began %v after it", i-1, w.took[i-1], free)
+		}
+	}
+}
+
 // At shutdown the checkpoint has a time budget: what it could not write
 // stays dirty and is written by the next checkpoint.
 func TestCheckpointStopsAtItsDeadlineAndLeavesTheRestDirty(t *testing.T) {
@@ -122,14 +159,14 @@ func TestCheckpointStopsAtItsDeadlineAndLeavesTheRestDirty(t *testing.T) {
 		f.read(fmt.Sprintf("hb/%04d", i), "x", t0)
 	}
 	w := &countingWriter{db: db, then: func() error { c.now = c.now.Add(2 * time.Second); return nil }}
-	left, err := f.tracker.Checkpoint(context.Background(), w, t0.Add(5*time.Second))
+	left, err := f.tracker.Flush(w, t0.Add(5*time.Second))
 	if err != nil || left != 2000 || len(w.added) != 3 {
 		t.Fatalf("2 s per transaction, 5 s budget: %d transactions, %d left, %v; want 3 and 2000 left", len(w.added), left, err)
 	}
 	if n := f.tracker.Dirty(); n != 2000 {
 		t.Errorf("%d dirty after the deadline, want the 2000 not written", n)
 	}
-	if _, err := f.tracker.Checkpoint(context.Background(), w, time.Time{}); err != nil || f.tracker.Dirty() != 0 {
+	if _, err := f.tracker.Checkpoint(context.Background(), w); err != nil || f.tracker.Dirty() != 0 {
 		t.Fatalf("the next checkpoint: %v, %d dirty", err, f.tracker.Dirty())
 	}
 	if n := restart(t, db, fleet, Options{Start: t0}).tracker.Len(); n != 5000 {
@@ -140,7 +177,7 @@ func TestCheckpointStopsAtItsDeadlineAndLeavesTheRestDirty(t *testing.T) {
 	f.read("hb/late", "x", t0.Add(time.Minute))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if left, err := f.tracker.Checkpoint(ctx, w, time.Time{}); left != 1 || err != nil {
+	if left, err := f.tracker.Checkpoint(ctx, w); left != 1 || err != nil {
 		t.Errorf("cancelled: %d left, %v; want 1 left", left, err)
 	}
 }
@@ -151,17 +188,17 @@ func TestAFailedCheckpointKeepsEverythingForTheNext(t *testing.T) {
 	for i := range 3 {
 		f.read(fmt.Sprintf("hb/%d", i), "x", t0)
 	}
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	f.read("hb/3", "x", t0.Add(time.Minute)) // evicts hb/0, which is stored
 	f.read("hb/1", "x", t0.Add(time.Minute))
 	disk := errors.New("disk full")
-	left, err := f.tracker.Checkpoint(context.Background(), &countingWriter{db: db, then: func() error { return disk }}, time.Time{})
+	left, err := f.tracker.Checkpoint(context.Background(), &countingWriter{db: db, then: func() error { return disk }})
 	if !errors.Is(err, disk) || left != 3 {
 		t.Fatalf("failing store: %d left, %v; want 3 (a deletion, two last-seen times) and the error", left, err)
 	}
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	g := restart(t, db, fleet, Options{Start: t0})
@@ -184,13 +221,13 @@ func TestEvictedSeriesDoNotComeBackAfterARestart(t *testing.T) {
 	expect(t, "junk1 reports again", f.read("hb/junk1", "x", t0.Add(11*time.Minute)), "resolve")
 	put(t, db, mustLookup(t, f, "hb", "hb/junk1")) // its record, back to ok
 	f.read("hb/dev", "x", t0.Add(11*time.Minute+30*time.Second))
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	f.read("hb/junk2", "x", t0.Add(12*time.Minute)) // evicts junk1 (seen twice, but longest ago)
 	f.read("hb/junk3", "x", t0.Add(13*time.Minute)) // evicts junk2 (seen once), never stored
 	f.read("hb/junk1", "x", t0.Add(14*time.Minute)) // junk1 again, evicting junk3
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	g := restart(t, db, fleet, Options{Start: t0.Add(time.Hour)})
@@ -202,7 +239,7 @@ func TestEvictedSeriesDoNotComeBackAfterARestart(t *testing.T) {
 	}
 
 	f.read("hb/junk4", "x", t0.Add(15*time.Minute)) // evicts junk1 again, stored this time
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.View(func(tx *bolt.Tx) error {
@@ -264,7 +301,7 @@ func TestLoadAppliesTheLimits(t *testing.T) {
 	g.read("hb/old", "x", t0)
 	g.read("hb/old", "x", t0)
 	g.read("hb/new", "x", t0.Add(time.Hour))
-	if _, err := g.tracker.Checkpoint(context.Background(), once, time.Time{}); err != nil {
+	if _, err := g.tracker.Checkpoint(context.Background(), once); err != nil {
 		t.Fatal(err)
 	}
 	h := restart(t, once, fleet, Options{Start: t0, Budgets: map[string]int{"hb": 1}})
@@ -282,7 +319,7 @@ func TestLoadTakesTheLaterOfTheTwoLastSeenTimes(t *testing.T) {
 	put(t, db, Series{Rule: hb, Topic: "hb/bucket-later", LastSeen: t0})
 	f.read("hb/rec-later", "x", t0)
 	f.read("hb/bucket-later", "x", t0.Add(2*time.Hour))
-	if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 	g := restart(t, db, fleet, Options{Start: t0})

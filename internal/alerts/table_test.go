@@ -359,7 +359,7 @@ func TestTheTableStaysConsistent(t *testing.T) {
 			}
 			held = append(held[:i], held[i+1:]...)
 		case op == 18:
-			if _, err := f.tracker.Checkpoint(context.Background(), db, time.Time{}); err != nil {
+			if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -385,7 +385,7 @@ func (p *pipeline) runCheckpoints(ctx context.Context, every time.Duration) erro
 		case <-ctx.Done():
 			return nil // Run saves the rest once readings have stopped
 		case <-t.C:
-			if _, err := p.tracker.Checkpoint(ctx, p.db, time.Time{}); err != nil {
+			if _, err := p.tracker.Checkpoint(ctx, p.db); err != nil {
 				p.log.Error("save last-seen times", "err", err)
 			}
 		}
@@ -403,7 +403,7 @@ const lastSeenShutdownBudget = 5 * time.Second
 // saveLastSeen is the checkpoint at shutdown.
 func (p *pipeline) saveLastSeen() {
 	start := time.Now()
-	left, err := p.tracker.Checkpoint(context.Background(), p.db, p.now().Add(lastSeenShutdownBudget))
+	left, err := p.tracker.Flush(p.db, p.now().Add(lastSeenShutdownBudget))
 	switch {
 	case err != nil:
 		p.log.Error("save last-seen times at shutdown", "err", err, "series_left", left)

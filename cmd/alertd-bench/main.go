@@ -288,22 +288,31 @@ func checkpoints(broker, dir string, o options) (string, error) {
 		}{o.baselineLabel, o.baselineBin, false})
 	}
 	const rate = 100
-	var rows []checkpointRow
-	for _, n := range []int{o.series, 9 * o.series, 10 * o.series} {
+	sizes := []int{o.series, 9 * o.series, 10 * o.series}
+	rows := make([]checkpointRow, 0, len(sizes)*len(contenders))
+	for _, n := range sizes {
 		for _, c := range contenders {
+			row := checkpointRow{contender: c.label, series: n}
 			if !c.newKeys && n+alertRoom > config.DefaultMaxSeries {
-				skip := fmt.Sprintf("not run: its fixed limit of %d series would drop the alerts", config.DefaultMaxSeries)
-				fmt.Fprintf(os.Stderr, "checkpoint %-24s %6d series  %s\n", c.label, n, skip)
-				rows = append(rows, checkpointRow{contender: c.label, result: checkpointResult{series: n}, skipped: skip})
+				row.skipped = fmt.Sprintf("not run: its fixed limit of %d series would drop the alerts", config.DefaultMaxSeries)
+			}
+			rows = append(rows, row)
+		}
+	}
+	for round := range o.rounds {
+		for i := range rows {
+			r := &rows[i]
+			c := contenders[i%len(contenders)]
+			if r.skipped != "" {
 				continue
 			}
-			r, err := checkpointScenario(broker, filepath.Join(dir, fmt.Sprintf("checkpoint-%d-%d", n, len(rows))), c.bin, n, rate, o.checkpointEvery, c.newKeys)
+			res, err := checkpointScenario(broker, filepath.Join(dir, fmt.Sprintf("checkpoint-%d-%d", round, i)), c.bin, r.series, rate, o.checkpointEvery, c.newKeys)
 			if err != nil {
-				return "", fmt.Errorf("checkpoint %s, %d series: %w", c.label, n, err)
+				return "", fmt.Errorf("checkpoint %s, %d series, round %d: %w", c.label, r.series, round+1, err)
 			}
-			fmt.Fprintf(os.Stderr, "checkpoint %-24s %6d series  p50 %v  p99 %v  max %v  SIGTERM→exit %v  saved %d\n",
-				c.label, n, r.p50, r.p99, r.max, r.stop.Round(time.Millisecond), r.saved)
-			rows = append(rows, checkpointRow{contender: c.label, result: r})
+			fmt.Fprintf(os.Stderr, "round %d checkpoint %-26s %6d series  p50 %v  p99 %v  max %v  SIGTERM→exit %v  saved %d\n",
+				round+1, c.label, r.series, res.p50, res.p99, res.max, res.stop.Round(time.Millisecond), res.saved)
+			r.rounds = append(r.rounds, res)
 		}
 	}
 	return checkpointTable(rows, rate, o.checkpointEvery), nil

@@ -6,6 +6,7 @@
 //
 //	go run ./cmd/alertd-bench                       # full run
 //	go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -rounds 1 -write ""   # smoke
+//	go run ./cmd/alertd-bench -only checkpoint -baseline-bin /tmp/old/alertd -baseline-label "alertd at abc1234"
 package main
 
 import (
@@ -37,6 +38,10 @@ import (
 type options struct {
 	messages, backlog, devices, rules, rounds, mails, alerts, series int
 	write                                                            string
+
+	only                       string
+	baselineBin, baselineLabel string
+	checkpointEvery            time.Duration
 }
 
 func main() {
@@ -50,7 +55,18 @@ func main() {
 	flag.IntVar(&o.series, "series", 10000, "series whose state is in the store for the footprint measure")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
+	flag.StringVar(&o.only, "only", "", `run only this scenario: "checkpoint"`)
+	flag.StringVar(&o.baselineBin, "baseline-bin", "", "an alertd binary of an earlier commit, run through the checkpoint scenario beside this one")
+	flag.StringVar(&o.baselineLabel, "baseline-label", "baseline", "how the table names -baseline-bin")
+	flag.DurationVar(&o.checkpointEvery, "checkpoint-interval", 0,
+		"store.checkpoint_interval in the checkpoint scenario (0: alertd's default 30s when -series is at least 10000, else 1s)")
 	flag.Parse()
+	if o.checkpointEvery == 0 {
+		o.checkpointEvery = config.DefaultCheckpointInterval
+		if o.series < 10000 {
+			o.checkpointEvery = time.Second // a smoke run
+		}
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "alertd-bench:", err)
 		os.Exit(1)
@@ -68,6 +84,16 @@ func run(o options) error {
 		return err
 	}
 	defer stop()
+	if o.only == "checkpoint" {
+		table, err := checkpoints(broker, dir, o)
+		if err != nil {
+			return err
+		}
+		fmt.Print(table)
+		return appendSection(o, "Checkpoints and alert latency", table)
+	} else if o.only != "" {
+		return fmt.Errorf("-only %q: the only scenario run alone is checkpoint", o.only)
+	}
 
 	type result struct {
 		rate, cpu float64 // messages per second; CPU seconds per 100k messages
@@ -216,6 +242,11 @@ func run(o options) error {
 		"| peak RSS through a storm of %d breaching readings from %d new devices (median) | %.1f MiB | ≤ 150 MB |\n",
 		o.series, o.rules, float64(starts[len(starts)/2].Microseconds())/1000, float64(rsses[len(rsses)/2])/1024,
 		10*o.series, o.series, float64(peaks[len(peaks)/2])/1024)
+	ck, err := checkpoints(broker, dir, o)
+	if err != nil {
+		return err
+	}
+	b.WriteString(ck)
 	table := b.String()
 	fmt.Print(table)
 	if o.write == "" {
@@ -226,6 +257,83 @@ func run(o options) error {
 		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
 		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.series, o.rounds,
 		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
+	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.WriteString(section)
+	return err
+}
+
+// checkpoints runs the checkpoint scenario at -series, nine and ten times
+// as many, for this commit's alertd and, when given, -baseline-bin (only
+// where its fixed limit of 100,000 series leaves room for the alerts).
+func checkpoints(broker, dir string, o options) (string, error) {
+	bin, err := buildAlertd(dir)
+	if err != nil {
+		return "", err
+	}
+	contenders := []struct {
+		label, bin string
+		newKeys    bool
+	}{{"alertd (this commit)", bin, true}}
+	if o.baselineBin != "" {
+		if o.checkpointEvery != config.DefaultCheckpointInterval {
+			return "", fmt.Errorf("-baseline-bin runs an alertd that may not know store.checkpoint_interval: keep -checkpoint-interval at %s", config.DefaultCheckpointInterval)
+		}
+		contenders = append(contenders, struct {
+			label, bin string
+			newKeys    bool
+		}{o.baselineLabel, o.baselineBin, false})
+	}
+	const rate = 100
+	sizes := []int{o.series, 9 * o.series, 10 * o.series}
+	rows := make([]checkpointRow, 0, len(sizes)*len(contenders))
+	for _, n := range sizes {
+		for _, c := range contenders {
+			row := checkpointRow{contender: c.label, series: n}
+			if !c.newKeys && n+alertRoom > config.DefaultMaxSeries {
+				row.skipped = fmt.Sprintf("not run: its fixed limit of %d series would drop the alerts", config.DefaultMaxSeries)
+			}
+			rows = append(rows, row)
+		}
+	}
+	for round := range o.rounds {
+		for i := range rows {
+			r := &rows[i]
+			c := contenders[i%len(contenders)]
+			if r.skipped != "" {
+				continue
+			}
+			res, err := checkpointScenario(broker, filepath.Join(dir, fmt.Sprintf("checkpoint-%d-%d", round, i)), c.bin, r.series, rate, o.checkpointEvery, c.newKeys)
+			if err != nil {
+				return "", fmt.Errorf("checkpoint %s, %d series, round %d: %w", c.label, r.series, round+1, err)
+			}
+			fmt.Fprintf(os.Stderr, "round %d checkpoint %-26s %6d series  p50 %v  p99 %v  max %v  SIGTERM→exit %v  saved %d\n",
+				round+1, c.label, r.series, res.p50, res.p99, res.max, res.stop.Round(time.Millisecond), res.saved)
+			r.rounds = append(r.rounds, res)
+		}
+	}
+	return checkpointTable(rows, rate, o.checkpointEvery), nil
+}
+
+// appendSection appends a titled section with the command line and the
+// commit to o.write (nothing when empty).
+func appendSection(o options, title, table string) error {
+	if o.write == "" {
+		return nil
+	}
+	var args []string
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " \"'") {
+			a = fmt.Sprintf("%q", a)
+		}
+		args = append(args, a)
+	}
+	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	section := fmt.Sprintf("\n## %s (%s)\n\n```\ngo run ./cmd/alertd-bench %s\n```\n\nCommit %s, %d cores.\n%s",
+		title, time.Now().UTC().Format("2006-01-02"), strings.Join(args, " "), strings.TrimSpace(string(commit)), runtime.NumCPU(), table)
 	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return err

@@ -9,6 +9,12 @@
 // again. What a restart must not forget — that a series is firing, that
 // its mail went out, the thread it belongs to — is in bbolt; a pending
 // for: timer is not, and starts over after a restart.
+//
+// The table of series is bounded (see table.go): each rule has a budget
+// and all rules together a global limit, and a new series over either
+// takes the place of the quietest silence series that is ok, never of one
+// firing, pending or being saved. Silence rules' last-seen times reach the
+// store by Checkpoint, in small transactions (see checkpoint.go).
 package alerts
 
 import (
@@ -17,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/rules"
 )
 
@@ -71,26 +78,37 @@ type Series struct {
 	// RetryAt is when a first mail held back by the cooldown may go.
 	RetryAt time.Time
 
-	timerAt time.Time // the heap entry this series has, zero if none
-	dirty   bool      // LastSeen changed since the last checkpoint
 	// busy: a transition of this series is being persisted. No other
 	// transition of it is decided until Settle or Abort, so a timer and a
 	// reading cannot commit two contradicting ones out of order.
 	busy bool
+	// b is the tracker's bookkeeping: where the series sits in the timer
+	// heap, the eviction lists and the checkpoint's dirty list. It is not
+	// state a transition changes, so Abort keeps it.
+	b book
+}
+
+// book is a series' place in the tracker's structures.
+type book struct {
+	tab     *ruleTable
+	links   [nLinks]link // in its rule's and the global eviction lists, and the dirty list
+	listed  int8         // which eviction lists hold it: unlisted, onceList or moreList
+	seen    uint8        // readings, counted up to 2: once-seen series are evicted first
+	timerAt time.Time    // when its heap entry pops, zero if it has none
+	heapAt  int          // its index in the timer heap plus one, 0 if none
+	dirty   bool         // LastSeen changed since the last checkpoint
+	stored  bool         // the store may hold it: evicting it must delete it there too
 }
 
 // ErrBusy means the series has a transition being persisted: try the
 // reading again in a moment.
 var ErrBusy = errors.New("alert state of this series is being saved")
 
-// ErrTooManySeries means the reading would start a new series beyond
-// MaxSeries: a client publishing on endless random topics must not grow
-// memory without bound.
+// ErrTooManySeries means the reading would start a new series beyond its
+// rule's budget or the global limit and no series could make room: a
+// client publishing on endless random topics must not grow memory without
+// bound.
 var ErrTooManySeries = errors.New("too many series tracked")
-
-// MaxSeries bounds the series tracked at once (ten times the largest
-// fleet alertd is sized for).
-const MaxSeries = 100_000
 
 // Transition is one decision of the tracker.
 type Transition struct {
@@ -107,6 +125,23 @@ type Transition struct {
 	prev     Series
 }
 
+// Options configure a Tracker.
+type Options struct {
+	// Start is when the service started: silence is counted from it.
+	Start time.Time
+	// MaxSeries bounds the series of all rules together
+	// (limits.max_series; 0: config.DefaultMaxSeries).
+	MaxSeries int
+	// Budgets bounds each rule's series, by rule name (its max_series).
+	// A rule not listed may use up to MaxSeries.
+	Budgets map[string]int
+	// Now is the clock of the limit warnings (default time.Now).
+	Now func() time.Time
+	// Warn hears, at most once per rule per WarnEvery, that a rule's new
+	// series met a limit. It is never called under the tracker's lock.
+	Warn func(Warning)
+}
+
 // Tracker holds every series. Safe for concurrent use.
 type Tracker struct {
 	mu     sync.Mutex
@@ -117,14 +152,45 @@ type Tracker struct {
 	epoch     time.Time
 	connected bool
 	wake      chan struct{}
-	max       int // MaxSeries, lower in tests
+
+	max    int // limits.max_series
+	tables map[string]*ruleTable
+	// evictable holds every rule's evictable series, once-seen and the
+	// others, least recently seen first: the candidates at the global limit.
+	evictable [2]seriesList
+	now       func() time.Time
+	warn      func(Warning)
+
+	// dirty lists the silence series whose last-seen time the store does
+	// not have yet, in the order they changed; deletes are evicted series
+	// the store may still hold.
+	dirty   seriesList
+	ndirty  int
+	deletes []key
+	ckMu    sync.Mutex // one checkpoint at a time
+	batch   int        // keys per checkpoint transaction
 }
 
 type key struct{ rule, topic string }
 
-// New returns an empty tracker; start is when the service started.
-func New(start time.Time) *Tracker {
-	return &Tracker{series: map[key]*Series{}, epoch: start, connected: true, wake: make(chan struct{}, 1), max: MaxSeries}
+// New returns an empty tracker.
+func New(o Options) *Tracker {
+	t := &Tracker{
+		series: map[key]*Series{}, epoch: o.Start, connected: true, wake: make(chan struct{}, 1),
+		max: o.MaxSeries, tables: map[string]*ruleTable{}, now: o.Now, warn: o.Warn,
+		evictable: [2]seriesList{{by: globalLink}, {by: globalLink}}, dirty: seriesList{by: dirtyLink},
+		batch: CheckpointBatch,
+	}
+	if t.max <= 0 {
+		t.max = config.DefaultMaxSeries
+	}
+	if t.now == nil {
+		t.now = time.Now
+	}
+	for name, budget := range o.Budgets {
+		t.tables[name] = newRuleTable(name, budget, t.max)
+	}
+	return t
 }
 
 // Wake is signalled when a new timer may be earlier than the last Next.
@@ -136,72 +202,93 @@ func (t *Tracker) Wake() <-chan struct{} { return t.wake }
 // Every transition returned must be ended with Settle (persisted) or Abort
 // (not persisted); until then the series answers ErrBusy.
 func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool, error) {
-	tr, ok, err := t.observe(rd)
-	if ok {
-		tr.series.busy = true
+	tr, ok, w, err := t.observe(rd)
+	if w != nil && t.warn != nil {
+		t.warn(*w)
 	}
 	return tr, ok, err
 }
 
-func (t *Tracker) observe(rd *rules.Reading) (Transition, bool, error) {
-	now := rd.Event.Received
+func (t *Tracker) observe(rd *rules.Reading) (Transition, bool, *Warning, error) {
 	r := rd.Rule
+	k := key{r.Name, rd.Event.Topic}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !r.Silence() && !rd.Breach {
+	s := t.series[k]
+	if !r.Silence() && !rd.Breach && (s == nil || (s.State == OK && !s.busy)) {
 		// The common case, a normal reading of a series that is ok: no
 		// state to create or change.
-		if s := t.series[key{r.Name, rd.Event.Topic}]; s == nil || (s.State == OK && !s.busy) {
-			return Transition{}, false, nil
+		return Transition{}, false, nil, nil
+	}
+	if s != nil && s.busy {
+		return Transition{}, false, nil, ErrBusy
+	}
+	var w *Warning
+	if s == nil {
+		var err error
+		if s, w, err = t.add(r, rd.Event.Topic); err != nil {
+			return Transition{}, false, w, err
 		}
 	}
-	existing := t.series[key{r.Name, rd.Event.Topic}]
-	if existing != nil && existing.busy {
-		return Transition{}, false, ErrBusy
+	tr, ok := t.decide(s, rd)
+	if ok {
+		s.busy = true
 	}
-	if existing == nil && len(t.series) >= t.max {
-		return Transition{}, false, ErrTooManySeries
+	switch {
+	case s.State == OK && !r.Silence() && !s.busy:
+		// Back to ok without a transition (a pending for: cancelled):
+		// nothing to remember.
+		t.remove(s)
+	case r.Silence():
+		t.relist(s) // seen again: the most recently seen of its list
 	}
-	s := t.get(r, rd.Event.Topic)
+	return tr, ok, w, nil
+}
+
+// decide applies the reading rd to its series s.
+func (t *Tracker) decide(s *Series, rd *rules.Reading) (Transition, bool) {
+	now := rd.Event.Received
+	r := rd.Rule
 	prev := *s
 	s.LastSeen = now
 	if r.Silence() {
-		s.dirty = true
+		s.b.seen = min(s.b.seen+1, 2)
+		t.markDirty(s)
 		t.schedule(s)
 		if s.State == Firing {
-			return t.resolve(s, prev, now), true, nil
+			return t.resolve(s, prev, now), true
 		}
-		return Transition{}, false, nil
+		return Transition{}, false
 	}
 	s.Value, s.Payload = rd.Value.Short(), keptPayload(rd.Event.Payload)
 	switch s.State {
 	case OK:
 		if !rd.Breach {
-			return Transition{}, false, nil
+			return Transition{}, false
 		}
 		s.Since = now
 		if r.For > 0 {
 			s.State = Pending
 			t.schedule(s)
-			return Transition{}, false, nil
+			return Transition{}, false
 		}
-		return t.fire(s, prev, now), true, nil
+		return t.fire(s, prev, now), true
 	case Pending:
 		if !rd.Breach {
 			s.State = OK
 			s.Since = time.Time{}
 			t.schedule(s)
-			return Transition{}, false, nil
+			return Transition{}, false
 		}
 		if now.Sub(s.Since) >= r.For {
-			return t.fire(s, prev, now), true, nil
+			return t.fire(s, prev, now), true
 		}
 	case Firing:
 		if rd.Clear {
-			return t.resolve(s, prev, now), true, nil
+			return t.resolve(s, prev, now), true
 		}
 	}
-	return Transition{}, false, nil
+	return Transition{}, false
 }
 
 // Due returns the transitions whose time has come: for: elapsed, a
@@ -210,17 +297,13 @@ func (t *Tracker) Due(now time.Time) []Transition {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []Transition
-	for len(t.timers) > 0 && !t.timers[0].at.After(now) {
-		e := heap.Pop(&t.timers).(timerEntry)
-		s := e.s
-		if !s.timerAt.Equal(e.at) {
-			continue // superseded by a later schedule
-		}
-		s.timerAt = time.Time{}
+	for len(t.timers) > 0 && !t.timers[0].b.timerAt.After(now) {
+		s := heap.Pop(&t.timers).(*Series)
+		s.b.timerAt = time.Time{}
 		if s.busy {
 			// Being saved: look again shortly.
-			s.timerAt = now.Add(20 * time.Millisecond)
-			heap.Push(&t.timers, timerEntry{at: s.timerAt, s: s})
+			s.b.timerAt = now.Add(20 * time.Millisecond)
+			heap.Push(&t.timers, s)
 			continue
 		}
 		due := t.due(s)
@@ -251,6 +334,7 @@ func (t *Tracker) Due(now time.Time) []Transition {
 	}
 	for i := range out {
 		out[i].series.busy = true
+		t.relist(out[i].series) // firing and busy: not evictable
 	}
 	return out
 }
@@ -261,11 +345,14 @@ func (t *Tracker) Settle(tr Transition) {
 	defer t.mu.Unlock()
 	s := tr.series
 	s.busy = false
+	s.b.stored = true
 	if s.State == OK && !s.Rule.Silence() {
 		// An ok threshold series has nothing to remember: forget it, so
 		// memory follows the alerts, not every topic ever seen.
-		delete(t.series, key{s.Rule.Name, s.Topic})
+		t.remove(s)
+		return
 	}
+	t.relist(s)
 }
 
 // Next is when Due next has something to do; zero if nothing is scheduled.
@@ -275,18 +362,24 @@ func (t *Tracker) Next() time.Time {
 	if len(t.timers) == 0 {
 		return time.Time{}
 	}
-	return t.timers[0].at
+	return t.timers[0].b.timerAt
 }
 
 // Abort undoes a transition whose persistence failed.
 func (t *Tracker) Abort(tr Transition) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	timerAt := tr.series.timerAt
-	*tr.series = tr.prev
-	tr.series.timerAt = timerAt
-	tr.series.busy = false
-	t.schedule(tr.series)
+	s := tr.series
+	b := s.b
+	*s = tr.prev
+	s.b = b
+	s.busy = false
+	if s.State == OK && !s.Rule.Silence() {
+		t.remove(s) // the redelivered reading starts it again
+		return
+	}
+	t.schedule(s)
+	t.relist(s)
 }
 
 // Mailed records the outcome of a Fire or Remind at the gate: sent says
@@ -358,16 +451,6 @@ func (t *Tracker) Connected(now time.Time) {
 	}
 }
 
-func (t *Tracker) get(r *rules.Rule, topic string) *Series {
-	k := key{r.Name, topic}
-	s := t.series[k]
-	if s == nil {
-		s = &Series{Rule: r, Topic: topic}
-		t.series[k] = s
-	}
-	return s
-}
-
 func (t *Tracker) fire(s *Series, prev Series, now time.Time) Transition {
 	s.State = Firing
 	s.Notified = false
@@ -432,47 +515,6 @@ func (t *Tracker) due(s *Series) time.Time {
 		}
 	}
 	return time.Time{}
-}
-
-// schedule makes sure the series has a heap entry no later than its due
-// time. An entry earlier than needed is kept: when it pops, the series is
-// rescheduled. So a chatty device costs no heap work per reading.
-func (t *Tracker) schedule(s *Series) {
-	due := t.due(s)
-	if due.IsZero() {
-		s.timerAt = time.Time{} // any entry left is now stale
-		return
-	}
-	if !s.timerAt.IsZero() && !s.timerAt.After(due) {
-		return
-	}
-	first := len(t.timers) == 0 || due.Before(t.timers[0].at)
-	s.timerAt = due
-	heap.Push(&t.timers, timerEntry{at: due, s: s})
-	if first {
-		select {
-		case t.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-type timerEntry struct {
-	at time.Time
-	s  *Series
-}
-
-type timerHeap []timerEntry
-
-func (h timerHeap) Len() int           { return len(h) }
-func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
-func (h *timerHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
 }
 
 // maxPayloadKept bounds the payload each non-ok series keeps for the mails

@@ -1,8 +1,8 @@
 package alerts
 
 import (
+	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -35,6 +35,19 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, ruleset, Options{Start: t0})
+}
+
+// newFixtureWith compiles rules and starts a tracker with o.
+func newFixtureWith(t *testing.T, rules string, o Options) *fixture {
+	t.Helper()
+	f := &fixture{t: t, engine: compile(t, rules)}
+	f.tracker = New(o)
+	return f
+}
+
+func compile(t *testing.T, ruleset string) *rules.Engine {
+	t.Helper()
 	cfg, err := config.Load(strings.NewReader(ruleset), "test.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, engine: e, tracker: New(t0)}
+	return e
 }
 
 // read feeds one reading at time at and returns the transitions it caused.
@@ -239,14 +252,14 @@ func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
 	trs := f.read("gh/a/t", `{"temp":31}`, t0)
 	put(t, db, trs[0].Record(true, "first@alertd", time.Time{}))
 	f.read("q/dev1", `x`, t0)
-	if err := f.tracker.Checkpoint(db); err != nil {
+	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
 
 	// Restart two hours later.
 	later := t0.Add(2 * time.Hour)
 	g := newFixture(t)
-	g.tracker = New(later)
+	g.tracker = New(Options{Start: later})
 	n, err := g.tracker.Load(db, g.engine)
 	if err != nil || n != 2 {
 		t.Fatalf("loaded %d series, err %v; want 2", n, err)
@@ -268,18 +281,4 @@ func put(t *testing.T, db *bolt.DB, s Series) {
 	if err := db.Update(func(tx *bolt.Tx) error { return Put(tx, &s) }); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func TestSeriesAreBounded(t *testing.T) {
-	f := newFixture(t)
-	f.tracker.max = 3
-	for i := range 3 {
-		f.read(fmt.Sprintf("q/dev%d", i), "x", t0)
-	}
-	rd := f.engine.Evaluate(&event.Event{Topic: "q/dev9", Payload: []byte("x"), Received: t0}, nil)[0]
-	if _, _, err := f.tracker.Observe(&rd); !errors.Is(err, ErrTooManySeries) {
-		t.Fatalf("a fourth series: %v, want ErrTooManySeries", err)
-	}
-	// Known series keep working.
-	f.read("q/dev1", "x", t0.Add(time.Minute))
 }

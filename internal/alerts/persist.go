@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -66,108 +68,188 @@ func Put(tx *bolt.Tx, s *Series) error {
 	return b.Put(k, v)
 }
 
-// Load reads the persisted series of the rules in engine. Series of rules
-// no longer configured are deleted.
+// Load reads the persisted series of the rules in engine and applies the
+// limits to them as to new series: a store flooded with junk topics (by a
+// version of alertd without budgets, or with budgets set lower since)
+// loses its junk at start, not its devices. Series of rules no longer
+// configured, and series evicted here, are deleted from the store. It
+// returns how many series are tracked.
+//
+// Call it before anything else uses the tracker.
 func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	n := 0
-	err := db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(store.BucketAlerts)
-		var stale [][]byte
-		err := b.ForEach(func(k, v []byte) error {
-			name, topic, ok := bytes.Cut(k, []byte{0})
-			r := engine.Rule(string(name))
-			var rec record
-			if !ok || r == nil || json.Unmarshal(v, &rec) != nil || rec.State > Firing ||
-				(rec.State == OK && !r.Silence()) {
-				stale = append(stale, bytes.Clone(k))
-				return nil
-			}
-			s := &Series{
-				Rule: r, Topic: string(topic), State: rec.State, Since: rec.Since, LastSeen: rec.LastSeen,
-				LastMail: rec.LastMail, Notified: rec.Notified, Thread: rec.Thread, RetryAt: rec.RetryAt,
-				Value:   rules.Value{Text: rec.Value, Num: rec.Num, IsNum: rec.IsNum},
-				Payload: rec.Payload,
-			}
-			t.series[key{r.Name, s.Topic}] = s
-			t.schedule(s)
-			n++
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range stale {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
-		}
+	var loaded []*Series
+	var stale [][]byte
+	if err := db.View(func(tx *bolt.Tx) error {
+		loaded, stale = read(tx, engine)
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return 0, fmt.Errorf("load alert state: %w", err)
+	}
+	warnings := t.restore(loaded)
+	for _, w := range warnings {
+		if t.warn != nil {
+			t.warn(w)
+		}
+	}
+	t.mu.Lock()
+	for _, k := range t.deletes {
+		stale = append(stale, seriesKey(k.rule, k.topic))
+	}
+	t.deletes = nil
+	n := len(t.series)
+	t.mu.Unlock()
+	for i := 0; i < len(stale); i += t.batch {
+		keys := stale[i:min(i+t.batch, len(stale))]
+		if err := db.Update(func(tx *bolt.Tx) error { return deleteKeys(tx, keys) }); err != nil {
+			return 0, fmt.Errorf("load alert state: delete stale series: %w", err)
+		}
 	}
 	return n, nil
 }
 
-// Checkpoint writes the last-seen times of silence series that changed.
-// It is not per message: a crash forgets at most one checkpoint interval
-// of last-seen times, which only delays a silence alert. It updates stored
-// records field by field so it never overwrites a newer transition.
-func (t *Tracker) Checkpoint(db *bolt.DB) error {
-	type seen struct {
-		s    Series
-		last time.Time
-	}
-	t.mu.Lock()
-	var dirty []seen
-	for _, s := range t.series {
-		if s.dirty {
-			dirty = append(dirty, seen{*s, s.LastSeen})
-			s.dirty = false
+// read walks the alerts bucket (each series' state) and the last_seen
+// bucket (silence series' last readings) side by side: both are keyed
+// rule\x00topic, so one ordered pass joins them. A series may be in
+// either or both; stores written before last_seen existed have only
+// records, whose own last_seen is then what counts.
+func read(tx *bolt.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte) {
+	ac := tx.Bucket(store.BucketAlerts).Cursor()
+	lc := tx.Bucket(store.BucketLastSeen).Cursor()
+	ak, av := ac.First()
+	lk, lv := lc.First()
+	for ak != nil || lk != nil {
+		var k, rec, seen []byte
+		switch c := compareKeys(ak, lk); {
+		case c < 0:
+			k, rec = ak, av
+			ak, av = ac.Next()
+		case c > 0:
+			k, seen = lk, lv
+			lk, lv = lc.Next()
+		default:
+			k, rec, seen = ak, av, lv
+			ak, av = ac.Next()
+			lk, lv = lc.Next()
+		}
+		if s := decode(k, rec, seen, engine); s != nil {
+			loaded = append(loaded, s)
+		} else {
+			stale = append(stale, bytes.Clone(k))
 		}
 	}
-	t.mu.Unlock()
-	if len(dirty) == 0 {
+	return loaded, stale
+}
+
+// compareKeys orders keys with nil (a cursor at its end) last.
+func compareKeys(a, b []byte) int {
+	switch {
+	case a == nil:
+		return 1
+	case b == nil:
+		return -1
+	}
+	return bytes.Compare(a, b)
+}
+
+// decode makes the series stored under k from its record and last-seen
+// value (either may be nil); nil when it is not worth keeping: its rule
+// is gone, or it cannot be read, or it is an ok threshold series.
+func decode(k, rec, seen []byte, engine *rules.Engine) *Series {
+	name, topic, ok := bytes.Cut(k, []byte{0})
+	r := engine.Rule(string(name))
+	if !ok || r == nil {
 		return nil
 	}
-	err := db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(store.BucketAlerts)
-		for i := range dirty {
-			d := &dirty[i]
-			k := seriesKey(d.s.Rule.Name, d.s.Topic)
-			var rec record
-			if v := b.Get(k); v != nil && json.Unmarshal(v, &rec) == nil {
-				if !d.last.After(rec.LastSeen) {
-					continue
-				}
-				rec.LastSeen = d.last
-				v, err := json.Marshal(rec)
-				if err != nil {
-					return err
-				}
-				if err := b.Put(k, v); err != nil {
-					return err
-				}
-				continue
+	s := &Series{Rule: r, Topic: string(topic)}
+	s.b.seen = 2 // not known: not taken for a junk topic
+	if rec != nil {
+		var rc record
+		if json.Unmarshal(rec, &rc) != nil || rc.State > Firing || (rc.State == OK && !r.Silence()) {
+			return nil
+		}
+		s.State, s.Since, s.LastSeen, s.LastMail = rc.State, rc.Since, rc.LastSeen, rc.LastMail
+		s.Notified, s.Thread, s.RetryAt = rc.Notified, rc.Thread, rc.RetryAt
+		s.Value, s.Payload = rules.Value{Text: rc.Value, Num: rc.Num, IsNum: rc.IsNum}, rc.Payload
+	} else if !r.Silence() {
+		return nil
+	}
+	if seen != nil {
+		last, n, ok := decodeLastSeen(seen)
+		if !ok && rec == nil {
+			return nil
+		}
+		if ok && last.After(s.LastSeen) {
+			s.LastSeen = last
+		}
+		if ok && n > 0 {
+			s.b.seen = n
+		}
+	}
+	return s
+}
+
+// restore adds the loaded series and evicts what exceeds the limits, the
+// same way as for new series: the series are added least recently seen
+// first, so the eviction lists are in that order.
+func (t *Tracker) restore(loaded []*Series) []Warning {
+	slices.SortStableFunc(loaded, func(a, b *Series) int { return a.LastSeen.Compare(b.LastSeen) })
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range loaded {
+		s.b.tab = t.table(s.Rule)
+		s.b.stored = true
+		t.series[key{s.Rule.Name, s.Topic}] = s
+		s.b.tab.count++
+		t.schedule(s)
+		t.relist(s)
+	}
+	limit := map[*ruleTable]string{}
+	for _, tab := range t.tables {
+		for tab.count > tab.budget {
+			v := tab.victim()
+			if v == nil {
+				break
 			}
-			if err := Put(tx, &d.s); err != nil {
+			t.evict(v)
+		}
+		if tab.count > tab.budget || tab.evicted > 0 {
+			limit[tab] = "max_series"
+		}
+	}
+	for len(t.series) > t.max {
+		v := t.globalVictim()
+		if v == nil {
+			break
+		}
+		t.evict(v)
+		if limit[v.b.tab] == "" {
+			limit[v.b.tab] = "limits.max_series"
+		}
+	}
+	var out []Warning
+	now := t.now()
+	for tab, l := range limit {
+		tab.warnedAt = now
+		max := tab.budget
+		if l == "limits.max_series" {
+			max = t.max
+		}
+		out = append(out, Warning{Rule: tab.rule, Filter: tab.filter, Limit: l, Max: max, Series: tab.count, Evicted: tab.evicted, AtLoad: true})
+	}
+	slices.SortFunc(out, func(a, b Warning) int { return strings.Compare(a.Rule, b.Rule) })
+	return out
+}
+
+func deleteKeys(tx *bolt.Tx, keys [][]byte) error {
+	for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {
+		bk := tx.Bucket(b)
+		for _, k := range keys {
+			if err := bk.Delete(k); err != nil {
 				return err
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		t.mu.Lock()
-		for i := range dirty {
-			if s := t.series[key{dirty[i].s.Rule.Name, dirty[i].s.Topic}]; s != nil {
-				s.dirty = true
-			}
-		}
-		t.mu.Unlock()
 	}
-	return err
+	return nil
 }
 
 // Len is the number of series tracked.
@@ -188,4 +270,15 @@ func (t *Tracker) Firing() int {
 		}
 	}
 	return n
+}
+
+// Lookup returns a copy of rule's series on topic, if it is tracked.
+func (t *Tracker) Lookup(rule, topic string) (Series, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.series[key{rule, topic}]
+	if s == nil {
+		return Series{}, false
+	}
+	return *s, true
 }

@@ -31,9 +31,6 @@ import (
 	"github.com/alertd/alertd/internal/subscriber"
 )
 
-// checkpointEvery is how often silence rules' last-seen times are saved.
-const checkpointEvery = 30 * time.Second
-
 // SpoolFrom is the sender of spooled mail when no smtp section exists.
 const SpoolFrom = "alertd <alertd@localhost>"
 
@@ -102,7 +99,11 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	a.tracker = alerts.New(a.now())
+	a.tracker = alerts.New(alerts.Options{
+		Start: a.now(), MaxSeries: cfg.Limits.MaxSeries, Budgets: seriesBudgets(cfg), Now: a.now,
+		Warn: func(w alerts.Warning) { logSeriesLimit(log, w) },
+	})
+	a.metrics.TrackSeries(a.tracker.Stats)
 	a.tracker.Disconnected() // silence is counted from the first connection
 	n, err := a.tracker.Load(db, a.engine)
 	if err != nil {
@@ -194,11 +195,12 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.pipeline.runTimers(gctx) })
 	g.Go(func() error { return a.pipeline.runGroups(gctx) })
-	g.Go(func() error { return a.pipeline.runCheckpoints(gctx, checkpointEvery) })
+	g.Go(func() error { return a.pipeline.runCheckpoints(gctx, a.cfg.Store.CheckpointInterval.D()) })
 	g.Go(func() error { return a.deliverer().Run(gctx) })
 	close(a.started)
 	a.log.Info("alertd running", "rules", len(a.engine.Rules()), "broker", brokerURL, "mail", a.mailTarget())
 	err = g.Wait()
+	a.pipeline.saveLastSeen() // now that no reading changes them
 	a.log.Info("alertd stopped")
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/alerts"
+	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/mailer"
@@ -88,8 +89,8 @@ func (p *pipeline) Handle(ev *event.Event) error {
 		}
 		tr, ok, err := p.observe(&rd)
 		if errors.Is(err, alerts.ErrTooManySeries) {
+			// Logged by the tracker's warning, once per rule per hour.
 			p.m.MessagesDropped.WithLabelValues("too_many_series").Inc()
-			p.log.Debug("reading not tracked: too many series", "rule", rd.Rule.Name, "topic", shortTopic(ev.Topic))
 			continue
 		}
 		if err != nil {
@@ -374,24 +375,65 @@ func (p *pipeline) runTimers(ctx context.Context) error {
 	}
 }
 
-// runCheckpoints saves silence rules' last-seen times now and then, and
-// once more at shutdown.
+// runCheckpoints saves silence rules' last-seen times that changed, every
+// interval, in small transactions between which alerts are recorded.
 func (p *pipeline) runCheckpoints(ctx context.Context, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			if err := p.tracker.Checkpoint(p.db); err != nil {
-				p.log.Error("save last-seen times", "err", err)
-			}
-			return nil
+			return nil // Run saves the rest once readings have stopped
 		case <-t.C:
-			if err := p.tracker.Checkpoint(p.db); err != nil {
+			if _, err := p.tracker.Checkpoint(ctx, p.db); err != nil {
 				p.log.Error("save last-seen times", "err", err)
 			}
 		}
 	}
+}
+
+// lastSeenShutdownBudget bounds the last checkpoint: SIGTERM must end
+// alertd within 10 s (Docker's default stop timeout), and stopping the
+// subscriber and closing the store need the rest. A last-seen time not
+// saved costs little: after a restart silence is counted from the
+// reconnection; only a device first seen since the last checkpoint, and
+// never again, goes unreported.
+const lastSeenShutdownBudget = 5 * time.Second
+
+// saveLastSeen is the checkpoint at shutdown.
+func (p *pipeline) saveLastSeen() {
+	start := time.Now()
+	left, err := p.tracker.Flush(p.db, p.now().Add(lastSeenShutdownBudget))
+	switch {
+	case err != nil:
+		p.log.Error("save last-seen times at shutdown", "err", err, "series_left", left)
+	case left > 0:
+		p.log.Warn("shutdown: last-seen times not all saved in time; a device among them first seen since the last checkpoint, "+
+			"and never again, will not be reported silent", "series_left", left, "budget", lastSeenShutdownBudget)
+	default:
+		p.log.Debug("last-seen times saved", "took", time.Since(start))
+	}
+}
+
+// seriesBudgets is each rule's max_series, by name.
+func seriesBudgets(cfg *config.Config) map[string]int {
+	b := make(map[string]int, len(cfg.Rules))
+	for i := range cfg.Rules {
+		b[cfg.Rules[i].Name] = cfg.Rules[i].MaxSeries
+	}
+	return b
+}
+
+// logSeriesLimit reports a rule meeting a series limit (at most once per
+// rule per hour: a flood of junk topics must not flood the log too).
+func logSeriesLimit(log *slog.Logger, w alerts.Warning) {
+	msg := "series limit reached: the rule's new topics take the place of its ok silence series seen least recently " +
+		"(seen once first), or are dropped when none can go; raise the limit if the topics are real devices"
+	if w.AtLoad {
+		msg = "series limit reached at start: the stored series over it were evicted, seen once and least recently first"
+	}
+	log.Warn(msg, "rule", w.Rule, "filter", w.Filter, "topic", shortTopic(w.Topic), "limit", w.Limit, "max", w.Max,
+		"series", w.Series, "evicted", w.Evicted, "dropped", w.Dropped)
 }
 
 // invalidPayloads counts and logs payloads a rule could not use.

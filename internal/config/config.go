@@ -18,6 +18,7 @@ type Config struct {
 	MQTT     MQTT   `yaml:"mqtt"`
 	SMTP     *SMTP  `yaml:"smtp"` // nil: mail is written to the spool directory
 	Store    Store  `yaml:"store"`
+	Limits   Limits `yaml:"limits"`
 	HTTP     HTTP   `yaml:"http"`
 	Log      Log    `yaml:"log"`
 	Defaults Rule   `yaml:"defaults"`
@@ -98,6 +99,19 @@ type Store struct {
 	Path string `yaml:"path"`
 	// Spool receives one .eml file per mail when smtp is not configured.
 	Spool string `yaml:"spool"`
+	// CheckpointInterval is how often silence rules' last-seen times are
+	// written (and evicted series deleted); a crash forgets at most this
+	// much of them.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// Limits bound what alertd keeps in memory, whatever it is sent.
+type Limits struct {
+	// MaxSeries bounds the series (rule × concrete topic) tracked at once,
+	// all rules together. Each rule also has its own max_series.
+	MaxSeries int `yaml:"max_series"`
 
 	Pos Positions `yaml:"-"`
 }
@@ -153,6 +167,9 @@ type Rule struct {
 	// SilentFor makes the rule a silence (deadman) rule: it fires for each
 	// series that reported before and then stayed quiet this long.
 	SilentFor Duration `yaml:"silent_for"`
+	// MaxSeries bounds the rule's series, so that junk topics on one
+	// rule's filter cannot take the room of every other rule's devices.
+	MaxSeries int `yaml:"max_series"`
 
 	// Pos holds where each key was set, for errors found after loading.
 	Pos Positions `yaml:"-"`
@@ -181,6 +198,25 @@ const (
 	// DefaultCooldown: at most one mail per series per 10 minutes unless
 	// the rule says otherwise, so a noisy sensor cannot flood an inbox.
 	DefaultCooldown = 10 * time.Minute
+	// DefaultMaxSeries (limits.max_series) is ten times the largest fleet
+	// alertd is sized for (10,000 devices): room for several rules per
+	// device, and a bound on memory whatever topics a client invents.
+	DefaultMaxSeries = 100_000
+	// MaxMaxSeries bounds limits.max_series: far beyond any fleet, a
+	// ceiling for a typo with one zero too many.
+	MaxMaxSeries = 10_000_000
+	// DefaultRuleMaxSeries (a rule's max_series) is twice the largest fleet
+	// alertd is sized for: every device of one fleet fits with room to
+	// spare, and junk topics on one rule's filter fill a fifth of
+	// limits.max_series, never all of it.
+	DefaultRuleMaxSeries = 20_000
+	// DefaultCheckpointInterval (store.checkpoint_interval): a crash
+	// forgets at most 30 s of last-seen times, and an SD card sees at most
+	// two small commits a minute from them.
+	DefaultCheckpointInterval = 30 * time.Second
+	// MinCheckpointInterval: more often than once a second would spend
+	// fsyncs on last-seen times that are only used minutes later.
+	MinCheckpointInterval = time.Second
 )
 
 // DefaultRateLimit caps mails per rule when neither the rule nor defaults set

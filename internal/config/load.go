@@ -137,6 +137,12 @@ func (c *Config) applyDefaults() {
 	if c.Store.Path == "" {
 		c.Store.Path = DefaultStorePath
 	}
+	if !c.Store.Pos.Has("checkpoint_interval") {
+		c.Store.CheckpointInterval = Duration(DefaultCheckpointInterval)
+	}
+	if !c.Limits.Pos.Has("max_series") {
+		c.Limits.MaxSeries = DefaultMaxSeries
+	}
 	if !c.HTTP.Pos.Has("listen") {
 		c.HTTP.Listen = DefaultHTTPListen
 	}
@@ -150,7 +156,12 @@ func (c *Config) applyDefaults() {
 		s.applyDefaults()
 	}
 	for i := range c.Rules {
-		c.Rules[i].inherit(&c.Defaults)
+		r := &c.Rules[i]
+		r.inherit(&c.Defaults)
+		if !r.Pos.Has("max_series") && !c.Defaults.Pos.Has("max_series") {
+			// Within a global limit set lower than a rule's default.
+			r.MaxSeries = min(DefaultRuleMaxSeries, c.Limits.MaxSeries)
+		}
 	}
 }
 

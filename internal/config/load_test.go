@@ -211,6 +211,9 @@ func TestLoadFullConfig(t *testing.T) {
 	if abs(cfg.Store.Path) != filepath.Join(dir, "state/alertd.db") || abs(cfg.Store.Spool) != filepath.Join(dir, "state/spool") {
 		t.Errorf("store: %+v (the spool defaults to spool/ beside the store)", cfg.Store)
 	}
+	if cfg.Store.CheckpointInterval.D() != time.Minute || cfg.Limits.MaxSeries != 50000 {
+		t.Errorf("store.checkpoint_interval %s, limits.max_series %d", cfg.Store.CheckpointInterval, cfg.Limits.MaxSeries)
+	}
 	if cfg.HTTP.Listen != "off" || cfg.Log.Level != "debug" || cfg.Log.Format != "json" {
 		t.Errorf("http %+v, log %+v", cfg.HTTP, cfg.Log)
 	}
@@ -223,14 +226,15 @@ func TestLoadFullConfig(t *testing.T) {
 	if in.Field != "temp" || in.Severity != "critical" || !slices.Equal(in.To, []string{"ops@example.org", "Night Shift <night@example.org>"}) ||
 		in.Subject != "{{.Rule}} on {{.Device}}" || in.Body != "{{.Topic}}: {{.Value}}" || in.Cooldown.D() != time.Hour ||
 		in.RateLimit != (Rate{3, 24 * time.Hour}) || in.For.D() != 2*time.Minute || in.NotifyResolved == nil || *in.NotifyResolved ||
-		in.Repeat.D() != 4*time.Hour || in.Above == nil || *in.Above != 30 {
+		in.Repeat.D() != 4*time.Hour || in.Above == nil || *in.Above != 30 || in.MaxSeries != 5000 {
 		t.Errorf("rule inherits: %+v", in)
 	}
 	// ...and a rule's own keys win, zero values included.
 	if own.Field != "power.battery" || own.Severity != "info" || !slices.Equal(own.To, []string{"garden@example.org"}) ||
 		own.Subject != "battery {{.Value}}" || own.Body != "see {{.Topic}}" || own.Cooldown.D() != 0 ||
 		own.RateLimit != (Rate{10, time.Minute}) || own.For.D() != 0 || own.NotifyResolved == nil || !*own.NotifyResolved ||
-		own.Repeat.D() != 0 || own.Hysteresis == nil || *own.Hysteresis != 2 || *own.Above != 90 || *own.Below != 15 {
+		own.Repeat.D() != 0 || own.Hysteresis == nil || *own.Hysteresis != 2 || *own.Above != 90 || *own.Below != 15 ||
+		own.MaxSeries != 40000 {
 		t.Errorf("rule overrides: %+v", own)
 	}
 	if eq.Field != "" || eq.Equals == nil || !eq.Equals.IsNum || eq.Equals.Num != 1 {
@@ -281,11 +285,35 @@ rules:
 		{"notify_resolved", cfg.Rules[0].NotifyResolved == nil, true},
 		{"own cooldown", cfg.Rules[1].Cooldown.D(), time.Minute},
 		{"rate_limit beside own cooldown", cfg.Rules[1].RateLimit, Rate{20, time.Hour}},
+		{"store.checkpoint_interval", cfg.Store.CheckpointInterval.D(), 30 * time.Second},
+		{"limits.max_series", cfg.Limits.MaxSeries, 100000},
+		{"max_series", cfg.Rules[0].MaxSeries, 20000},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.what, c.got, c.want)
 		}
+	}
+}
+
+// A rule's max_series defaults to 20,000, or to limits.max_series when
+// that is lower, so that lowering the global limit alone is valid.
+func TestRuleMaxSeriesWithinALowerGlobalLimit(t *testing.T) {
+	cfg, err := Load(strings.NewReader(`
+limits: {max_series: 500}
+defaults: {to: [ops@example.org]}
+rules:
+  - {name: quiet, topic: "q/+", silent_for: 1h}
+  - {name: own, topic: "o/+", silent_for: 1h, max_series: 50}
+`), "alertd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Rules[0].MaxSeries; got != 500 {
+		t.Errorf("default max_series under limits.max_series 500: %d, want 500", got)
+	}
+	if got := cfg.Rules[1].MaxSeries; got != 50 {
+		t.Errorf("own max_series: %d, want 50", got)
 	}
 }
 

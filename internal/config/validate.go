@@ -36,10 +36,18 @@ func (c *Config) validate(errs *Errors) {
 	if c.Defaults.Pos.Has("name") {
 		add(c.Defaults.Pos.At("name"), "defaults: name cannot have a default (each rule names itself)")
 	}
+	c.validateLimits(add)
 	seen := map[string]Pos{}
 	for i := range c.Rules {
 		r := &c.Rules[i]
 		r.validate(i, &c.Defaults, add)
+		if r.Pos.Has("max_series") {
+			label := fmt.Sprintf("rules[%d]", i)
+			if r.Name != "" {
+				label = fmt.Sprintf("rule %q", r.Name)
+			}
+			c.validateMaxSeries(label, r.MaxSeries, r.Pos.At("max_series"), add)
+		}
 		if r.Name == "" {
 			continue
 		}
@@ -48,6 +56,30 @@ func (c *Config) validate(errs *Errors) {
 			continue
 		}
 		seen[r.Name] = r.Pos.At("name")
+	}
+}
+
+// validateLimits checks the bounds on memory and the checkpoint pace.
+func (c *Config) validateLimits(add func(Pos, string, ...any)) {
+	if n := c.Limits.MaxSeries; n < 1 || n > MaxMaxSeries {
+		add(c.Limits.Pos.At("max_series"), "limits.max_series: %d is not between 1 and %d", n, MaxMaxSeries)
+	}
+	if c.Defaults.Pos.Has("max_series") {
+		c.validateMaxSeries("defaults", c.Defaults.MaxSeries, c.Defaults.Pos.At("max_series"), add)
+	}
+	if c.Store.CheckpointInterval.D() < MinCheckpointInterval {
+		add(c.Store.Pos.At("checkpoint_interval"), "store.checkpoint_interval: %s is less than %s", c.Store.CheckpointInterval, MinCheckpointInterval)
+	}
+}
+
+// validateMaxSeries checks a rule's (or the defaults') max_series, which
+// only a rule or defaults that sets it can get wrong.
+func (c *Config) validateMaxSeries(label string, n int, at Pos, add func(Pos, string, ...any)) {
+	switch {
+	case n < 1:
+		add(at, "%s: max_series must be at least 1", label)
+	case n > c.Limits.MaxSeries && c.Limits.MaxSeries >= 1:
+		add(at, "%s: max_series (%d) is more than limits.max_series (%d)", label, n, c.Limits.MaxSeries)
 	}
 }
 

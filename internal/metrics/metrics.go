@@ -74,3 +74,28 @@ func New() *Metrics {
 	}
 	return m
 }
+
+// TrackSeries exports alertd_series{rule} and alertd_series_evicted_total{rule}
+// from stats at each scrape: the alert tracker keeps the counts, so a
+// reading costs no metric update.
+func (m *Metrics) TrackSeries(stats func(yield func(rule string, series int, evicted uint64))) {
+	m.Registry.MustRegister(seriesCollector(stats))
+}
+
+var (
+	seriesDesc = prometheus.NewDesc("alertd_series",
+		"Series (rule × concrete topic) tracked, by rule (bounded by max_series and limits.max_series).", []string{"rule"}, nil)
+	evictedDesc = prometheus.NewDesc("alertd_series_evicted_total",
+		"Series evicted to make room for new ones at max_series or limits.max_series, by rule.", []string{"rule"}, nil)
+)
+
+type seriesCollector func(yield func(rule string, series int, evicted uint64))
+
+func (c seriesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- seriesDesc; ch <- evictedDesc }
+
+func (c seriesCollector) Collect(ch chan<- prometheus.Metric) {
+	c(func(rule string, series int, evicted uint64) {
+		ch <- prometheus.MustNewConstMetric(seriesDesc, prometheus.GaugeValue, float64(series), rule)
+		ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(evicted), rule)
+	})
+}

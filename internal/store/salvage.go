@@ -16,7 +16,7 @@ import (
 // salvaged are the buckets copied out of a damaged file: everything but
 // the schema version, which the fresh store writes itself. Entries are
 // copied as raw bytes; the packages that own them decide what decodes.
-var salvaged = [][]byte{BucketOutbox, BucketDead, BucketAlerts, BucketSilences, BucketGroups, BucketSeries, BucketRules}
+var salvaged = [][]byte{BucketOutbox, BucketDead, BucketAlerts, BucketSilences, BucketGroups, BucketSeries, BucketRules, BucketLastSeen, BucketQuarantine}
 
 // Salvage is what was copied out of a store file.
 type Salvage struct {

@@ -32,7 +32,10 @@ var (
 	BucketQuarantine = []byte("quarantine")
 )
 
-var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups, BucketQuarantine}
+// BucketLastSeen is alerts': rule\x00topic -> a silence series' last reading (unix ns, 8 bytes BE) and readings seen (1 byte).
+var BucketLastSeen = []byte("last_seen")
+
+var allBuckets = [][]byte{BucketSeries, BucketRules, BucketOutbox, BucketDead, BucketMeta, BucketAlerts, BucketSilences, BucketGroups, BucketQuarantine, BucketLastSeen}
 
 // SchemaVersion is written at creation; a newer file is refused rather than
 // misread.

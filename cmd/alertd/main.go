@@ -2,6 +2,7 @@
 //
 //	alertd run   -config FILE   run until SIGINT/SIGTERM
 //	alertd check -config FILE   validate the configuration, connect nowhere
+//	alertd reload -config FILE  make the running alertd re-read FILE (or kill -HUP)
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd silence add|list|remove -config FILE [...]
 //	alertd store check|salvage -config FILE [-from DAMAGED_FILE]
@@ -37,6 +38,7 @@ const usage = `usage: alertd <command> [flags]
 commands:
   run     -config FILE   run the service until SIGINT or SIGTERM
   check   -config FILE   validate FILE without connecting anywhere
+  reload  -config FILE   make the running alertd re-read FILE (as SIGHUP does)
   outbox  list|retry|drop -config FILE [ID|-all-dead]
                          show or fix the mail queue (running or stopped)
   silence add|list|remove -config FILE [-rule NAME -series TOPIC -for 2h -comment TEXT | ID]
@@ -60,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
 	case "outbox":
 		return cmdOutbox(args[1:], stdout, stderr)
 	case "silence":
@@ -135,15 +139,39 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if err != nil {
 		return reportConfigError(err, stderr)
 	}
-	logger := newLogger(cfg.Log, stderr)
+	// Caught from the start: a SIGHUP while the store opens must not kill
+	// alertd (the default action); it waits for the service to run.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	level := new(slog.LevelVar)
+	logger := newLogger(cfg.Log, level, stderr)
 	routeLibraryLogs(logger)
 	a, err := app.New(cfg, logger)
 	if err != nil {
 		logger.Error("cannot start", "err", err)
 		return 1
 	}
+	a.LogLevel = level // log.level reloads live
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP re-reads the configuration, as Mosquitto, Prometheus and
+	// Postfix do; Reload logs its own outcome.
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case <-a.Started():
+					_, _ = a.Reload()
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
 	if err := a.Run(ctx); err != nil {
 		logger.Error("stopped on error", "err", err)
 		return 1
@@ -151,8 +179,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
+func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {

@@ -98,6 +98,7 @@ type book struct {
 	heapAt  int          // its index in the timer heap plus one, 0 if none
 	dirty   bool         // LastSeen changed since the last checkpoint
 	stored  bool         // the store may hold it: evicting it must delete it there too
+	retired bool         // its rule was removed by a reload: forget it when its transition ends
 }
 
 // ErrBusy means the series has a transition being persisted: try the
@@ -169,6 +170,8 @@ type Tracker struct {
 	deletes []key
 	ckMu    sync.Mutex // one checkpoint at a time
 	batch   int        // keys per checkpoint transaction
+
+	rules *rules.Engine // the rules in force (Reload); nil: whatever readings carry
 }
 
 type key struct{ rule, topic string }
@@ -210,10 +213,20 @@ func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool, error) {
 }
 
 func (t *Tracker) observe(rd *rules.Reading) (Transition, bool, *Warning, error) {
-	r := rd.Rule
-	k := key{r.Name, rd.Event.Topic}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	r := t.current(rd.Rule)
+	switch {
+	case r == nil:
+		return Transition{}, false, nil, nil // its rule was removed meanwhile
+	case r != rd.Rule:
+		// Evaluated by the rules in force before a reload: applied to the
+		// series as their current rule.
+		cur := *rd
+		cur.Rule = r
+		rd = &cur
+	}
+	k := key{r.Name, rd.Event.Topic}
 	s := t.series[k]
 	if !r.Silence() && !rd.Breach && (s == nil || (s.State == OK && !s.busy)) {
 		// The common case, a normal reading of a series that is ok: no
@@ -346,6 +359,10 @@ func (t *Tracker) Settle(tr Transition) {
 	s := tr.series
 	s.busy = false
 	s.b.stored = true
+	if s.b.retired {
+		t.remove(s)
+		return
+	}
 	if s.State == OK && !s.Rule.Silence() {
 		// An ok threshold series has nothing to remember: forget it, so
 		// memory follows the alerts, not every topic ever seen.
@@ -374,6 +391,11 @@ func (t *Tracker) Abort(tr Transition) {
 	*s = tr.prev
 	s.b = b
 	s.busy = false
+	if s.b.retired {
+		t.remove(s)
+		return
+	}
+	s.Rule = t.current(s.Rule) // the transition may predate a reload
 	if s.State == OK && !s.Rule.Silence() {
 		t.remove(s) // the redelivered reading starts it again
 		return

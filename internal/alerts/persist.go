@@ -282,3 +282,30 @@ func (t *Tracker) Lookup(rule, topic string) (Series, bool) {
 	}
 	return *s, true
 }
+
+// ForgetRules deletes the stored series of the named rules (removed by a
+// reload), so a restart, or the same rule added back later, does not find
+// an alert nobody tracks any more.
+func ForgetRules(db *bolt.DB, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		for _, name := range names {
+			prefix := append([]byte(name), 0)
+			for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {
+				var keys [][]byte
+				c := tx.Bucket(b).Cursor()
+				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+					keys = append(keys, bytes.Clone(k))
+				}
+				for _, k := range keys {
+					if err := tx.Bucket(b).Delete(k); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+}

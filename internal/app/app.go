@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,7 +54,13 @@ type App struct {
 
 	pipeline *pipeline
 
+	// LogLevel, when set (by cmd/alertd), follows log.level on reload.
+	LogLevel *slog.LevelVar
+	reloadMu sync.Mutex // one reload at a time
+	cfgMu    sync.Mutex // guards cfg and engine, replaced by a reload
+
 	// Set by Run, for tests and health.
+	sub     *subscriber.Subscriber
 	ready   func() bool
 	started chan struct{}
 	httpSrv *httpapi.Server
@@ -178,14 +185,15 @@ func (a *App) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.ready = sub.Ready
+	a.sub = sub
 	if t := a.cfg.MQTT.StateTopic; t != "" {
 		a.pipeline.stateTopic, a.pipeline.publish = t, sub.Publish
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Ready: sub.Ready, Queue: a.outbox,
-			Silences: silenceAdmin{a.silences, ruleNames(a.cfg), func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
+			Registry: a.metrics.Registry, Ready: sub.Ready, Queue: a.outbox, Reloader: a,
+			Silences: silenceAdmin{a.silences, a.ruleNames, func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
 			Log:      a.log,
 		}); err != nil {
 			return err

@@ -133,7 +133,7 @@ func (p *pipeline) restoreGroups() error {
 				return nil
 			}
 			name, _, _ := bytes.Cut(k, []byte{0})
-			if r := p.engine.Rule(string(name)); r != nil {
+			if r := p.engine.Load().Rule(string(name)); r != nil {
 				p.groups.open(r.Name, p.now().Add(r.GroupWait))
 			}
 			return nil
@@ -163,7 +163,7 @@ func (p *pipeline) runGroups(ctx context.Context) error {
 			continue
 		case <-t.C:
 		}
-		r := p.engine.Rule(rule)
+		r := p.engine.Load().Rule(rule)
 		if r == nil {
 			p.groups.done(rule)
 			continue

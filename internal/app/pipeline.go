@@ -30,7 +30,7 @@ import (
 // alert state machine, then the gate, then the outbox, all before the
 // event is acknowledged.
 type pipeline struct {
-	engine   *rules.Engine
+	engine   atomic.Pointer[rules.Engine] // swapped by a reload
 	tracker  *alerts.Tracker
 	silences *silence.Store
 	gate     *dedupe.Gate
@@ -55,13 +55,14 @@ type pipeline struct {
 
 func newPipeline(a *App) *pipeline {
 	p := &pipeline{
-		engine: a.engine, tracker: a.tracker, silences: a.silences, gate: a.gate, groups: newGroups(), outbox: a.outbox, db: a.db,
+		tracker: a.tracker, silences: a.silences, gate: a.gate, groups: newGroups(), outbox: a.outbox, db: a.db,
 		from: a.from, now: a.now, log: a.log, m: a.metrics,
 		received: map[string]prometheus.Counter{"mqtt": a.metrics.MessagesReceived.WithLabelValues("mqtt")},
 	}
 	if addr, err := mail.ParseAddress(p.from); err == nil {
 		p.envFrom = addr.Address
 	}
+	p.engine.Store(a.engine)
 	return p
 }
 
@@ -83,7 +84,7 @@ func (p *pipeline) Handle(ev *event.Event) error {
 		return nil
 	}
 	var buf [4]rules.Reading
-	for _, rd := range p.engine.Evaluate(ev, buf[:0]) {
+	for _, rd := range p.engine.Load().Evaluate(ev, buf[:0]) {
 		if rd.Breach {
 			p.m.RuleMatches.WithLabelValues(rd.Rule.Name).Inc()
 		}

@@ -61,7 +61,7 @@ func OpenSilences(cfg *config.Config) (s Silences, via string, err error) {
 			_ = db.Close()
 			return nil, "", err
 		}
-		return &directSilences{silenceAdmin{st, ruleNames(cfg), nil}, db}, "store " + cfg.Store.Path, nil
+		return &directSilences{silenceAdmin{st, func() []string { return ruleNames(cfg) }, nil}, db}, "store " + cfg.Store.Path, nil
 	}
 	return &remoteSilences{remote: newRemote(base)}, "running alertd at " + base, nil
 }
@@ -94,24 +94,33 @@ func reach(cfg *config.Config) (*bolt.DB, string, error) {
 	case !errors.Is(err, store.ErrLocked):
 		return nil, "", err
 	}
+	if cfg.HTTP.Listen == "" || cfg.HTTP.Listen == "off" {
+		return nil, "", fmt.Errorf("alertd is running on %s and its http.listen is off: stop it, or enable http to manage it while it runs", cfg.Store.Path)
+	}
+	base, err := apiBase(cfg)
+	return nil, base, err
+}
+
+// apiBase is the URL of the admin API of an alertd run with cfg.
+func apiBase(cfg *config.Config) (string, error) {
 	addr := cfg.HTTP.Listen
 	if addr == "" || addr == "off" {
-		return nil, "", fmt.Errorf("alertd is running on %s and its http.listen is off: stop it, or enable http to manage it while it runs", cfg.Store.Path)
+		return "", errors.New("http.listen is off: the running alertd cannot be reached (send it SIGHUP instead)")
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("http.listen %q: %w", addr, err)
+		return "", fmt.Errorf("http.listen %q: %w", addr, err)
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	return nil, "http://" + net.JoinHostPort(host, port), nil
+	return "http://" + net.JoinHostPort(host, port), nil
 }
 
 // silenceAdmin validates silences against the configured rules.
 type silenceAdmin struct {
 	*silence.Store
-	rules []string
+	rules func() []string // the rules in force, for Validate
 	// removed, when alertd runs, releases what the silence held back.
 	removed func(rule string)
 }
@@ -135,7 +144,7 @@ func (s silenceAdmin) Remove(id uint64) error {
 func (s silenceAdmin) Add(si silence.Silence) (silence.Silence, error) {
 	now := time.Now()
 	si.Created = now
-	if err := si.Validate(s.rules, now); err != nil {
+	if err := si.Validate(s.rules(), now); err != nil {
 		return silence.Silence{}, err
 	}
 	return s.Store.Add(si)

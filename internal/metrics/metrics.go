@@ -29,6 +29,10 @@ type Metrics struct {
 
 	StoreQuarantined  *prometheus.CounterVec // by bucket
 	QuarantineEntries *prometheus.GaugeVec   // by bucket
+
+	ConfigReloads      *prometheus.CounterVec // by result: success, error
+	ConfigLastReloadOK prometheus.Gauge
+	ConfigLastReloadAt prometheus.Gauge
 }
 
 // New registers every metric on a fresh registry.
@@ -66,6 +70,14 @@ func New() *Metrics {
 			Help: "Entries in quarantine now, by the bucket they came from (kept until an operator drops them)."}, []string{"bucket"}),
 	}
 	reg.MustRegister(m.QuarantineEntries)
+	m.ConfigReloads = counter("alertd_config_reload_total", "Configuration reloads (SIGHUP, alertd reload), by result (success, error).", "result")
+	m.ConfigLastReloadOK = gauge("alertd_config_last_reload_successful", "1 when the last reload succeeded (or none was tried), 0 when it was refused.")
+	m.ConfigLastReloadAt = gauge("alertd_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully (start or reload), Unix seconds.")
+	for _, result := range []string{"success", "error"} {
+		m.ConfigReloads.WithLabelValues(result)
+	}
+	m.ConfigLastReloadOK.Set(1)
+	m.ConfigLastReloadAt.SetToCurrentTime()
 	for _, kind := range []string{"temporary", "network", "auth", "config", "permanent"} {
 		m.MailFailed.WithLabelValues(kind)
 	}

@@ -9,7 +9,7 @@ import (
 // Unreloadable returns, positioned in next's file, every setting that
 // differs between the running configuration and next but that a reload
 // cannot apply while alertd runs: the store, the broker connection, the
-// listeners, the SMTP server and the log format. Rules, defaults and
+// listeners, the SMTP server, the global series limit and the log format. Rules, defaults and
 // log.level reload live. A reload with any of these is refused whole, so
 // what runs is always one file's configuration, never a mix of two.
 func Unreloadable(running, next *Config) Errors {
@@ -23,6 +23,7 @@ func Unreloadable(running, next *Config) Errors {
 		{"smtp", running.SMTP, next.SMTP, smtpPos(next.SMTP)},
 		{"store", running.Store, next.Store, next.Store.Pos},
 		{"http", running.HTTP, next.HTTP, next.HTTP.Pos},
+		{"limits", running.Limits, next.Limits, next.Limits.Pos},
 		{"log.format", running.Log.Format, next.Log.Format, next.Log.Pos},
 	}
 	for _, s := range sections {

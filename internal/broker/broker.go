@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -35,6 +36,9 @@ func (h *allowAll) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 type Broker struct {
 	srv  *mochi.Server
 	addr net.Addr
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Start listens on addr ("127.0.0.1:18830", or ":0" in tests) and serves.
@@ -70,8 +74,12 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	return b.srv.Publish(topic, payload, retain, qos)
 }
 
-// Close stops the broker and disconnects its clients.
-func (b *Broker) Close() error { return b.srv.Close() }
+// Close stops the broker and disconnects its clients. It may be called
+// more than once (mochi's own Close panics on a second call).
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() { b.closeErr = b.srv.Close() })
+	return b.closeErr
+}
 
 // minLevel drops records below a level.
 type minLevel struct {

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,7 +61,10 @@ type Outbox struct {
 	db    *bolt.DB
 	wake  chan struct{}
 	retry atomic.Bool // an operator asked to retry now
-	done  chan doneReq
+
+	doneMu     sync.Mutex // guards doneQueue and committing
+	doneQueue  []doneReq  // removals waiting for the next commit
+	committing bool       // a Done caller is committing removals
 
 	// OnQuarantine, when set (before the outbox is used), is told of each
 	// entry moved to quarantine, once the move is committed: the owner
@@ -73,29 +77,29 @@ type doneReq struct {
 	err chan error
 }
 
-// New returns the outbox in db (opened by store.Open).
+// New returns the outbox in db (opened by store.Open). It starts nothing:
+// the outbox has no goroutine to stop.
 func New(db *bolt.DB) *Outbox {
-	o := &Outbox{db: db, wake: make(chan struct{}, 1), done: make(chan doneReq, 64)}
-	go o.commitDone()
-	return o
+	return &Outbox{db: db, wake: make(chan struct{}, 1)}
 }
 
 // commitDone removes delivered entries, each Done waiting for its own
-// removal to be on disk. Removals that arrive while a commit runs (from
-// parallel SMTP sessions) share the next one: one fsync for several
-// mails, with no added wait when there is only one.
-func (o *Outbox) commitDone() {
-	for first := range o.done {
-		reqs := []doneReq{first}
-	more:
-		for len(reqs) < 256 {
-			select {
-			case r := <-o.done:
-				reqs = append(reqs, r)
-			default:
-				break more
-			}
-		}
+// removal to be on disk. The first caller commits; removals that arrive
+// while it commits (from parallel SMTP sessions) are taken by it in the
+// next commit: one fsync for several mails, no added wait for one, and no
+// goroutine of the outbox's own.
+func (o *Outbox) commitDone(r doneReq) {
+	o.doneMu.Lock()
+	o.doneQueue = append(o.doneQueue, r)
+	if o.committing {
+		o.doneMu.Unlock()
+		return
+	}
+	o.committing = true
+	for len(o.doneQueue) > 0 {
+		reqs := o.doneQueue
+		o.doneQueue = nil
+		o.doneMu.Unlock()
 		err := o.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(store.BucketOutbox)
 			for _, r := range reqs {
@@ -108,7 +112,10 @@ func (o *Outbox) commitDone() {
 		for _, r := range reqs {
 			r.err <- err
 		}
+		o.doneMu.Lock()
 	}
+	o.committing = false
+	o.doneMu.Unlock()
 }
 
 // Wake returns a channel that receives after Kick: the mailer waits on it.
@@ -246,7 +253,7 @@ func (o *Outbox) Update(e *Entry) error {
 // Done removes a delivered entry; it returns once that is on disk.
 func (o *Outbox) Done(id uint64) error {
 	r := doneReq{id: id, err: make(chan error, 1)}
-	o.done <- r
+	o.commitDone(r)
 	return <-r.err
 }
 

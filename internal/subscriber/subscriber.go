@@ -60,6 +60,8 @@ type Subscriber struct {
 	ready   atomic.Bool
 	client  mqtt.Client
 
+	published chan published // publishes to confirm, bounded
+
 	mu      sync.Mutex // guards filters; held while (un)subscribing so changes apply in order
 	filters []string   // what the broker should be sending, from the rules
 }
@@ -89,7 +91,7 @@ func New(opts Options, h Handler) *Subscriber {
 		opts.Connected = func(bool) {}
 	}
 	s := &Subscriber{opts: opts, handler: h, log: opts.Log, seed: maphash.MakeSeed(), done: make(chan struct{}),
-		filters: slices.Clone(opts.Filters)}
+		filters: slices.Clone(opts.Filters), published: make(chan published, 256)}
 	s.client = mqtt.NewClient(s.clientOptions())
 	for range opts.Workers {
 		s.shards = append(s.shards, make(chan work, queueDepth))
@@ -102,11 +104,33 @@ func New(opts Options, h Handler) *Subscriber {
 // reconnect). It never blocks the caller.
 func (s *Subscriber) Publish(topic string, payload []byte) {
 	tok := s.client.Publish(topic, 1, true, payload)
-	go func() {
-		if tok.WaitTimeout(30*time.Second) && tok.Error() != nil {
-			s.log.Warn("mqtt publish", "topic", topic, "err", tok.Error())
+	select {
+	case s.published <- published{topic, tok}:
+	default:
+		// Too many unconfirmed: paho still sends it; only its error
+		// would go unlogged.
+	}
+}
+
+// published is a publish whose outcome is still to be logged.
+type published struct {
+	topic string
+	tok   mqtt.Token
+}
+
+// confirm logs publishes the broker refused, one at a time: one goroutine,
+// owned by Run, however many publishes there are.
+func (s *Subscriber) confirm() {
+	for {
+		select {
+		case p := <-s.published:
+			if p.tok.WaitTimeout(30*time.Second) && p.tok.Error() != nil {
+				s.log.Warn("mqtt publish", "topic", p.topic, "err", p.tok.Error())
+			}
+		case <-s.done:
+			return
 		}
-	}()
+	}
 }
 
 // Ready reports whether the subscriber is connected and subscribed.
@@ -121,6 +145,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.work(ch) }()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); s.confirm() }()
 	tok := client.Connect() // with ConnectRetry it completes only once connected
 	select {
 	case <-tok.Done():

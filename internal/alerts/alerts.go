@@ -25,6 +25,7 @@ import (
 
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/store"
 )
 
 // State is where a series is in its life.
@@ -138,6 +139,9 @@ type Options struct {
 	Budgets map[string]int
 	// Now is the clock of the limit warnings (default time.Now).
 	Now func() time.Time
+	// OnQuarantine is told of each stored series Load could not read and
+	// moved to quarantine.
+	OnQuarantine func(store.Quarantined)
 	// Warn hears, at most once per rule per WarnEvery, that a rule's new
 	// series met a limit. It is never called under the tracker's lock.
 	Warn func(Warning)
@@ -172,6 +176,8 @@ type Tracker struct {
 	batch   int        // keys per checkpoint transaction
 
 	rules *rules.Engine // the rules in force (Reload); nil: whatever readings carry
+
+	onQuarantine func(store.Quarantined)
 }
 
 type key struct{ rule, topic string }
@@ -180,7 +186,7 @@ type key struct{ rule, topic string }
 func New(o Options) *Tracker {
 	t := &Tracker{
 		series: map[key]*Series{}, epoch: o.Start, connected: true, wake: make(chan struct{}, 1),
-		max: o.MaxSeries, tables: map[string]*ruleTable{}, now: o.Now, warn: o.Warn,
+		max: o.MaxSeries, tables: map[string]*ruleTable{}, now: o.Now, warn: o.Warn, onQuarantine: o.OnQuarantine,
 		evictable: [2]seriesList{{by: globalLink}, {by: globalLink}}, dirty: seriesList{by: dirtyLink},
 		batch: CheckpointBatch,
 	}

@@ -79,11 +79,26 @@ func Put(tx *bolt.Tx, s *Series) error {
 func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
 	var loaded []*Series
 	var stale [][]byte
+	var bad []unreadable
 	if err := db.View(func(tx *bolt.Tx) error {
-		loaded, stale = read(tx, engine)
+		loaded, stale, bad = read(tx, engine)
 		return nil
 	}); err != nil {
 		return 0, fmt.Errorf("load alert state: %w", err)
+	}
+	if len(bad) > 0 {
+		// Kept aside with its bytes, as every store entry that does not
+		// decode; the series starts afresh at its next reading.
+		if err := db.Update(func(tx *bolt.Tx) error {
+			for _, u := range bad {
+				if err := store.Quarantine(tx, u.bucket, u.k, u.v, u.err, t.onQuarantine); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return 0, fmt.Errorf("load alert state: quarantine unreadable series: %w", err)
+		}
 	}
 	warnings := t.restore(loaded)
 	for _, w := range warnings {
@@ -112,7 +127,7 @@ func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
 // rule\x00topic, so one ordered pass joins them. A series may be in
 // either or both; stores written before last_seen existed have only
 // records, whose own last_seen is then what counts.
-func read(tx *bolt.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte) {
+func read(tx *bolt.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte, bad []unreadable) {
 	ac := tx.Bucket(store.BucketAlerts).Cursor()
 	lc := tx.Bucket(store.BucketLastSeen).Cursor()
 	ak, av := ac.First()
@@ -131,13 +146,28 @@ func read(tx *bolt.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte) 
 			ak, av = ac.Next()
 			lk, lv = lc.Next()
 		}
-		if s := decode(k, rec, seen, engine); s != nil {
+		s, err := decode(k, rec, seen, engine)
+		switch {
+		case err != nil:
+			u := unreadable{bucket: store.BucketAlerts, k: bytes.Clone(k), v: bytes.Clone(rec), err: err}
+			if rec == nil {
+				u.bucket, u.v = store.BucketLastSeen, bytes.Clone(seen)
+			}
+			bad = append(bad, u)
+		case s != nil:
 			loaded = append(loaded, s)
-		} else {
+		default:
 			stale = append(stale, bytes.Clone(k))
 		}
 	}
-	return loaded, stale
+	return loaded, stale, bad
+}
+
+// unreadable is a stored series that does not decode.
+type unreadable struct {
+	bucket []byte
+	k, v   []byte
+	err    error
 }
 
 // compareKeys orders keys with nil (a cursor at its end) last.
@@ -152,31 +182,38 @@ func compareKeys(a, b []byte) int {
 }
 
 // decode makes the series stored under k from its record and last-seen
-// value (either may be nil); nil when it is not worth keeping: its rule
-// is gone, or it cannot be read, or it is an ok threshold series.
-func decode(k, rec, seen []byte, engine *rules.Engine) *Series {
+// value (either may be nil); nil when it is not worth keeping (its rule
+// is gone, or it is an ok threshold series), an error when it cannot be
+// read.
+func decode(k, rec, seen []byte, engine *rules.Engine) (*Series, error) {
 	name, topic, ok := bytes.Cut(k, []byte{0})
 	r := engine.Rule(string(name))
 	if !ok || r == nil {
-		return nil
+		return nil, nil
 	}
 	s := &Series{Rule: r, Topic: string(topic)}
 	s.b.seen = 2 // not known: not taken for a junk topic
 	if rec != nil {
 		var rc record
-		if json.Unmarshal(rec, &rc) != nil || rc.State > Firing || (rc.State == OK && !r.Silence()) {
-			return nil
+		if err := json.Unmarshal(rec, &rc); err != nil {
+			return nil, fmt.Errorf("decode alert state: %w", err)
+		}
+		if rc.State > Firing {
+			return nil, fmt.Errorf("decode alert state: no state %d", rc.State)
+		}
+		if rc.State == OK && !r.Silence() {
+			return nil, nil
 		}
 		s.State, s.Since, s.LastSeen, s.LastMail = rc.State, rc.Since, rc.LastSeen, rc.LastMail
 		s.Notified, s.Thread, s.RetryAt = rc.Notified, rc.Thread, rc.RetryAt
 		s.Value, s.Payload = rules.Value{Text: rc.Value, Num: rc.Num, IsNum: rc.IsNum}, rc.Payload
 	} else if !r.Silence() {
-		return nil
+		return nil, nil
 	}
 	if seen != nil {
 		last, n, ok := decodeLastSeen(seen)
 		if !ok && rec == nil {
-			return nil
+			return nil, fmt.Errorf("decode last-seen time: %d bytes, want 9", len(seen))
 		}
 		if ok && last.After(s.LastSeen) {
 			s.LastSeen = last
@@ -185,7 +222,7 @@ func decode(k, rec, seen []byte, engine *rules.Engine) *Series {
 			s.b.seen = n
 		}
 	}
-	return s
+	return s, nil
 }
 
 // restore adds the loaded series and evicts what exceeds the limits, the

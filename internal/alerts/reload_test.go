@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/alertd/alertd/internal/event"
+	"github.com/alertd/alertd/internal/store"
 )
 
 // A reload keeps the series of unchanged rules (no second firing mail,
@@ -49,4 +52,33 @@ func TestReloadKeepsChangesAndForgetsByRuleName(t *testing.T) {
 			t.Fatalf("a reading of the removed rule made a transition (%v, %v)", ok, err)
 		}
 	}
+}
+
+// A stored series that does not decode is kept aside in the quarantine
+// with its bytes and reported, not deleted; the others load.
+func TestLoadQuarantinesAnUnreadableSeries(t *testing.T) {
+	db := openStore(t)
+	f := newFixture(t)
+	expect(t, "hot fires", f.read("gh/a/t", `{"temp":31}`, t0), "fire")
+	s, _ := f.tracker.Lookup("hot", "gh/a/t")
+	put(t, db, s)
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(store.BucketAlerts).Put([]byte("hot\x00gh/b/t"), []byte("{\x00\x00\x00"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var reported []store.Quarantined
+	g := newFixtureWith(t, ruleset, Options{Start: t0, OnQuarantine: func(q store.Quarantined) { reported = append(reported, q) }})
+	if n, err := g.tracker.Load(db, g.engine); err != nil || n != 1 {
+		t.Fatalf("Load: %d series, %v; want the readable one", n, err)
+	}
+	if len(reported) != 1 || reported[0].Bucket != "alerts" || string(reported[0].Raw) != "{\x00\x00\x00" {
+		t.Fatalf("reported %+v, want the unreadable record with its bytes", reported)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		if tx.Bucket(store.BucketAlerts).Get([]byte("hot\x00gh/b/t")) != nil || len(store.QuarantinedFrom(tx, store.BucketAlerts)) != 1 {
+			t.Error("the unreadable record was not moved to the quarantine")
+		}
+		return nil
+	})
 }

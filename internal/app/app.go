@@ -107,7 +107,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	a.tracker = alerts.New(alerts.Options{
-		Start: a.now(), MaxSeries: cfg.Limits.MaxSeries, Budgets: seriesBudgets(cfg), Now: a.now,
+		Start: a.now(), MaxSeries: cfg.Limits.MaxSeries, Budgets: seriesBudgets(cfg), Now: a.now, OnQuarantine: a.reportQuarantine,
 		Warn: func(w alerts.Warning) { logSeriesLimit(log, w) },
 	})
 	a.metrics.TrackSeries(a.tracker.Stats)

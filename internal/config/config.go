@@ -15,14 +15,15 @@ type Config struct {
 	// File is the path the configuration was loaded from ("" for a reader).
 	File string `yaml:"-"`
 
-	MQTT     MQTT   `yaml:"mqtt"`
-	SMTP     *SMTP  `yaml:"smtp"` // nil: mail is written to the spool directory
-	Store    Store  `yaml:"store"`
-	Limits   Limits `yaml:"limits"`
-	HTTP     HTTP   `yaml:"http"`
-	Log      Log    `yaml:"log"`
-	Defaults Rule   `yaml:"defaults"`
-	Rules    []Rule `yaml:"rules"`
+	MQTT     MQTT    `yaml:"mqtt"`
+	SMTP     *SMTP   `yaml:"smtp"` // nil: mail is written to the spool directory
+	Store    Store   `yaml:"store"`
+	Limits   Limits  `yaml:"limits"`
+	HTTP     HTTP    `yaml:"http"`
+	Log      Log     `yaml:"log"`
+	Ingress  Ingress `yaml:"ingress"`
+	Defaults Rule    `yaml:"defaults"`
+	Rules    []Rule  `yaml:"rules"`
 }
 
 // MQTT is the broker alertd subscribes to, or the embedded one it runs.

@@ -124,6 +124,7 @@ func syntaxMsg(err error) string {
 // applyDefaults fills what the file left out: rule keys from defaults, then
 // the built-in values documented on each constant.
 func (c *Config) applyDefaults() {
+	c.Ingress.applyDefaults()
 	if c.MQTT.Broker == "" && c.MQTT.Listen == "" {
 		c.MQTT.Listen = DefaultListen
 	}
@@ -264,6 +265,13 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	abs(&c.MQTT.PasswordFile)
+	if s := c.Ingress.SMTP; s != nil {
+		abs(&s.TLS.CertFile)
+		abs(&s.TLS.KeyFile)
+		for i := range s.Users {
+			abs(&s.Users[i].PasswordFile)
+		}
+	}
 	if c.SMTP != nil {
 		abs(&c.SMTP.PasswordFile)
 	}
@@ -298,6 +306,12 @@ func (c *Config) readSecrets(errs *Errors) {
 		}
 	}
 	read("mqtt", c.MQTT.Pos, &c.MQTT.Password, c.MQTT.PasswordFile)
+	if s := c.Ingress.SMTP; s != nil {
+		for i := range s.Users {
+			u := &s.Users[i]
+			read(fmt.Sprintf("ingress.smtp.users[%d]", i), u.Pos, &u.Password, u.PasswordFile)
+		}
+	}
 	if c.SMTP != nil {
 		read("smtp", c.SMTP.Pos, &c.SMTP.Password, c.SMTP.PasswordFile)
 	}

@@ -24,6 +24,7 @@ func Unreloadable(running, next *Config) Errors {
 		{"store", running.Store, next.Store, next.Store.Pos},
 		{"http", running.HTTP, next.HTTP, next.HTTP.Pos},
 		{"limits", running.Limits, next.Limits, next.Limits.Pos},
+		{"ingress", running.Ingress, next.Ingress, next.Ingress.Pos},
 		{"log.format", running.Log.Format, next.Log.Format, next.Log.Pos},
 	}
 	for _, s := range sections {

@@ -37,6 +37,7 @@ func (c *Config) validate(errs *Errors) {
 		add(c.Defaults.Pos.At("name"), "defaults: name cannot have a default (each rule names itself)")
 	}
 	c.validateLimits(add)
+	c.Ingress.validate(add)
 	seen := map[string]Pos{}
 	for i := range c.Rules {
 		r := &c.Rules[i]

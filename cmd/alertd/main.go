@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -191,7 +192,7 @@ func newLogger(c config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 // routeLibraryLogs sends paho's own log lines (package globals) to slog.
 func routeLibraryLogs(l *slog.Logger) {
 	h := l.With("component", "paho").Handler()
-	mqtt.ERROR = slog.NewLogLogger(h, slog.LevelError)
+	mqtt.ERROR = slog.NewLogLogger(shutdownNoise{h}, slog.LevelError)
 	mqtt.CRITICAL = slog.NewLogLogger(h, slog.LevelError)
 	// paho's warnings are about its own bookkeeping ("memorystore del:
 	// message 1 not found" at every start); what matters to an operator,
@@ -208,4 +209,28 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return "devel"
+}
+
+// shutdownNoise lowers to debug the two errors paho logs at every clean
+// disconnect (the broker closing the connection after DISCONNECT, as it
+// should): an operator must not read a clean stop as a failure.
+type shutdownNoise struct{ slog.Handler }
+
+var pahoShutdownErrors = []string{"error triggered EOF", "disconnection already in progress"}
+
+func (h shutdownNoise) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.Handler.Enabled(ctx, l) || h.Handler.Enabled(ctx, slog.LevelDebug)
+}
+
+func (h shutdownNoise) Handle(ctx context.Context, r slog.Record) error {
+	for _, s := range pahoShutdownErrors {
+		if strings.Contains(r.Message, s) {
+			r.Level = slog.LevelDebug
+			break
+		}
+	}
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }

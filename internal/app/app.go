@@ -23,11 +23,13 @@ import (
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/httpapi"
+	"github.com/alertd/alertd/internal/httpin"
 	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/metrics"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
 	"github.com/alertd/alertd/internal/silence"
+	"github.com/alertd/alertd/internal/smtpin"
 	"github.com/alertd/alertd/internal/store"
 	"github.com/alertd/alertd/internal/subscriber"
 )
@@ -61,6 +63,8 @@ type App struct {
 
 	// Set by Run, for tests and health.
 	sub     *subscriber.Subscriber
+	smtpIn  *smtpin.Server
+	httpIn  *httpin.Server
 	ready   func() bool
 	started chan struct{}
 	httpSrv *httpapi.Server
@@ -189,13 +193,27 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if t := a.cfg.MQTT.StateTopic; t != "" {
 		a.pipeline.stateTopic, a.pipeline.publish = t, sub.Publish
 	}
+	smtpIn, httpIn, err := a.listenIngress()
+	if err != nil {
+		return err
+	}
+	a.smtpIn, a.httpIn = smtpIn, httpIn
 	g, gctx := errgroup.WithContext(ctx)
+	if smtpIn != nil {
+		g.Go(func() error { return smtpIn.Run(gctx) })
+		a.log.Info("smtp ingress listening", "addr", smtpIn.Addr().String())
+	}
+	if httpIn != nil {
+		g.Go(func() error { return httpIn.Run(gctx) })
+		a.log.Info("http ingress listening", "addr", httpIn.Addr())
+	}
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
 			Registry: a.metrics.Registry, Ready: sub.Ready, Queue: a.outbox, Reloader: a,
 			Silences: silenceAdmin{a.silences, a.ruleNames, func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
 			Log:      a.log,
 		}); err != nil {
+			closeAll(smtpIn, httpIn)
 			return err
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
@@ -316,4 +334,30 @@ func (a *App) BrokerURL() string {
 		return ""
 	}
 	return dialable(a.brk.URL())
+}
+
+// closeAll closes the device listeners that were bound (nil ones skipped).
+func closeAll(s *smtpin.Server, h *httpin.Server) {
+	if s != nil {
+		_ = s.Close()
+	}
+	if h != nil {
+		_ = h.Close()
+	}
+}
+
+// SMTPIngressAddr is the bound SMTP ingress address ("" when off).
+func (a *App) SMTPIngressAddr() string {
+	if a.smtpIn == nil {
+		return ""
+	}
+	return a.smtpIn.Addr().String()
+}
+
+// HTTPIngressAddr is the bound HTTP ingress address ("" when off).
+func (a *App) HTTPIngressAddr() string {
+	if a.httpIn == nil {
+		return ""
+	}
+	return a.httpIn.Addr()
 }

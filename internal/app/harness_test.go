@@ -139,6 +139,8 @@ func (r *running) counter(name string, labels ...string) float64 {
 		return testutil.ToFloat64(m.MailFailed.WithLabelValues(labels...))
 	case "dead":
 		return testutil.ToFloat64(m.MailDead)
+	case "alertd_ingress_smtp_total":
+		return testutil.ToFloat64(m.IngressSMTP.WithLabelValues(labels...))
 	}
 	panic("unknown metric " + name)
 }

@@ -13,9 +13,14 @@ type Ingress struct {
 	// RelayTo is every recipient mail from devices may go to: an address
 	// ("ops@example.org") or a whole domain ("@example.org"). Nothing else
 	// is ever relayed, so alertd can never be an open relay.
-	RelayTo []string     `yaml:"relay_to"`
-	SMTP    *IngressSMTP `yaml:"smtp"` // nil: no SMTP listener
-	HTTP    *IngressHTTP `yaml:"http"` // nil: no device HTTP listener
+	RelayTo []string `yaml:"relay_to"`
+	// Cooldown holds back the same mail (sender, subject, text) sent
+	// again within it; RateLimit bounds the mails one client may have
+	// relayed. A looping sketch must not flood the upstream account.
+	Cooldown  Duration     `yaml:"cooldown"`
+	RateLimit Rate         `yaml:"rate_limit"`
+	SMTP      *IngressSMTP `yaml:"smtp"` // nil: no SMTP listener
+	HTTP      *IngressHTTP `yaml:"http"` // nil: no device HTTP listener
 
 	Pos Positions `yaml:"-"`
 }
@@ -68,6 +73,12 @@ const (
 var DefaultNetworks = []string{"127.0.0.0/8", "::1/128"}
 
 func (in *Ingress) applyDefaults() {
+	if !in.Pos.Has("cooldown") {
+		in.Cooldown = Duration(DefaultCooldown)
+	}
+	if !in.Pos.Has("rate_limit") {
+		in.RateLimit = DefaultRateLimit
+	}
 	if s := in.SMTP; s != nil {
 		if len(s.Networks) == 0 && !s.Pos.Has("networks") {
 			s.Networks = append([]string(nil), DefaultNetworks...)

@@ -30,6 +30,9 @@ type Metrics struct {
 	StoreQuarantined  *prometheus.CounterVec // by bucket
 	QuarantineEntries *prometheus.GaugeVec   // by bucket
 
+	IngressSMTP *prometheus.CounterVec // by result
+	IngressHTTP *prometheus.CounterVec // by result
+
 	ConfigReloads      *prometheus.CounterVec // by result: success, error
 	ConfigLastReloadOK prometheus.Gauge
 	ConfigLastReloadAt prometheus.Gauge
@@ -70,6 +73,14 @@ func New() *Metrics {
 			Help: "Entries in quarantine now, by the bucket they came from (kept until an operator drops them)."}, []string{"bucket"}),
 	}
 	reg.MustRegister(m.QuarantineEntries)
+	m.IngressSMTP = counter("alertd_ingress_smtp_total", "Mails and sessions of the SMTP ingress, by result (accepted, relay_denied, auth_failed, too_big, rate_limited, error).", "result")
+	m.IngressHTTP = counter("alertd_ingress_http_total", "Requests of the HTTP ingress, by result (accepted, unauthorized, forbidden, too_big, unsupported, rate_limited, bad_request, error).", "result")
+	for _, r := range []string{"accepted", "relay_denied", "auth_failed", "too_big", "rate_limited", "error"} {
+		m.IngressSMTP.WithLabelValues(r)
+	}
+	for _, r := range []string{"accepted", "unauthorized", "forbidden", "too_big", "unsupported", "rate_limited", "bad_request", "error"} {
+		m.IngressHTTP.WithLabelValues(r)
+	}
 	m.ConfigReloads = counter("alertd_config_reload_total", "Configuration reloads (SIGHUP, alertd reload), by result (success, error).", "result")
 	m.ConfigLastReloadOK = gauge("alertd_config_last_reload_successful", "1 when the last reload succeeded (or none was tried), 0 when it was refused.")
 	m.ConfigLastReloadAt = gauge("alertd_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully (start or reload), Unix seconds.")

@@ -1,0 +1,214 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/event"
+	"github.com/alertd/alertd/internal/httpin"
+	"github.com/alertd/alertd/internal/mailer"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/smtpin"
+)
+
+// ingress is what the SMTP and HTTP listeners commit through: an event
+// goes through the rules as an MQTT reading does, and a mail from a
+// device goes to the outbox through the same gate as alert mail — the
+// cooldown holds back the same mail sent again (sender, subject and text),
+// the rate limit bounds what one client may send — so a looping sketch
+// cannot flood the upstream account. Both return only after the commit.
+type ingress struct {
+	a   *App
+	seq atomic.Uint64
+}
+
+var (
+	_ smtpin.Sink = (*ingress)(nil)
+	_ httpin.Sink = (*ingress)(nil)
+)
+
+// relayRule is the gate's name for device mail: its rate window and
+// held-back counts live beside the rules', under a name no rule can have.
+const relayRule = "\x00ingress"
+
+// Event hands an HTTP event to the rules.
+func (in *ingress) Event(_ context.Context, ev *event.Event) (string, error) {
+	if err := in.a.pipeline.Handle(ev); err != nil {
+		return "", err
+	}
+	return "ev-" + strconv.FormatUint(in.seq.Add(1), 10) + "-" + strconv.FormatInt(ev.Received.UnixNano(), 36), nil
+}
+
+// Mail queues a mail a device posted over HTTP.
+func (in *ingress) Mail(_ context.Context, m *httpin.Mail) (httpin.Outcome, error) {
+	a := in.a
+	now := a.now()
+	msgID := mailer.NewMessageID(now, a.from)
+	msg, err := mailer.Compose(mailer.Mail{
+		From: a.from, To: m.To, Subject: m.Subject, Body: m.Text, Date: now, MessageID: msgID,
+		Headers: map[string]string{"X-Alertd-Source": "http " + m.Client.String()},
+	})
+	if err != nil {
+		return httpin.Outcome{}, err
+	}
+	v, id, err := in.queue(relayed{
+		client: m.Client, key: "http\x00" + m.Subject + "\x00" + m.Text, series: "http/" + m.Client.String(),
+		to: m.To, subject: m.Subject, msgID: msgID, msg: msg,
+	})
+	switch {
+	case err != nil:
+		return httpin.Outcome{}, err
+	case v.Reason == dedupe.ReasonRateLimit:
+		return httpin.Outcome{}, &httpin.RateLimitedError{RetryAfter: max(v.RetryAt.Sub(now), time.Second)}
+	}
+	return httpin.Outcome{ID: strconv.FormatUint(id, 10), Duplicate: v.Reason == dedupe.ReasonCooldown}, nil
+}
+
+// Accept commits a mail a device sent over SMTP: its relayed copy, then
+// its event.
+func (in *ingress) Accept(_ context.Context, m *smtpin.Mail) (smtpin.Outcome, error) {
+	out := smtpin.Outcome{ID: m.ID}
+	if len(m.Relay) > 0 {
+		v, id, err := in.queue(relayed{
+			client: m.Client, key: "smtp\x00" + m.DedupeKey(), series: m.Event.Topic,
+			to: m.Relay, subject: m.Subject, msgID: m.MessageID, msg: m.Relayed,
+		})
+		switch {
+		case err != nil:
+			return out, err
+		case v.Reason == dedupe.ReasonRateLimit:
+			return smtpin.Outcome{Held: smtpin.HeldRateLimited, RetryAfter: max(v.RetryAt.Sub(in.a.now()), time.Second)}, nil
+		case v.Reason == dedupe.ReasonCooldown:
+			out.Held = smtpin.HeldDuplicate
+		default:
+			out.ID = strconv.FormatUint(id, 10)
+		}
+	}
+	ev := m.Event
+	if err := in.a.pipeline.Handle(&ev); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// relayed is one device mail on its way to the outbox.
+type relayed struct {
+	client  netip.Addr
+	key     string // what makes two mails the same (cooldown)
+	series  string // shown in outbox list
+	to      []string
+	subject string
+	msgID   string
+	msg     []byte
+}
+
+// queue admits r through the gate and writes it to the outbox in the same
+// transaction; the verdict says why it was held back, if it was.
+func (in *ingress) queue(r relayed) (dedupe.Verdict, uint64, error) {
+	a := in.a
+	lim := a.relayLimits()
+	c := dedupe.Candidate{
+		Rule: relayRule + "\x00" + r.client.String(), Series: r.key,
+		Cooldown: lim.cooldown, Limit: lim.rate.N, Per: lim.rate.Per,
+	}
+	now := a.now()
+	var id uint64
+	v, err := a.gate.Admit(c, func(tx *bolt.Tx, _ uint64) error {
+		e := &outbox.Entry{
+			Rule: "ingress", Series: r.series, From: a.pipeline.envFrom, To: r.to, Subject: r.subject,
+			MessageID: r.msgID, Message: r.msg, Created: now, Next: now,
+		}
+		err := outbox.Put(tx, e)
+		id = e.ID
+		return err
+	})
+	if err != nil {
+		return v, 0, fmt.Errorf("queue device mail: %w", err)
+	}
+	if !v.Admitted {
+		a.metrics.Suppressed.WithLabelValues("ingress", v.Reason).Inc()
+		a.log.Info("device mail held back", "client", r.client, "reason", v.Reason, "subject", r.subject)
+		return v, 0, nil
+	}
+	a.metrics.MailQueued.Inc()
+	a.outbox.Kick()
+	a.log.Info("device mail queued", "id", id, "client", r.client, "to", strings.Join(r.to, ","), "subject", r.subject)
+	return v, id, nil
+}
+
+type relayLimits struct {
+	cooldown time.Duration
+	rate     config.Rate
+}
+
+// relayLimits are ingress.cooldown and ingress.rate_limit.
+func (a *App) relayLimits() relayLimits {
+	a.cfgMu.Lock()
+	defer a.cfgMu.Unlock()
+	return relayLimits{cooldown: a.cfg.Ingress.Cooldown.D(), rate: a.cfg.Ingress.RateLimit}
+}
+
+// listenIngress binds the configured device listeners.
+func (a *App) listenIngress() (smtpSrv *smtpin.Server, httpSrv *httpin.Server, err error) {
+	in := a.cfg.Ingress
+	sink := &ingress{a: a}
+	if s := in.SMTP; s != nil {
+		opts := smtpin.Options{
+			Listen: s.Listen, Hostname: s.Hostname, RelayTo: in.RelayTo, From: a.pipeline.envFrom,
+			MaxMessageBytes: int64(s.MaxMessageBytes), ShutdownGrace: 2 * time.Second,
+			Log: a.log.With("component", "smtp-ingress"), Now: a.now,
+			Count: func(r smtpin.Result) { a.metrics.IngressSMTP.WithLabelValues(string(r)).Inc() },
+		}
+		for _, n := range s.Networks {
+			p, err := netip.ParsePrefix(strings.TrimSpace(n))
+			if err != nil {
+				return nil, nil, fmt.Errorf("ingress.smtp.networks: %w", err)
+			}
+			opts.Networks = append(opts.Networks, p)
+		}
+		if len(s.Users) > 0 {
+			opts.Users = smtpin.Users{}
+			for _, u := range s.Users {
+				opts.Users[u.Username] = u.Password.Reveal()
+			}
+		}
+		if s.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(s.TLS.CertFile, s.TLS.KeyFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("ingress.smtp.tls: %w", err)
+			}
+			opts.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		if smtpSrv, err = smtpin.Listen(opts, sink); err != nil {
+			return nil, nil, fmt.Errorf("ingress.smtp: %w", err)
+		}
+	}
+	if h := in.HTTP; h != nil {
+		tokens := make([]string, len(h.Tokens))
+		for i, t := range h.Tokens {
+			tokens[i] = t.Reveal()
+		}
+		httpSrv, err = httpin.Listen(httpin.Options{
+			Listen: h.Listen, Tokens: tokens, RelayTo: in.RelayTo, MaxBodyBytes: int64(h.MaxBodyBytes),
+			Log: a.log.With("component", "http-ingress"), Now: a.now,
+			Count: func(r string) { a.metrics.IngressHTTP.WithLabelValues(r).Inc() },
+		}, sink)
+		if err != nil {
+			if smtpSrv != nil {
+				_ = smtpSrv.Close()
+			}
+			return nil, nil, fmt.Errorf("ingress.http: %w", err)
+		}
+	}
+	return smtpSrv, httpSrv, nil
+}

@@ -12,11 +12,13 @@ import (
 	"os"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/alertd/alertd/internal/payload"
 )
 
 // MaxDepth is the deepest JSON nesting accepted, the depth to which the
 // rules read a payload. It is checked in one pass before any parser runs.
-const MaxDepth = 32
+const MaxDepth = payload.MaxDepth
 
 // readBody reads the whole body, at most maxBody bytes.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -44,44 +46,13 @@ func checkJSON(b []byte) error {
 	switch {
 	case !utf8.Valid(b):
 		return badRequest("body is not valid UTF-8")
-	case depth(b) > MaxDepth:
+	case payload.Depth(b) > MaxDepth:
 		return badRequest(fmt.Sprintf("JSON nested deeper than %d", MaxDepth))
 	case !json.Valid(b):
 		// NaN and Infinity are not JSON either.
 		return badRequest("body is not valid JSON")
 	}
 	return nil
-}
-
-// depth is the deepest nesting of objects and lists, ignoring strings,
-// stopping as soon as it passes MaxDepth.
-func depth(p []byte) int {
-	d, deepest, inStr := 0, 0, false
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if inStr {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inStr = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inStr = true
-		case '{', '[':
-			d++
-			deepest = max(deepest, d)
-			if deepest > MaxDepth {
-				return deepest
-			}
-		case '}', ']':
-			d--
-		}
-	}
-	return deepest
 }
 
 // queryObject is a GET's query, minus the token, as a flat JSON object.

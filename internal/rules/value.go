@@ -7,13 +7,15 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/alertd/alertd/internal/payload"
 )
 
 // Limits on what a payload may be before a rule looks at it. Sensor
 // payloads are a few hundred bytes; anything far beyond is hostile or broken.
 const (
-	MaxPayload = 64 << 10
-	MaxDepth   = 32
+	MaxPayload = payload.MaxBytes
+	MaxDepth   = payload.MaxDepth
 )
 
 // Kind is the JSON type of an extracted value.
@@ -66,7 +68,7 @@ func extract(p []byte, path []string) (Value, error) {
 	if len(path) == 0 {
 		return rawValue(p), nil
 	}
-	if depth(p) > MaxDepth {
+	if payload.Depth(p) > MaxDepth {
 		return Value{}, ErrTooDeep
 	}
 	if !json.Valid(p) {
@@ -142,39 +144,6 @@ func isJSONNumber(s string) bool {
 		}
 	}
 	return i == len(s)
-}
-
-// depth is the deepest nesting of objects and lists, ignoring strings.
-// It runs before json.Valid so a deep payload costs one linear pass.
-func depth(p []byte) int {
-	d, maxD, inStr := 0, 0, false
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if inStr {
-			switch c {
-			case '\\':
-				i++
-			case '"':
-				inStr = false
-			}
-			continue
-		}
-		switch c {
-		case '"':
-			inStr = true
-		case '{', '[':
-			d++
-			if d > maxD {
-				maxD = d
-				if maxD > MaxDepth {
-					return maxD
-				}
-			}
-		case '}', ']':
-			d--
-		}
-	}
-	return maxD
 }
 
 // scanner walks JSON already known to be valid, without allocating.

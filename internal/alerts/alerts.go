@@ -19,6 +19,7 @@ package alerts
 
 import (
 	"container/heap"
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -92,14 +93,15 @@ type Series struct {
 // book is a series' place in the tracker's structures.
 type book struct {
 	tab     *ruleTable
-	links   [nLinks]link // in its rule's and the global eviction lists, and the dirty list
-	listed  int8         // which eviction lists hold it: unlisted, onceList or moreList
-	seen    uint8        // readings, counted up to 2: once-seen series are evicted first
-	timerAt time.Time    // when its heap entry pops, zero if it has none
-	heapAt  int          // its index in the timer heap plus one, 0 if none
-	dirty   bool         // LastSeen changed since the last checkpoint
-	stored  bool         // the store may hold it: evicting it must delete it there too
-	retired bool         // its rule was removed by a reload: forget it when its transition ends
+	links   [nLinks]link  // in its rule's and the global eviction lists, and the dirty list
+	listed  int8          // which eviction lists hold it: unlisted, onceList or moreList
+	seen    uint8         // readings, counted up to 2: once-seen series are evicted first
+	timerAt time.Time     // when its heap entry pops, zero if it has none
+	heapAt  int           // its index in the timer heap plus one, 0 if none
+	dirty   bool          // LastSeen changed since the last checkpoint
+	stored  bool          // the store may hold it: evicting it must delete it there too
+	retired bool          // its rule was removed by a reload: forget it when its transition ends
+	idle    chan struct{} // closed when its transition ends; made only when a reading waits
 }
 
 // ErrBusy means the series has a transition being persisted: try the
@@ -358,12 +360,59 @@ func (t *Tracker) Due(now time.Time) []Transition {
 	return out
 }
 
+// release ends a series' transition and wakes the readings waiting for it.
+func (t *Tracker) release(s *Series) {
+	s.busy = false
+	if s.b.idle != nil {
+		close(s.b.idle)
+		s.b.idle = nil
+	}
+}
+
+// ObserveWait is Observe that, when the series has a transition being
+// saved (a timer's, or another reading's), waits for it to end and tries
+// again, instead of returning ErrBusy: one reading's alert is never
+// decided on a state about to change. It returns ErrBusy only when ctx
+// ends first.
+func (t *Tracker) ObserveWait(ctx context.Context, rd *rules.Reading) (Transition, bool, error) {
+	for {
+		tr, ok, err := t.Observe(rd)
+		if !errors.Is(err, ErrBusy) {
+			return tr, ok, err
+		}
+		wait := t.idleOf(rd.Rule.Name, rd.Event.Topic)
+		if wait == nil {
+			continue // ended meanwhile
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return Transition{}, false, ErrBusy
+		}
+	}
+}
+
+// idleOf is a channel closed when the series' transition ends, nil when it
+// has none.
+func (t *Tracker) idleOf(rule, topic string) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.series[key{rule, topic}]
+	if s == nil || !s.busy {
+		return nil
+	}
+	if s.b.idle == nil {
+		s.b.idle = make(chan struct{})
+	}
+	return s.b.idle
+}
+
 // Settle ends a transition that was persisted.
 func (t *Tracker) Settle(tr Transition) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := tr.series
-	s.busy = false
+	t.release(s)
 	s.b.stored = true
 	if s.b.retired {
 		t.remove(s)
@@ -396,7 +445,7 @@ func (t *Tracker) Abort(tr Transition) {
 	b := s.b
 	*s = tr.prev
 	s.b = b
-	s.busy = false
+	t.release(s)
 	if s.b.retired {
 		t.remove(s)
 		return

@@ -111,17 +111,20 @@ func (p *pipeline) Handle(ev *event.Event) error {
 }
 
 // observe applies a reading to its series, waiting while a transition of
-// that series decided by a timer is being saved (milliseconds).
+// that series (a timer's) is being saved: milliseconds, bounded by
+// busyWait in case the store hangs (the reading is then retried).
 func (p *pipeline) observe(rd *rules.Reading) (alerts.Transition, bool, error) {
-	for range 200 {
-		tr, ok, err := p.tracker.Observe(rd)
-		if !errors.Is(err, alerts.ErrBusy) {
-			return tr, ok, err
-		}
-		time.Sleep(5 * time.Millisecond)
+	tr, ok, err := p.tracker.Observe(rd)
+	if !errors.Is(err, alerts.ErrBusy) {
+		return tr, ok, err
 	}
-	return alerts.Transition{}, false, alerts.ErrBusy
+	ctx, cancel := context.WithTimeout(context.Background(), busyWait)
+	defer cancel()
+	return p.tracker.ObserveWait(ctx, rd)
 }
+
+// busyWait bounds how long a reading waits for its series' transition.
+const busyWait = 10 * time.Second
 
 // MaxTopic bounds the topics alertd tracks: far above any device's, far
 // below bbolt's 32 KiB key limit.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/app"
 	"github.com/alertd/alertd/internal/config"
@@ -114,7 +113,7 @@ func drainAlertd(broker, dir string, n, sessions int) (float64, error) {
 		return 0, err
 	}
 	for i := 0; i < n; {
-		err := db.Update(func(tx *bolt.Tx) error {
+		err := db.Update(func(tx *store.Tx) error {
 			for j := 0; j < 1000 && i < n; j, i = j+1, i+1 {
 				m := testMail(i)
 				if err := outbox.Put(tx, &outbox.Entry{Rule: "hot", Series: "fleet", From: "alertd@example.org",

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/config"
@@ -63,7 +62,7 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 		return 0, 0, 0, err
 	}
 	now := time.Now()
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = db.Update(func(tx *store.Tx) error {
 		for i := range series / 2 {
 			topic := fmt.Sprintf("fleet/dev%05d/telemetry", i)
 			if err := alerts.Put(tx, &alerts.Series{Rule: hot, Topic: topic, State: alerts.Firing, Since: now, LastSeen: now,

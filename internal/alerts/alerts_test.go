@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/rules"
@@ -276,9 +274,9 @@ func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
 	}
 }
 
-func put(t *testing.T, db *bolt.DB, s Series) {
+func put(t *testing.T, db *store.DB, s Series) {
 	t.Helper()
-	if err := db.Update(func(tx *bolt.Tx) error { return Put(tx, &s) }); err != nil {
+	if err := db.Update(func(tx *store.Tx) error { return Put(tx, &s) }); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -39,9 +37,9 @@ const CheckpointBatch = 1000
 // so taking 100,000 of them never holds up readings for long.
 const takeChunk = 4096
 
-// Writer is the part of *bolt.DB a checkpoint uses.
+// Writer is the part of *store.DB a checkpoint uses.
 type Writer interface {
-	Update(func(*bolt.Tx) error) error
+	Update(func(*store.Tx) error) error
 }
 
 // seenOp is one key a checkpoint writes: a last-seen time, or (s nil) the
@@ -94,7 +92,7 @@ func (t *Tracker) checkpoint(ctx context.Context, db Writer, until time.Time, pa
 		}
 		batch := ops[i:min(i+t.batch, len(ops))]
 		start := time.Now()
-		if err := db.Update(func(tx *bolt.Tx) error { return t.write(tx, batch) }); err != nil {
+		if err := db.Update(func(tx *store.Tx) error { return t.write(tx, batch) }); err != nil {
 			t.putBack(ops[i:])
 			return len(ops) - i, fmt.Errorf("save last-seen times: %w", err)
 		}
@@ -145,7 +143,7 @@ func (t *Tracker) takeDirty() []seenOp {
 // it was taken is not written back, and an evicted key tracked again is
 // not deleted. Whatever changes after this decision is written by a later
 // transaction, which bbolt orders after this one.
-func (t *Tracker) write(tx *bolt.Tx, ops []seenOp) error {
+func (t *Tracker) write(tx *store.Tx, ops []seenOp) error {
 	live := make([]bool, len(ops))
 	t.mu.Lock()
 	for i := range ops {

@@ -9,25 +9,18 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
 // openStore is a store for one test, checked for consistency at cleanup.
-func openStore(t *testing.T) *bolt.DB {
+func openStore(t *testing.T) *store.DB {
 	t.Helper()
 	db, _, err := store.Open(filepath.Join(t.TempDir(), "alertd.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := db.View(func(tx *bolt.Tx) error {
-			for err := range tx.Check() {
-				return err
-			}
-			return nil
-		}); err != nil {
+		if err := db.Check(); err != nil {
 			t.Errorf("store inconsistent: %v", err)
 		}
 		db.Close()
@@ -39,13 +32,13 @@ func openStore(t *testing.T) *bolt.DB {
 // added to last_seen; after each it runs then (which may move a clock or
 // fail).
 type countingWriter struct {
-	db    *bolt.DB
+	db    *store.DB
 	added []int
 	then  func() error
 }
 
-func (w *countingWriter) Update(fn func(*bolt.Tx) error) error {
-	return w.db.Update(func(tx *bolt.Tx) error {
+func (w *countingWriter) Update(fn func(*store.Tx) error) error {
+	return w.db.Update(func(tx *store.Tx) error {
 		before := keys(tx, store.BucketLastSeen)
 		if err := fn(tx); err != nil {
 			return err
@@ -59,14 +52,14 @@ func (w *countingWriter) Update(fn func(*bolt.Tx) error) error {
 }
 
 // keys counts bucket's keys as tx sees them (Stats sees only committed pages).
-func keys(tx *bolt.Tx, bucket []byte) int {
+func keys(tx *store.Tx, bucket []byte) int {
 	n := 0
 	_ = tx.Bucket(bucket).ForEach(func(_, _ []byte) error { n++; return nil })
 	return n
 }
 
 // restart loads the store into a new tracker, as alertd does at start.
-func restart(t *testing.T, db *bolt.DB, ruleset string, o Options) *fixture {
+func restart(t *testing.T, db *store.DB, ruleset string, o Options) *fixture {
 	t.Helper()
 	f := newFixtureWith(t, ruleset, o)
 	if _, err := f.tracker.Load(db, f.engine); err != nil {
@@ -114,12 +107,12 @@ func TestCheckpointWritesOnlyWhatChangedInSmallTransactions(t *testing.T) {
 
 // pacedWriter records when each transaction began and how long it took.
 type pacedWriter struct {
-	db          *bolt.DB
+	db          *store.DB
 	began, took []time.Duration
 	t0          time.Time
 }
 
-func (w *pacedWriter) Update(fn func(*bolt.Tx) error) error {
+func (w *pacedWriter) Update(fn func(*store.Tx) error) error {
 	start := time.Now()
 	err := w.db.Update(fn)
 	w.began, w.took = append(w.began, start.Sub(w.t0)), append(w.took, time.Since(start))
@@ -242,7 +235,7 @@ func TestEvictedSeriesDoNotComeBackAfterARestart(t *testing.T) {
 	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := db.View(func(tx *store.Tx) error {
 		for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {
 			if v := tx.Bucket(b).Get(seriesKey("hb", "hb/junk1")); v != nil {
 				return fmt.Errorf("bucket %s still holds evicted hb/junk1: %q", b, v)
@@ -290,7 +283,7 @@ func TestLoadAppliesTheLimits(t *testing.T) {
 		t.Errorf("warnings %+v, want one for hb at load, 48 evicted", warned)
 	}
 	n := 0
-	_ = db.View(func(tx *bolt.Tx) error { n = keys(tx, store.BucketAlerts); return nil })
+	_ = db.View(func(tx *store.Tx) error { n = keys(tx, store.BucketAlerts); return nil })
 	if n != 8 {
 		t.Errorf("the store holds %d records after the start, want 8", n)
 	}
@@ -334,7 +327,7 @@ func TestLoadTakesTheLaterOfTheTwoLastSeenTimes(t *testing.T) {
 // Keys that cannot be used are deleted at load, in both buckets.
 func TestLoadDeletesWhatItCannotUse(t *testing.T) {
 	db := openStore(t)
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *store.Tx) error {
 		recs, seen := tx.Bucket(store.BucketAlerts), tx.Bucket(store.BucketLastSeen)
 		ok, _ := json.Marshal(record{State: OK, LastSeen: t0})
 		for k, v := range map[string][]byte{
@@ -359,7 +352,7 @@ func TestLoadDeletesWhatItCannotUse(t *testing.T) {
 	if n := f.tracker.Len(); n != 1 {
 		t.Errorf("%d series loaded, want only hb/fine", n)
 	}
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *store.Tx) error {
 		for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {
 			_ = tx.Bucket(b).ForEach(func(k, _ []byte) error {
 				if string(k) != "hb\x00fine" {

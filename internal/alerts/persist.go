@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/rules"
 	"github.com/alertd/alertd/internal/store"
 )
@@ -46,7 +44,7 @@ func (tr *Transition) Record(sent bool, msgID string, retryAt time.Time) Series 
 
 // Put writes s in tx. A threshold series back to ok is deleted: only what
 // a restart must remember is kept.
-func Put(tx *bolt.Tx, s *Series) error {
+func Put(tx *store.Tx, s *Series) error {
 	b := tx.Bucket(store.BucketAlerts)
 	k := seriesKey(s.Rule.Name, s.Topic)
 	if s.State == OK && !s.Rule.Silence() {
@@ -76,11 +74,11 @@ func Put(tx *bolt.Tx, s *Series) error {
 // returns how many series are tracked.
 //
 // Call it before anything else uses the tracker.
-func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
+func (t *Tracker) Load(db *store.DB, engine *rules.Engine) (int, error) {
 	var loaded []*Series
 	var stale [][]byte
 	var bad []unreadable
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := db.View(func(tx *store.Tx) error {
 		loaded, stale, bad = read(tx, engine)
 		return nil
 	}); err != nil {
@@ -89,7 +87,7 @@ func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
 	if len(bad) > 0 {
 		// Kept aside with its bytes, as every store entry that does not
 		// decode; the series starts afresh at its next reading.
-		if err := db.Update(func(tx *bolt.Tx) error {
+		if err := db.Update(func(tx *store.Tx) error {
 			for _, u := range bad {
 				if err := store.Quarantine(tx, u.bucket, u.k, u.v, u.err, t.onQuarantine); err != nil {
 					return err
@@ -115,7 +113,7 @@ func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
 	t.mu.Unlock()
 	for i := 0; i < len(stale); i += t.batch {
 		keys := stale[i:min(i+t.batch, len(stale))]
-		if err := db.Update(func(tx *bolt.Tx) error { return deleteKeys(tx, keys) }); err != nil {
+		if err := db.Update(func(tx *store.Tx) error { return deleteKeys(tx, keys) }); err != nil {
 			return 0, fmt.Errorf("load alert state: delete stale series: %w", err)
 		}
 	}
@@ -127,7 +125,7 @@ func (t *Tracker) Load(db *bolt.DB, engine *rules.Engine) (int, error) {
 // rule\x00topic, so one ordered pass joins them. A series may be in
 // either or both; stores written before last_seen existed have only
 // records, whose own last_seen is then what counts.
-func read(tx *bolt.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte, bad []unreadable) {
+func read(tx *store.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte, bad []unreadable) {
 	ac := tx.Bucket(store.BucketAlerts).Cursor()
 	lc := tx.Bucket(store.BucketLastSeen).Cursor()
 	ak, av := ac.First()
@@ -277,7 +275,7 @@ func (t *Tracker) restore(loaded []*Series) []Warning {
 	return out
 }
 
-func deleteKeys(tx *bolt.Tx, keys [][]byte) error {
+func deleteKeys(tx *store.Tx, keys [][]byte) error {
 	for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {
 		bk := tx.Bucket(b)
 		for _, k := range keys {
@@ -323,11 +321,11 @@ func (t *Tracker) Lookup(rule, topic string) (Series, bool) {
 // ForgetRules deletes the stored series of the named rules (removed by a
 // reload), so a restart, or the same rule added back later, does not find
 // an alert nobody tracks any more.
-func ForgetRules(db *bolt.DB, names []string) error {
+func ForgetRules(db *store.DB, names []string) error {
 	if len(names) == 0 {
 		return nil
 	}
-	return db.Update(func(tx *bolt.Tx) error {
+	return db.Update(func(tx *store.Tx) error {
 		for _, name := range names {
 			prefix := append([]byte(name), 0)
 			for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/store"
 )
@@ -62,7 +60,7 @@ func TestLoadQuarantinesAnUnreadableSeries(t *testing.T) {
 	expect(t, "hot fires", f.read("gh/a/t", `{"temp":31}`, t0), "fire")
 	s, _ := f.tracker.Lookup("hot", "gh/a/t")
 	put(t, db, s)
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *store.Tx) error {
 		return tx.Bucket(store.BucketAlerts).Put([]byte("hot\x00gh/b/t"), []byte("{\x00\x00\x00"))
 	}); err != nil {
 		t.Fatal(err)
@@ -75,7 +73,7 @@ func TestLoadQuarantinesAnUnreadableSeries(t *testing.T) {
 	if len(reported) != 1 || reported[0].Bucket != "alerts" || string(reported[0].Raw) != "{\x00\x00\x00" {
 		t.Fatalf("reported %+v, want the unreadable record with its bytes", reported)
 	}
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *store.Tx) error {
 		if tx.Bucket(store.BucketAlerts).Get([]byte("hot\x00gh/b/t")) != nil || len(store.QuarantinedFrom(tx, store.BucketAlerts)) != 1 {
 			t.Error("the unreadable record was not moved to the quarantine")
 		}

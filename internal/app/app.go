@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alertd/alertd/internal/alerts"
@@ -45,7 +44,7 @@ type App struct {
 	now     func() time.Time
 	from    string
 
-	db        *bolt.DB
+	db        *store.DB
 	engine    *rules.Engine
 	tracker   *alerts.Tracker
 	silences  *silence.Store

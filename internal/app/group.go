@@ -11,8 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/outbox"
@@ -38,7 +36,7 @@ type groupItem struct {
 	At       time.Time `json:"at"`
 }
 
-func putGroupItem(tx *bolt.Tx, n *rules.Notification) error {
+func putGroupItem(tx *store.Tx, n *rules.Notification) error {
 	b := tx.Bucket(store.BucketGroups)
 	seq, err := b.NextSequence()
 	if err != nil {
@@ -112,7 +110,7 @@ type unreadableItem struct {
 
 // quarantineItems moves unreadable group items to the store's quarantine
 // inside tx, each reported once tx commits.
-func (p *pipeline) quarantineItems(tx *bolt.Tx, bad []unreadableItem) error {
+func (p *pipeline) quarantineItems(tx *store.Tx, bad []unreadableItem) error {
 	for _, u := range bad {
 		if err := store.Quarantine(tx, store.BucketGroups, u.k, u.v, u.err, p.reportQuarantine); err != nil {
 			return err
@@ -125,7 +123,7 @@ func (p *pipeline) quarantineItems(tx *bolt.Tx, bad []unreadableItem) error {
 // stop or a crash. An item that cannot be decoded is quarantined: it would
 // be left out of its group mail anyway.
 func (p *pipeline) restoreGroups() error {
-	return p.db.Update(func(tx *bolt.Tx) error {
+	return p.db.Update(func(tx *store.Tx) error {
 		var bad []unreadableItem
 		err := tx.Bucket(store.BucketGroups).ForEach(func(k, v []byte) error {
 			if _, err := decodeGroupItem(v); err != nil {
@@ -201,7 +199,7 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	var entry outbox.Entry
 	var count int
 	v, err := p.gate.Admit(dedupe.Candidate{Rule: r.Name, Series: "\x00group", Limit: r.RateLimit.N, Per: r.RateLimit.Per},
-		func(tx *bolt.Tx, suppressed uint64) error {
+		func(tx *store.Tx, suppressed uint64) error {
 			b := tx.Bucket(store.BucketGroups)
 			var items []groupItem
 			var keys [][]byte
@@ -257,7 +255,7 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 func (p *pipeline) readableGroup(prefix []byte) (bool, error) {
 	readable := false
 	var bad []unreadableItem
-	if err := p.db.View(func(tx *bolt.Tx) error {
+	if err := p.db.View(func(tx *store.Tx) error {
 		c := tx.Bucket(store.BucketGroups).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if _, err := decodeGroupItem(v); err != nil {
@@ -271,7 +269,7 @@ func (p *pipeline) readableGroup(prefix []byte) (bool, error) {
 	}); err != nil || readable || len(bad) == 0 {
 		return readable, err
 	}
-	return false, p.db.Update(func(tx *bolt.Tx) error { return p.quarantineItems(tx, bad) })
+	return false, p.db.Update(func(tx *store.Tx) error { return p.quarantineItems(tx, bad) })
 }
 
 // groupEntry composes the mail listing a group's notifications.

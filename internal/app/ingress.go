@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/event"
@@ -19,6 +17,7 @@ import (
 	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/smtpin"
+	"github.com/alertd/alertd/internal/store"
 )
 
 // ingress is what the SMTP and HTTP listeners commit through: an event
@@ -123,7 +122,7 @@ func (in *ingress) queue(r relayed) (dedupe.Verdict, uint64, error) {
 	}
 	now := a.now()
 	var id uint64
-	v, err := a.gate.Admit(c, func(tx *bolt.Tx, _ uint64) error {
+	v, err := a.gate.Admit(c, func(tx *store.Tx, _ uint64) error {
 		e := &outbox.Entry{
 			Rule: "ingress", Series: r.series, From: a.pipeline.envFrom, To: r.to, Subject: r.subject,
 			MessageID: r.msgID, Message: r.msg, Created: now, Next: now,

@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/config"
@@ -24,6 +23,7 @@ import (
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
 	"github.com/alertd/alertd/internal/silence"
+	"github.com/alertd/alertd/internal/store"
 )
 
 // pipeline is what every ingress hands its events to: rules, then the
@@ -35,7 +35,7 @@ type pipeline struct {
 	silences *silence.Store
 	gate     *dedupe.Gate
 	outbox   *outbox.Outbox
-	db       *bolt.DB
+	db       *store.DB
 	from     string // header From
 	envFrom  string // envelope sender (bare address)
 	now      func() time.Time
@@ -189,7 +189,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 	if tr.Kind == alerts.Resolve {
 		send := tr.Notified && n.Rule.NotifyResolved
 		var entry outbox.Entry
-		err := p.db.Batch(func(tx *bolt.Tx) error {
+		err := p.db.Batch(func(tx *store.Tx) error {
 			rec := tr.Record(false, "", time.Time{})
 			if err := alerts.Put(tx, &rec); err != nil {
 				return err
@@ -213,7 +213,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 	if until := p.silences.Silenced(n.Rule.Name, n.Series, p.now()); !until.IsZero() {
 		// Silenced: the state moves on, the mail waits. A first mail still
 		// due when the silence ends goes out then.
-		if err := p.db.Batch(func(tx *bolt.Tx) error {
+		if err := p.db.Batch(func(tx *store.Tx) error {
 			rec := tr.Record(false, "", until)
 			return alerts.Put(tx, &rec)
 		}); err != nil {
@@ -230,7 +230,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 		Limit: n.Rule.RateLimit.N, Per: n.Rule.RateLimit.Per,
 	}
 	c.Member = n.Rule.GroupWait > 0 // the rate limit applies to the group mails
-	v, err := p.gate.Admit(c, func(tx *bolt.Tx, suppressed uint64) error {
+	v, err := p.gate.Admit(c, func(tx *store.Tx, suppressed uint64) error {
 		rec := tr.Record(true, msgID, time.Time{})
 		if err := alerts.Put(tx, &rec); err != nil {
 			return err
@@ -254,7 +254,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 	if summary {
 		retry = time.Time{}
 	}
-	if err := p.db.Batch(func(tx *bolt.Tx) error {
+	if err := p.db.Batch(func(tx *store.Tx) error {
 		rec := tr.Record(false, "", retry)
 		if err := alerts.Put(tx, &rec); err != nil {
 			return err
@@ -278,7 +278,7 @@ func (p *pipeline) commit(tr alerts.Transition) error {
 
 // deliver writes n's mail inside tx: into the outbox, or for a grouped
 // rule into its group, which one mail will list.
-func (p *pipeline) deliver(tx *bolt.Tx, n *rules.Notification, suppressed uint64, msgID, thread string, entry *outbox.Entry) error {
+func (p *pipeline) deliver(tx *store.Tx, n *rules.Notification, suppressed uint64, msgID, thread string, entry *outbox.Entry) error {
 	if n.Rule.GroupWait > 0 {
 		return putGroupItem(tx, n)
 	}

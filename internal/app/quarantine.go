@@ -3,8 +3,6 @@ package app
 import (
 	"log/slog"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/metrics"
 	"github.com/alertd/alertd/internal/store"
 )
@@ -43,7 +41,7 @@ func (p *pipeline) reportQuarantine(q store.Quarantined) { reportQuarantined(p.l
 // admin command run while alertd was stopped may have moved entries.
 func (a *App) refreshQuarantineMetrics() {
 	var n map[string]int
-	if err := a.db.View(func(tx *bolt.Tx) error {
+	if err := a.db.View(func(tx *store.Tx) error {
 		n = store.CountQuarantined(tx)
 		return nil
 	}); err != nil {

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/alertd/alertd/internal/store"
 )
@@ -18,9 +17,9 @@ func groupKey(rule string, seq int) []byte { return fmt.Appendf(append([]byte(ru
 
 // putGroupItems writes group items straight into the groups bucket: a
 // readable one for each series given, a damaged value for each "".
-func putGroupItems(t *testing.T, db *bolt.DB, rule string, first int, series ...string) {
+func putGroupItems(t *testing.T, db *store.DB, rule string, first int, series ...string) {
 	t.Helper()
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *store.Tx) error {
 		for i, s := range series {
 			v := []byte(`{"series":"` + "\x00\x00\x00\x00\x00\x00")
 			if s != "" {

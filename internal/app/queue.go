@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/httpapi"
 	"github.com/alertd/alertd/internal/outbox"
@@ -76,7 +74,7 @@ func ruleNames(cfg *config.Config) []string {
 
 // reach opens the store directly when no alertd holds it, else returns
 // the base URL of the running alertd's HTTP API.
-func reach(cfg *config.Config) (*bolt.DB, string, error) {
+func reach(cfg *config.Config) (*store.DB, string, error) {
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
 		// alertd never ran here: a fresh store, as the service would make.
 		db, _, err := store.Open(cfg.Store.Path)
@@ -152,14 +150,14 @@ func (s silenceAdmin) Add(si silence.Silence) (silence.Silence, error) {
 
 type directSilences struct {
 	silenceAdmin
-	db *bolt.DB
+	db *store.DB
 }
 
 func (d *directSilences) Close() error { return d.db.Close() }
 
 type directQueue struct {
 	*outbox.Outbox
-	db *bolt.DB
+	db *store.DB
 }
 
 func (d *directQueue) Close() error { return d.db.Close() }

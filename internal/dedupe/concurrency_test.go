@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/alertd/alertd/internal/store"
 )
 
 // Two series of one rule admitted at once while one held-back count waits
@@ -17,7 +17,7 @@ func TestConcurrentAdmissionsReportTheHeldBackCountOnce(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	g := New(db, clk.now)
 	c := func(s string) Candidate { return Candidate{Rule: "hot", Series: s, Cooldown: time.Hour} }
-	noop := func(*bolt.Tx, uint64) error { return nil }
+	noop := func(*store.Tx, uint64) error { return nil }
 	if v, _ := g.Admit(c("a"), noop); !v.Admitted {
 		t.Fatal("a")
 	}
@@ -27,7 +27,7 @@ func TestConcurrentAdmissionsReportTheHeldBackCountOnce(t *testing.T) {
 	inB, releaseB := make(chan struct{}), make(chan struct{})
 	resB := make(chan Verdict)
 	go func() {
-		v, _ := g.Admit(c("b"), func(*bolt.Tx, uint64) error {
+		v, _ := g.Admit(c("b"), func(*store.Tx, uint64) error {
 			select {
 			case <-inB:
 			default:
@@ -58,7 +58,7 @@ func TestGroupMembersLeaveTheRateWindowToGroupMails(t *testing.T) {
 	defer db.Close()
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	g := New(db, clk.now)
-	noop := func(*bolt.Tx, uint64) error { return nil }
+	noop := func(*store.Tx, uint64) error { return nil }
 	group := Candidate{Rule: "storm", Series: "\x00group", Limit: 2, Per: time.Hour}
 	sent := 0
 	for i := range 10 {

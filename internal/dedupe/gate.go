@@ -20,8 +20,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -59,11 +57,11 @@ type Verdict struct {
 // Enqueue writes the admitted notification's mail inside the gate's
 // transaction. It may run more than once (bbolt batches retry), so it must
 // depend only on its arguments.
-type Enqueue func(tx *bolt.Tx, suppressed uint64) error
+type Enqueue func(tx *store.Tx, suppressed uint64) error
 
 // Gate decides and records. Safe for concurrent use.
 type Gate struct {
-	db  *bolt.DB
+	db  *store.DB
 	now func() time.Time
 
 	mu sync.Mutex
@@ -78,7 +76,7 @@ type Gate struct {
 }
 
 // New returns a gate over db; now is the clock (time.Now in production).
-func New(db *bolt.DB, now func() time.Time) *Gate {
+func New(db *store.DB, now func() time.Time) *Gate {
 	return &Gate{db: db, now: now, held: map[string]uint64{}}
 }
 
@@ -87,7 +85,7 @@ func New(db *bolt.DB, now func() time.Time) *Gate {
 func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	now := g.now()
 	var held Verdict
-	if err := g.db.View(func(tx *bolt.Tx) error {
+	if err := g.db.View(func(tx *store.Tx) error {
 		var err error
 		held.Reason, held.RetryAt, err = g.decide(tx, c, now)
 		return err
@@ -108,7 +106,7 @@ func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 		g.mu.Unlock()
 	}
 	var v Verdict
-	err := g.db.Batch(func(tx *bolt.Tx) error {
+	err := g.db.Batch(func(tx *store.Tx) error {
 		v = Verdict{}
 		var err error
 		if v.Reason, v.RetryAt, err = g.decide(tx, c, now); err != nil || v.Reason != "" {
@@ -168,7 +166,7 @@ func (g *Gate) hold(rule string) {
 func (g *Gate) Flush() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	err := g.db.Update(func(tx *bolt.Tx) error {
+	err := g.db.Update(func(tx *store.Tx) error {
 		for rule, n := range g.held {
 			if n == 0 {
 				continue
@@ -192,7 +190,7 @@ func (g *Gate) Flush() error {
 
 // decide returns why c must be held back now, or "", and for the cooldown
 // when it ends.
-func (g *Gate) decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Time, error) {
+func (g *Gate) decide(tx *store.Tx, c Candidate, now time.Time) (string, time.Time, error) {
 	if c.Cooldown > 0 {
 		last, ok, err := g.lastMail(tx, c)
 		if err != nil {
@@ -218,7 +216,7 @@ func (g *Gate) decide(tx *bolt.Tx, c Candidate, now time.Time) (string, time.Tim
 // unreadable moves a value the gate cannot decode to quarantine when tx
 // can write. A read transaction leaves it: the write that follows reads it
 // as absent too, and moves it.
-func (g *Gate) unreadable(tx *bolt.Tx, bucket, k, v []byte, cause error) error {
+func (g *Gate) unreadable(tx *store.Tx, bucket, k, v []byte, cause error) error {
 	if !tx.Writable() {
 		return nil
 	}
@@ -226,7 +224,7 @@ func (g *Gate) unreadable(tx *bolt.Tx, bucket, k, v []byte, cause error) error {
 }
 
 // lastMail returns when c's series last had a mail, if it had one.
-func (g *Gate) lastMail(tx *bolt.Tx, c Candidate) (time.Time, bool, error) {
+func (g *Gate) lastMail(tx *store.Tx, c Candidate) (time.Time, bool, error) {
 	k := seriesKey(c)
 	v := tx.Bucket(store.BucketSeries).Get(k)
 	if v == nil {
@@ -279,7 +277,7 @@ type ruleState struct {
 }
 
 // loadRule returns rule's stored state; absent or unreadable, a fresh one.
-func (g *Gate) loadRule(tx *bolt.Tx, rule string) (ruleState, error) {
+func (g *Gate) loadRule(tx *store.Tx, rule string) (ruleState, error) {
 	b := tx.Bucket(store.BucketRules).Get([]byte(rule))
 	if b == nil {
 		return ruleState{}, nil
@@ -295,7 +293,7 @@ func (g *Gate) loadRule(tx *bolt.Tx, rule string) (ruleState, error) {
 	return st, nil
 }
 
-func saveRule(tx *bolt.Tx, rule string, st ruleState) error {
+func saveRule(tx *store.Tx, rule string, st ruleState) error {
 	b := make([]byte, 0, 8+8*len(st.sent))
 	b = binary.BigEndian.AppendUint64(b, st.held)
 	for _, t := range st.sent {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -23,7 +21,7 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-func openDB(t *testing.T, path string) *bolt.DB {
+func openDB(t *testing.T, path string) *store.DB {
 	t.Helper()
 	db, _, err := store.Open(path)
 	if err != nil {
@@ -38,7 +36,7 @@ type mails struct {
 	suppressed []uint64
 }
 
-func (m *mails) enqueue(_ *bolt.Tx, suppressed uint64) error {
+func (m *mails) enqueue(_ *store.Tx, suppressed uint64) error {
 	m.mu.Lock()
 	m.suppressed = append(m.suppressed, suppressed)
 	m.mu.Unlock()

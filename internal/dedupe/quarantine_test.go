@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -37,7 +35,7 @@ func TestUnreadableStateIsQuarantinedAndStartsAfresh(t *testing.T) {
 				reported = append(reported, q)
 				mu.Unlock()
 			}
-			if err := db.Update(func(tx *bolt.Tx) error {
+			if err := db.Update(func(tx *store.Tx) error {
 				return tx.Bucket(c.bucket).Put([]byte(c.key), []byte("\x00\x01\x02"))
 			}); err != nil {
 				t.Fatal(err)
@@ -55,7 +53,7 @@ func TestUnreadableStateIsQuarantinedAndStartsAfresh(t *testing.T) {
 			if v, _ := g.Admit(cand, m.enqueue); v.Admitted || v.Reason != ReasonCooldown {
 				t.Errorf("second admit %+v, want held back by the cooldown", v)
 			}
-			_ = db.View(func(tx *bolt.Tx) error {
+			_ = db.View(func(tx *store.Tx) error {
 				if q := store.QuarantinedFrom(tx, c.bucket); len(q) != 1 || string(q[0].Raw) != "\x00\x01\x02" {
 					t.Errorf("quarantine %+v, want the bytes as found", q)
 				}
@@ -80,7 +78,7 @@ func TestFlushQuarantinesAnUnreadableRule(t *testing.T) {
 	cand := Candidate{Rule: "hot", Series: "s/a/t", Cooldown: time.Hour}
 	_, _ = g.Admit(cand, m.enqueue)
 	_, _ = g.Admit(cand, m.enqueue)
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *store.Tx) error {
 		return tx.Bucket(store.BucketRules).Put([]byte("hot"), []byte("bad"))
 	}); err != nil {
 		t.Fatal(err)
@@ -91,7 +89,7 @@ func TestFlushQuarantinesAnUnreadableRule(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d reports, want 1", n)
 	}
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *store.Tx) error {
 		if st, _ := g.loadRule(tx, "hot"); st.held != 1 {
 			t.Errorf("held %d after flush, want 1", st.held)
 		}

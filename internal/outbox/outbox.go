@@ -24,8 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -58,7 +56,7 @@ var (
 
 // Outbox is the queue. Safe for concurrent use.
 type Outbox struct {
-	db    *bolt.DB
+	db    *store.DB
 	wake  chan struct{}
 	retry atomic.Bool // an operator asked to retry now
 
@@ -79,7 +77,7 @@ type doneReq struct {
 
 // New returns the outbox in db (opened by store.Open). It starts nothing:
 // the outbox has no goroutine to stop.
-func New(db *bolt.DB) *Outbox {
+func New(db *store.DB) *Outbox {
 	return &Outbox{db: db, wake: make(chan struct{}, 1)}
 }
 
@@ -100,7 +98,7 @@ func (o *Outbox) commitDone(r doneReq) {
 		reqs := o.doneQueue
 		o.doneQueue = nil
 		o.doneMu.Unlock()
-		err := o.db.Update(func(tx *bolt.Tx) error {
+		err := o.db.Update(func(tx *store.Tx) error {
 			b := tx.Bucket(store.BucketOutbox)
 			for _, r := range reqs {
 				if err := b.Delete(key(r.id)); err != nil {
@@ -132,7 +130,7 @@ func (o *Outbox) Kick() {
 func key(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
 
 // Put adds e inside tx, assigning its ID. Call Kick after tx commits.
-func Put(tx *bolt.Tx, e *Entry) error {
+func Put(tx *store.Tx, e *Entry) error {
 	b := tx.Bucket(store.BucketOutbox)
 	id, err := b.NextSequence()
 	if err != nil {
@@ -142,7 +140,7 @@ func Put(tx *bolt.Tx, e *Entry) error {
 	return putIn(b, e)
 }
 
-func putIn(b *bolt.Bucket, e *Entry) error {
+func putIn(b *store.Bucket, e *Entry) error {
 	v, err := json.Marshal(e)
 	if err != nil {
 		return fmt.Errorf("encode outbox entry: %w", err)
@@ -152,7 +150,7 @@ func putIn(b *bolt.Bucket, e *Entry) error {
 
 // Enqueue adds e in a transaction of its own and kicks the mailer.
 func (o *Outbox) Enqueue(e *Entry) error {
-	if err := o.db.Update(func(tx *bolt.Tx) error { return Put(tx, e) }); err != nil {
+	if err := o.db.Update(func(tx *store.Tx) error { return Put(tx, e) }); err != nil {
 		return fmt.Errorf("enqueue mail: %w", err)
 	}
 	o.Kick()
@@ -167,7 +165,7 @@ func (o *Outbox) Enqueue(e *Entry) error {
 // after the read: the entries behind it are returned by this same call.
 func (o *Outbox) Due(now time.Time, limit int) (due []*Entry, next time.Time, err error) {
 	var bad []unreadable
-	err = o.db.View(func(tx *bolt.Tx) error {
+	err = o.db.View(func(tx *store.Tx) error {
 		c := tx.Bucket(store.BucketOutbox).Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			e, err := decode(v)
@@ -207,7 +205,7 @@ func (o *Outbox) quarantine(bad []unreadable) error {
 	if len(bad) == 0 {
 		return nil
 	}
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.db.Update(func(tx *store.Tx) error {
 		for _, u := range bad {
 			v := tx.Bucket(u.bucket).Get(u.key)
 			if v == nil {
@@ -227,7 +225,7 @@ func (o *Outbox) quarantine(bad []unreadable) error {
 	return nil
 }
 
-func (o *Outbox) moveAside(tx *bolt.Tx, bucket, k, v []byte, cause error) error {
+func (o *Outbox) moveAside(tx *store.Tx, bucket, k, v []byte, cause error) error {
 	return store.Quarantine(tx, bucket, k, v, cause, o.OnQuarantine)
 }
 
@@ -241,7 +239,7 @@ func decode(v []byte) (*Entry, error) {
 
 // Update rewrites a pending entry (after an attempt).
 func (o *Outbox) Update(e *Entry) error {
-	return o.db.Update(func(tx *bolt.Tx) error {
+	return o.db.Update(func(tx *store.Tx) error {
 		b := tx.Bucket(store.BucketOutbox)
 		if b.Get(key(e.ID)) == nil {
 			return ErrNotFound
@@ -260,7 +258,7 @@ func (o *Outbox) Done(id uint64) error {
 // Bury moves an entry to the dead bucket with its last error.
 func (o *Outbox) Bury(e *Entry, now time.Time) error {
 	e.DeadAt = now
-	return o.db.Update(func(tx *bolt.Tx) error {
+	return o.db.Update(func(tx *store.Tx) error {
 		if err := tx.Bucket(store.BucketOutbox).Delete(key(e.ID)); err != nil {
 			return err
 		}
@@ -282,10 +280,10 @@ type Stats struct {
 func (o *Outbox) Stats() (Stats, error) {
 	var s Stats
 	var bad []unreadable
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.db.View(func(tx *store.Tx) error {
 		b := tx.Bucket(store.BucketOutbox)
-		s.Pending = b.Stats().KeyN
-		s.Dead = tx.Bucket(store.BucketDead).Stats().KeyN
+		s.Pending = b.Len()
+		s.Dead = tx.Bucket(store.BucketDead).Len()
 		c := b.Cursor()
 		for k, v := c.First(); k != nil; k, v = c.Next() {
 			if e, err := decode(v); err == nil {
@@ -309,7 +307,7 @@ func (o *Outbox) Stats() (Stats, error) {
 // where Unreadable lists them.
 func (o *Outbox) List() (pending, dead []*Entry, err error) {
 	var bad []unreadable
-	err = o.db.View(func(tx *bolt.Tx) error {
+	err = o.db.View(func(tx *store.Tx) error {
 		pending = list(tx, store.BucketOutbox, &bad)
 		dead = list(tx, store.BucketDead, &bad)
 		return nil
@@ -323,7 +321,7 @@ func (o *Outbox) List() (pending, dead []*Entry, err error) {
 	return pending, dead, nil
 }
 
-func list(tx *bolt.Tx, name []byte, bad *[]unreadable) []*Entry {
+func list(tx *store.Tx, name []byte, bad *[]unreadable) []*Entry {
 	var out []*Entry
 	_ = tx.Bucket(name).ForEach(func(k, v []byte) error {
 		e, err := decode(v)
@@ -351,7 +349,7 @@ type Unreadable struct {
 // Unreadable returns the quarantined pending and dead entries, by id.
 func (o *Outbox) Unreadable() ([]Unreadable, error) {
 	var out []Unreadable
-	err := o.db.View(func(tx *bolt.Tx) error {
+	err := o.db.View(func(tx *store.Tx) error {
 		for _, name := range [][]byte{store.BucketOutbox, store.BucketDead} {
 			for _, q := range store.QuarantinedFrom(tx, name) {
 				if len(q.Key) != 8 {
@@ -373,7 +371,7 @@ func (o *Outbox) Unreadable() ([]Unreadable, error) {
 // then moved there), is not retried: the error wraps ErrUnreadable.
 func (o *Outbox) Retry(id uint64, now time.Time) error {
 	var cause string
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.db.Update(func(tx *store.Tx) error {
 		var err error
 		cause, err = o.retryIn(tx, id, now)
 		return err
@@ -396,7 +394,7 @@ func (o *Outbox) RetryRequested() bool { return o.retry.Swap(false) }
 // RetryAllDead moves every dead entry back to the queue.
 func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
 	n := 0
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.db.Update(func(tx *store.Tx) error {
 		var ids []uint64
 		if err := tx.Bucket(store.BucketDead).ForEach(func(k, _ []byte) error {
 			ids = append(ids, binary.BigEndian.Uint64(k))
@@ -426,7 +424,7 @@ func (o *Outbox) RetryAllDead(now time.Time) (int, error) {
 // retryIn moves entry id back to the queue, due now. When the entry cannot
 // be decoded it says why instead (and quarantines it if it was not yet):
 // that is not an error of tx, whose commit keeps the move.
-func (o *Outbox) retryIn(tx *bolt.Tx, id uint64, now time.Time) (cause string, err error) {
+func (o *Outbox) retryIn(tx *store.Tx, id uint64, now time.Time) (cause string, err error) {
 	pending, dead := tx.Bucket(store.BucketOutbox), tx.Bucket(store.BucketDead)
 	v, from, name := dead.Get(key(id)), dead, store.BucketDead
 	if v == nil {
@@ -458,7 +456,7 @@ func (o *Outbox) retryIn(tx *bolt.Tx, id uint64, now time.Time) (cause string, e
 
 // Drop deletes an entry, pending, dead or unreadable.
 func (o *Outbox) Drop(id uint64) error {
-	err := o.db.Update(func(tx *bolt.Tx) error {
+	err := o.db.Update(func(tx *store.Tx) error {
 		for _, name := range [][]byte{store.BucketOutbox, store.BucketDead} {
 			b := tx.Bucket(name)
 			if b.Get(key(id)) != nil {

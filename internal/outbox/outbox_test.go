@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -20,7 +18,7 @@ var t0 = time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
 // the test ends, with the entries it quarantines recorded.
 type testOutbox struct {
 	*Outbox
-	db *bolt.DB
+	db *store.DB
 	mu sync.Mutex
 	q  []store.Quarantined
 }
@@ -32,12 +30,9 @@ func newTestOutbox(t *testing.T) *testOutbox {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = db.View(func(tx *bolt.Tx) error {
-			for err := range tx.Check() {
-				t.Errorf("store inconsistent: %v", err)
-			}
-			return nil
-		})
+		if err := db.Check(); err != nil {
+			t.Errorf("store inconsistent: %v", err)
+		}
 		db.Close()
 	})
 	o := &testOutbox{Outbox: New(db), db: db}
@@ -74,7 +69,7 @@ func (o *testOutbox) enqueue(t *testing.T, n int) []uint64 {
 // not an entry, as a damaged page would read.
 func (o *testOutbox) poison(t *testing.T, bucket []byte, id uint64) {
 	t.Helper()
-	if err := o.db.Update(func(tx *bolt.Tx) error {
+	if err := o.db.Update(func(tx *store.Tx) error {
 		return tx.Bucket(bucket).Put(key(id), []byte("{\"id\":\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
 	}); err != nil {
 		t.Fatal(err)

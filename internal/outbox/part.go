@@ -4,8 +4,6 @@ import (
 	"slices"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -21,7 +19,7 @@ func (o *Outbox) BuryRecipients(e *Entry, rcpts []string, reason string, now tim
 	d.LastError = reason
 	d.DeadAt = now
 	keep := slices.DeleteFunc(slices.Clone(e.To), func(r string) bool { return slices.Contains(rcpts, r) })
-	err = o.db.Update(func(tx *bolt.Tx) error {
+	err = o.db.Update(func(tx *store.Tx) error {
 		pending := tx.Bucket(store.BucketOutbox)
 		if pending.Get(key(e.ID)) == nil {
 			return ErrNotFound

@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 	"github.com/alertd/alertd/internal/topic"
 )
@@ -64,7 +62,7 @@ func (s *Silence) Validate(rules []string, now time.Time) error {
 // Store is the silences of one bbolt file, cached in memory. Safe for
 // concurrent use.
 type Store struct {
-	db  *bolt.DB
+	db  *store.DB
 	mu  sync.RWMutex
 	all []Silence // ordered by id
 }
@@ -73,9 +71,9 @@ type Store struct {
 // cannot be decoded is moved to the store's quarantine, and onQuarantine
 // (when not nil) told once that is committed: it no longer holds mail
 // back, which is the safe side for an alerting service.
-func Open(db *bolt.DB, now time.Time, onQuarantine func(store.Quarantined)) (*Store, error) {
+func Open(db *store.DB, now time.Time, onQuarantine func(store.Quarantined)) (*Store, error) {
 	s := &Store{db: db}
-	err := db.Update(func(tx *bolt.Tx) error {
+	err := db.Update(func(tx *store.Tx) error {
 		b := tx.Bucket(store.BucketSilences)
 		var expired [][]byte
 		type unreadable struct {
@@ -119,7 +117,7 @@ func Open(db *bolt.DB, now time.Time, onQuarantine func(store.Quarantined)) (*St
 
 // Add stores si, assigning its ID.
 func (s *Store) Add(si Silence) (Silence, error) {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *store.Tx) error {
 		b := tx.Bucket(store.BucketSilences)
 		id, err := b.NextSequence()
 		if err != nil {
@@ -144,7 +142,7 @@ func (s *Store) Add(si Silence) (Silence, error) {
 // Remove deletes a silence, or the unreadable silence of that id kept in
 // quarantine.
 func (s *Store) Remove(id uint64) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *store.Tx) error {
 		b := tx.Bucket(store.BucketSilences)
 		k := binary.BigEndian.AppendUint64(nil, id)
 		if b.Get(k) == nil {

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -105,7 +103,7 @@ func TestUnreadableSilenceIsQuarantined(t *testing.T) {
 	s, _ := Open(db, now, nil)
 	good, _ := s.Add(Silence{Rule: "hot", Expires: now.Add(time.Hour)})
 	bad, _ := s.Add(Silence{Rule: "cold", Expires: now.Add(time.Hour)})
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *store.Tx) error {
 		return tx.Bucket(store.BucketSilences).Put(binary.BigEndian.AppendUint64(nil, bad.ID), []byte(`{"id":2,"rule":"co`))
 	}); err != nil {
 		t.Fatal(err)
@@ -129,7 +127,7 @@ func TestUnreadableSilenceIsQuarantined(t *testing.T) {
 	if err := s.Remove(bad.ID); err != nil {
 		t.Fatalf("remove the unreadable silence: %v", err)
 	}
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *store.Tx) error {
 		if q := store.QuarantinedFrom(tx, store.BucketSilences); len(q) != 0 {
 			t.Errorf("still in quarantine: %+v", q)
 		}

@@ -402,7 +402,7 @@ func (h *harness) openDamaged(name, path string, img []byte, finding string, lea
 	if kept, err := os.ReadFile(rec.MovedTo); err != nil || !bytes.Equal(kept, img) {
 		t.Errorf("%s: the damaged file was not kept intact at %s (%v)", name, rec.MovedTo, err)
 	}
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
 		for err := range tx.Check() {
 			return err
 		}

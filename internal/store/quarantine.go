@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Quarantine: an entry whose value its package cannot decode is moved to
@@ -64,16 +62,13 @@ func quarantineKey(bucket, key []byte) []byte {
 // back, so a move is logged and counted exactly once: bbolt runs a Batch
 // function again after a failed batch, and each run reports nothing until
 // its transaction commits.
-func Quarantine(tx *bolt.Tx, bucket, key, raw []byte, cause error, report func(Quarantined)) error {
+func Quarantine(tx *Tx, bucket, key, raw []byte, cause error, report func(Quarantined)) error {
 	q := Quarantined{Bucket: string(bucket), Key: bytes.Clone(key), Raw: bytes.Clone(raw), Error: cause.Error(), At: time.Now().UTC()}
 	v, err := json.Marshal(q)
 	if err != nil {
 		return fmt.Errorf("quarantine %s entry: %w", bucket, err)
 	}
-	qb, err := tx.CreateBucketIfNotExists(BucketQuarantine)
-	if err != nil {
-		return fmt.Errorf("quarantine %s entry: %w", bucket, err)
-	}
+	qb := tx.Bucket(BucketQuarantine) // created at open
 	if err := qb.Put(quarantineKey(bucket, key), v); err != nil {
 		return fmt.Errorf("quarantine %s entry: %w", bucket, err)
 	}
@@ -90,7 +85,7 @@ func Quarantine(tx *bolt.Tx, bucket, key, raw []byte, cause error, report func(Q
 
 // QuarantinedFrom returns the entries quarantined from bucket, in key
 // order (for an id-keyed bucket, the order they were queued in).
-func QuarantinedFrom(tx *bolt.Tx, bucket []byte) []Quarantined {
+func QuarantinedFrom(tx *Tx, bucket []byte) []Quarantined {
 	qb := tx.Bucket(BucketQuarantine)
 	if qb == nil {
 		return nil
@@ -105,7 +100,7 @@ func QuarantinedFrom(tx *bolt.Tx, bucket []byte) []Quarantined {
 }
 
 // GetQuarantined returns the entry quarantined from bucket under key.
-func GetQuarantined(tx *bolt.Tx, bucket, key []byte) (Quarantined, bool) {
+func GetQuarantined(tx *Tx, bucket, key []byte) (Quarantined, bool) {
 	qb := tx.Bucket(BucketQuarantine)
 	if qb == nil {
 		return Quarantined{}, false
@@ -130,7 +125,7 @@ func decodeQuarantined(bucket, key, v []byte) Quarantined {
 
 // DropQuarantined deletes the entry quarantined from bucket under key,
 // reporting whether there was one.
-func DropQuarantined(tx *bolt.Tx, bucket, key []byte) (bool, error) {
+func DropQuarantined(tx *Tx, bucket, key []byte) (bool, error) {
 	qb := tx.Bucket(BucketQuarantine)
 	if qb == nil || qb.Get(quarantineKey(bucket, key)) == nil {
 		return false, nil
@@ -144,7 +139,7 @@ func DropQuarantined(tx *bolt.Tx, bucket, key []byte) (bool, error) {
 // CountQuarantined returns how many entries are in quarantine, by the
 // bucket they came from; every bucket that can be a source is present,
 // with 0 when none of its entries is.
-func CountQuarantined(tx *bolt.Tx) map[string]int {
+func CountQuarantined(tx *Tx) map[string]int {
 	n := make(map[string]int, len(quarantinable))
 	for _, b := range quarantinable {
 		n[string(b)] = 0

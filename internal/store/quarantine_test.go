@@ -5,8 +5,6 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 func TestQuarantineMovesReportsOnCommitAndDrops(t *testing.T) {
@@ -17,7 +15,7 @@ func TestQuarantineMovesReportsOnCommitAndDrops(t *testing.T) {
 	defer db.Close()
 	id := binary.BigEndian.AppendUint64(nil, 7)
 	raw := []byte("{\x00\x00")
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(BucketOutbox).Put(id, raw) }); err != nil {
+	if err := db.Update(func(tx *Tx) error { return tx.Bucket(BucketOutbox).Put(id, raw) }); err != nil {
 		t.Fatal(err)
 	}
 	var reported []Quarantined
@@ -25,7 +23,7 @@ func TestQuarantineMovesReportsOnCommitAndDrops(t *testing.T) {
 
 	// A rolled-back move moves nothing and reports nothing.
 	errAbort := errors.New("abort")
-	err = db.Update(func(tx *bolt.Tx) error {
+	err = db.Update(func(tx *Tx) error {
 		if err := Quarantine(tx, BucketOutbox, id, tx.Bucket(BucketOutbox).Get(id), errors.New("bad"), report); err != nil {
 			return err
 		}
@@ -35,7 +33,7 @@ func TestQuarantineMovesReportsOnCommitAndDrops(t *testing.T) {
 		t.Fatalf("rolled back: %v, %d reports", err, len(reported))
 	}
 
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *Tx) error {
 		return Quarantine(tx, BucketOutbox, id, tx.Bucket(BucketOutbox).Get(id), errors.New("decode outbox entry: bad"), report)
 	}); err != nil {
 		t.Fatal(err)
@@ -43,7 +41,7 @@ func TestQuarantineMovesReportsOnCommitAndDrops(t *testing.T) {
 	if len(reported) != 1 || reported[0].Bucket != "outbox" || reported[0].KeyText() != "7" || string(reported[0].Raw) != string(raw) {
 		t.Fatalf("reported %+v", reported)
 	}
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *Tx) error {
 		if tx.Bucket(BucketOutbox).Get(id) != nil {
 			t.Error("the entry is still in its bucket")
 		}
@@ -60,7 +58,7 @@ func TestQuarantineMovesReportsOnCommitAndDrops(t *testing.T) {
 		return nil
 	})
 
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *Tx) error {
 		if ok, err := DropQuarantined(tx, BucketOutbox, id); !ok || err != nil {
 			t.Errorf("drop: %v %v", ok, err)
 		}
@@ -82,12 +80,12 @@ func TestDamagedQuarantineRecordIsStillNamed(t *testing.T) {
 	}
 	defer db.Close()
 	k := []byte("hot\x00s/a/t")
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.Update(func(tx *Tx) error {
 		return tx.Bucket(BucketQuarantine).Put(quarantineKey(BucketSeries, k), []byte("\x00\x00"))
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_ = db.View(func(tx *bolt.Tx) error {
+	_ = db.View(func(tx *Tx) error {
 		q, ok := GetQuarantined(tx, BucketSeries, k)
 		if !ok || q.Bucket != "series" || q.KeyText() != `"hot\x00s/a/t"` || q.Error == "" {
 			t.Errorf("damaged record: %+v %v", q, ok)

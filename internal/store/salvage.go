@@ -53,7 +53,8 @@ func (s Salvage) Total() int {
 // SalvageFrom copies what can be read of the store file at from (a file
 // moved aside, or an older copy) into db, keeping the entries db already
 // has under the same keys. from is only read, never changed.
-func SalvageFrom(db *bolt.DB, from string) (Salvage, error) {
+func SalvageFrom(store *DB, from string) (Salvage, error) {
+	db := store.bolt
 	f, err := os.Open(from)
 	if err != nil {
 		return Salvage{}, fmt.Errorf("salvage: %w", err)

@@ -62,14 +62,17 @@ type Recovery struct {
 // alertd's buckets is copied into a fresh store, and the returned
 // Recovery says so, for the caller to log loudly. A missing file is
 // created, and Recovery is nil, as it is for a sound file.
-func Open(path string) (*bolt.DB, *Recovery, error) {
+func Open(path string) (*DB, *Recovery, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, nil, fmt.Errorf("open store: %w", err)
 	}
 	db, err := open(path, LockTimeout, true)
 	var damage *Damage
 	if !errors.As(err, &damage) {
-		return db, nil, err
+		if err != nil {
+			return nil, nil, err
+		}
+		return wrap(db), nil, nil
 	}
 	rec, err := replace(path)
 	if err != nil {
@@ -78,18 +81,22 @@ func Open(path string) (*bolt.DB, *Recovery, error) {
 	if db, err = open(path, LockTimeout, false); err != nil {
 		return nil, nil, fmt.Errorf("open the fresh store: %w", err)
 	}
-	return db, rec, nil
+	return wrap(db), rec, nil
 }
 
 // OpenExisting opens the store at path for an admin command: it creates
 // nothing, repairs nothing, and waits at most timeout for the lock (then
 // returns an error wrapping ErrLocked: the service is running). A damaged
 // file is an error wrapping *Damage.
-func OpenExisting(path string, timeout time.Duration) (*bolt.DB, error) {
+func OpenExisting(path string, timeout time.Duration) (*DB, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	return open(path, timeout, false)
+	db, err := open(path, timeout, false)
+	if err != nil {
+		return nil, err
+	}
+	return wrap(db), nil
 }
 
 // open locks the file at path (creating it when create is set and it is

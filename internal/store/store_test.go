@@ -23,7 +23,7 @@ func TestOpenCreatesAPrivateStoreWithItsBuckets(t *testing.T) {
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("store file mode %v (%v), want 0600", fi.Mode().Perm(), err)
 	}
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if tx.Bucket(b) == nil {
 				t.Errorf("bucket %s missing", b)
@@ -160,7 +160,7 @@ func TestSalvageFromIntoAStoreInUse(t *testing.T) {
 		t.Errorf("salvage from the store itself: %v", err)
 	}
 	var seq uint64
-	if err := db.Update(func(tx *bolt.Tx) error {
+	if err := db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(BucketOutbox)
 		seq, _ = b.NextSequence()
 		return b.Put(binary.BigEndian.AppendUint64(nil, seq), []byte("new mail"))
@@ -174,7 +174,7 @@ func TestSalvageFromIntoAStoreInUse(t *testing.T) {
 	if sv.Total() != 0 || sv.Kept["outbox"] != rec.Salvaged.Copied["outbox"] || sv.Kept["series"] != rec.Salvaged.Copied["series"] {
 		t.Errorf("salvaged again %+v, want everything kept as it was (first time %+v)", sv, rec.Salvaged)
 	}
-	if err := db.View(func(tx *bolt.Tx) error {
+	if err := db.bolt.View(func(tx *bolt.Tx) error {
 		if v := tx.Bucket(BucketOutbox).Get(binary.BigEndian.AppendUint64(nil, seq)); string(v) != "new mail" {
 			t.Errorf("the new mail became %q", v)
 		}

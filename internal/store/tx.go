@@ -1,19 +1,17 @@
 package store
 
 import (
-	"bytes"
 	"errors"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
 
-// Bucket names one of the store's buckets; all are created at open.
-type Bucket string
-
 // DB is alertd's store: the one owner of the bbolt file. The packages that
-// keep state in it say what they want read or written through a Tx; none
-// of them sees bbolt. That keeps the buckets, the transactions and their
+// keep state in it (outbox, dedupe, alerts, silences, groups) say what
+// they read and write through a Tx and its Buckets; none of them sees
+// bbolt. That keeps the file, its buckets, its transactions and their
 // batching in one place, and is the seam a replicated store would take.
 type DB struct {
 	bolt      *bolt.DB
@@ -21,8 +19,7 @@ type DB struct {
 	closeErr  error
 }
 
-// Wrap makes a DB of an open bbolt file (Open does this).
-func Wrap(db *bolt.DB) *DB { return &DB{bolt: db} }
+func wrap(db *bolt.DB) *DB { return &DB{bolt: db} }
 
 // Update runs fn in a read-write transaction, committed (fsync'd) when fn
 // returns nil and rolled back otherwise.
@@ -51,89 +48,88 @@ func (d *DB) Close() error {
 // Path is the file's path.
 func (d *DB) Path() string { return d.bolt.Path() }
 
+// SetMaxBatchDelay is how long Batch waits for company.
+func (d *DB) SetMaxBatchDelay(t time.Duration) { d.bolt.MaxBatchDelay = t }
+
+// Check runs bbolt's own consistency check of the whole file (tests, and
+// alertd store check on a file alertd holds).
+func (d *DB) Check() error {
+	return d.bolt.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	})
+}
+
 // Tx is one transaction. Byte slices it returns are valid only until the
 // transaction ends: clone what must outlive it.
 type Tx struct{ tx *bolt.Tx }
 
-// ErrReadOnly means a write was attempted in a View.
-var ErrReadOnly = errors.New("store: write in a read-only transaction")
-
-func (t *Tx) bucket(b Bucket) *bolt.Bucket {
-	bk := t.tx.Bucket([]byte(b))
-	if bk == nil {
-		// Every bucket is created at open; a missing one is a bug.
-		panic("store: unknown bucket " + string(b))
+// Bucket is one of the store's buckets in tx (all are created at open);
+// nil for a name the store does not have.
+func (t *Tx) Bucket(name []byte) *Bucket {
+	b := t.tx.Bucket(name)
+	if b == nil {
+		return nil
 	}
-	return bk
+	return &Bucket{b: b}
 }
+
+// Writable reports whether tx may write.
+func (t *Tx) Writable() bool { return t.tx.Writable() }
+
+// OnCommit runs fn once tx has committed (never if it rolls back).
+func (t *Tx) OnCommit(fn func()) { t.tx.OnCommit(fn) }
+
+// Bucket is a bucket in a transaction.
+type Bucket struct{ b *bolt.Bucket }
 
 // Get returns the value of key, nil when absent.
-func (t *Tx) Get(b Bucket, key []byte) []byte { return t.bucket(b).Get(key) }
+func (b *Bucket) Get(key []byte) []byte { return b.b.Get(key) }
 
 // Put sets key to value.
-func (t *Tx) Put(b Bucket, key, value []byte) error {
-	if !t.tx.Writable() {
-		return ErrReadOnly
-	}
-	return t.bucket(b).Put(key, value)
-}
+func (b *Bucket) Put(key, value []byte) error { return b.b.Put(key, value) }
 
-// Delete removes key; deleting an absent key is not an error.
-func (t *Tx) Delete(b Bucket, key []byte) error {
-	if !t.tx.Writable() {
-		return ErrReadOnly
-	}
-	return t.bucket(b).Delete(key)
-}
+// Delete removes key; an absent key is not an error.
+func (b *Bucket) Delete(key []byte) error { return b.b.Delete(key) }
 
 // NextSequence returns the bucket's next id (1, 2, ...), rolled back with
 // the transaction.
-func (t *Tx) NextSequence(b Bucket) (uint64, error) {
-	if !t.tx.Writable() {
-		return 0, ErrReadOnly
-	}
-	return t.bucket(b).NextSequence()
-}
+func (b *Bucket) NextSequence() (uint64, error) { return b.b.NextSequence() }
 
-// Sequence is the bucket's last id handed out.
-func (t *Tx) Sequence(b Bucket) uint64 { return t.bucket(b).Sequence() }
+// Sequence is the last id handed out.
+func (b *Bucket) Sequence() uint64 { return b.b.Sequence() }
 
-// SetSequence sets the bucket's last id (restoring salvaged entries).
-func (t *Tx) SetSequence(b Bucket, v uint64) error {
-	if !t.tx.Writable() {
-		return ErrReadOnly
-	}
-	return t.bucket(b).SetSequence(v)
-}
+// SetSequence sets the last id handed out.
+func (b *Bucket) SetSequence(v uint64) error { return b.b.SetSequence(v) }
 
-// Scan calls fn for each key starting with prefix (all keys for a nil
-// prefix), in key order, until fn returns false or an error. fn must not
-// write to the bucket it scans: collect keys and change them afterwards.
-func (t *Tx) Scan(b Bucket, prefix []byte, fn func(k, v []byte) (more bool, err error)) error {
-	c := t.bucket(b).Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		more, err := fn(k, v)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}
+// ForEach calls fn for each key in order; fn must not change the bucket.
+func (b *Bucket) ForEach(fn func(k, v []byte) error) error { return b.b.ForEach(fn) }
 
-// ScanFrom is Scan from the first key at or after start.
-func (t *Tx) ScanFrom(b Bucket, start []byte, fn func(k, v []byte) (more bool, err error)) error {
-	c := t.bucket(b).Cursor()
-	for k, v := c.Seek(start); k != nil; k, v = c.Next() {
-		more, err := fn(k, v)
-		if err != nil || !more {
-			return err
-		}
-	}
-	return nil
-}
+// Len is the number of keys (committed ones: a key added in this
+// transaction is counted after it commits).
+func (b *Bucket) Len() int { return b.b.Stats().KeyN }
 
-// First returns the bucket's first key and value (nil when empty).
-func (t *Tx) First(b Bucket) (k, v []byte) { return t.bucket(b).Cursor().First() }
+// Cursor walks the bucket in key order.
+func (b *Bucket) Cursor() *Cursor { return &Cursor{c: b.b.Cursor()} }
 
-// Count is the number of keys in the bucket.
-func (t *Tx) Count(b Bucket) int { return t.bucket(b).Stats().KeyN }
+// Cursor is a position in a bucket. Delete changes what Next returns:
+// collect keys first and delete them after the walk.
+type Cursor struct{ c *bolt.Cursor }
+
+// First moves to the first key; nil when the bucket is empty.
+func (c *Cursor) First() (k, v []byte) { return c.c.First() }
+
+// Last moves to the last key.
+func (c *Cursor) Last() (k, v []byte) { return c.c.Last() }
+
+// Next moves to the next key; nil at the end.
+func (c *Cursor) Next() (k, v []byte) { return c.c.Next() }
+
+// Prev moves to the previous key.
+func (c *Cursor) Prev() (k, v []byte) { return c.c.Prev() }
+
+// Seek moves to the first key at or after seek.
+func (c *Cursor) Seek(seek []byte) (k, v []byte) { return c.c.Seek(seek) }

@@ -180,7 +180,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		a.log.Info("embedded MQTT broker listening (no mqtt.broker configured)", "url", brokerURL)
 	}
 	a.pipeline = newPipeline(a)
-	if err := a.pipeline.restoreGroups(); err != nil {
+	if err := a.pipeline.notify.RestoreGroups(); err != nil {
 		return err
 	}
 	sub, err := a.newSubscriber(brokerURL)
@@ -190,7 +190,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.ready = sub.Ready
 	a.sub = sub
 	if t := a.cfg.MQTT.StateTopic; t != "" {
-		a.pipeline.stateTopic, a.pipeline.publish = t, sub.Publish
+		a.pipeline.notify.StateTopic, a.pipeline.notify.Publish = t, sub.Publish
 	}
 	smtpIn, httpIn, err := a.listenIngress()
 	if err != nil {
@@ -219,7 +219,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.pipeline.runTimers(gctx) })
-	g.Go(func() error { return a.pipeline.runGroups(gctx) })
+	g.Go(func() error { return a.pipeline.notify.RunGroups(gctx) })
 	g.Go(func() error { return a.pipeline.runCheckpoints(gctx, a.cfg.Store.CheckpointInterval.D()) })
 	g.Go(func() error { return a.deliverer().Run(gctx) })
 	close(a.started)

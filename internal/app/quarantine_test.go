@@ -23,7 +23,8 @@ func putGroupItems(t *testing.T, db *store.DB, rule string, first int, series ..
 		for i, s := range series {
 			v := []byte(`{"series":"` + "\x00\x00\x00\x00\x00\x00")
 			if s != "" {
-				v, _ = json.Marshal(groupItem{Series: s, State: "firing", Value: "35", At: time.Now()})
+				// A group item as the notify stage writes it.
+				v, _ = json.Marshal(map[string]any{"series": s, "state": "firing", "value": "35", "at": time.Now()})
 			}
 			if err := tx.Bucket(store.BucketGroups).Put(groupKey(rule, first+i), v); err != nil {
 				return err
@@ -69,13 +70,13 @@ func TestUnreadableGroupItemsAreQuarantined(t *testing.T) {
 
 	// Damaged while alertd runs: the flush quarantines it and mails the rest.
 	putGroupItems(t, app.db, "heat", 10, "", "farm/b/t")
-	app.pipeline.groups.open("heat", time.Now())
+	app.pipeline.notify.OpenGroup("heat", time.Now())
 	mails := waitSpooled(t, spool, 2)
 	if !strings.Contains(mails[1].Body, "farm/b/t") || strings.Contains(mails[1].Body, "farm/a/t") {
 		t.Errorf("second group mail:\n%s", mails[1].Body)
 	}
 	putGroupItems(t, app.db, "heat", 20, "")
-	app.pipeline.groups.open("heat", time.Now())
+	app.pipeline.notify.OpenGroup("heat", time.Now())
 	waitFor(t, 5*time.Second, "the lone damaged item quarantined", func() bool { return quarantined() == 4 })
 	time.Sleep(300 * time.Millisecond) // a mail of nothing would be here
 	if n := len(spooled(t, spool)); n != 2 {

@@ -1,4 +1,4 @@
-package app
+package notify
 
 import (
 	"bytes"
@@ -110,20 +110,20 @@ type unreadableItem struct {
 
 // quarantineItems moves unreadable group items to the store's quarantine
 // inside tx, each reported once tx commits.
-func (p *pipeline) quarantineItems(tx *store.Tx, bad []unreadableItem) error {
+func (nf *Notifier) quarantineItems(tx *store.Tx, bad []unreadableItem) error {
 	for _, u := range bad {
-		if err := store.Quarantine(tx, store.BucketGroups, u.k, u.v, u.err, p.reportQuarantine); err != nil {
+		if err := store.Quarantine(tx, store.BucketGroups, u.k, u.v, u.err, nf.OnQuarantine); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// restoreGroups reopens the windows of notifications left waiting by a
+// RestoreGroups reopens the windows of notifications left waiting by a
 // stop or a crash. An item that cannot be decoded is quarantined: it would
 // be left out of its group mail anyway.
-func (p *pipeline) restoreGroups() error {
-	return p.db.Update(func(tx *store.Tx) error {
+func (nf *Notifier) RestoreGroups() error {
+	return nf.db.Update(func(tx *store.Tx) error {
 		var bad []unreadableItem
 		err := tx.Bucket(store.BucketGroups).ForEach(func(k, v []byte) error {
 			if _, err := decodeGroupItem(v); err != nil {
@@ -131,54 +131,54 @@ func (p *pipeline) restoreGroups() error {
 				return nil
 			}
 			name, _, _ := bytes.Cut(k, []byte{0})
-			if r := p.engine.Load().Rule(string(name)); r != nil {
-				p.groups.open(r.Name, p.now().Add(r.GroupWait))
+			if r := nf.rule(string(name)); r != nil {
+				nf.groups.open(r.Name, nf.now().Add(r.GroupWait))
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		return p.quarantineItems(tx, bad)
+		return nf.quarantineItems(tx, bad)
 	})
 }
 
-// runGroups sends each group mail when its window closes.
-func (p *pipeline) runGroups(ctx context.Context) error {
+// RunGroups sends each group mail when its window closes.
+func (nf *Notifier) RunGroups(ctx context.Context) error {
 	for {
-		rule, at := p.groups.next()
+		rule, at := nf.groups.next()
 		wait := time.Hour
 		if !at.IsZero() {
-			wait = max(at.Sub(p.now()), 0)
+			wait = max(at.Sub(nf.now()), 0)
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil // what waits stays in bbolt for the next start
-		case <-p.groups.wake:
+		case <-nf.groups.wake:
 			t.Stop()
 			continue
 		case <-t.C:
 		}
-		r := p.engine.Load().Rule(rule)
+		r := nf.rule(rule)
 		if r == nil {
-			p.groups.done(rule)
+			nf.groups.done(rule)
 			continue
 		}
 		// The window closes before the flush reads the bucket: a
 		// notification committed meanwhile opens a new window instead of
 		// waiting unseen in bbolt.
-		p.groups.done(rule)
-		retryAt, err := p.flushGroup(r)
+		nf.groups.done(rule)
+		retryAt, err := nf.flushGroup(r)
 		switch {
 		case err != nil:
-			p.log.Error("group mail", "rule", rule, "err", err)
-			p.groups.open(rule, p.now().Add(time.Second))
+			nf.log.Error("group mail", "rule", rule, "err", err)
+			nf.groups.open(rule, nf.now().Add(time.Second))
 		case !retryAt.IsZero():
 			// Rate limited: what waits is sent, bundled with anything
 			// newer, when the rule's rate window reopens.
-			p.groups.open(rule, later(retryAt, p.now().Add(r.GroupWait)))
+			nf.groups.open(rule, later(retryAt, nf.now().Add(r.GroupWait)))
 		}
 	}
 }
@@ -189,16 +189,16 @@ var errNoGroupItems = errors.New("no readable group items")
 
 // flushGroup queues the group mail of r. When the rate limit holds it
 // back, retryAt says when its window reopens.
-func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
+func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	prefix := append([]byte(r.Name), 0)
-	if readable, err := p.readableGroup(prefix); err != nil || !readable {
+	if readable, err := nf.readableGroup(prefix); err != nil || !readable {
 		return time.Time{}, err
 	}
-	now := p.now()
-	msgID := mailer.NewMessageID(now, p.from)
+	now := nf.now()
+	msgID := mailer.NewMessageID(now, nf.from)
 	var entry outbox.Entry
 	var count int
-	v, err := p.gate.Admit(dedupe.Candidate{Rule: r.Name, Series: "\x00group", Limit: r.RateLimit.N, Per: r.RateLimit.Per},
+	v, err := nf.gate.Admit(dedupe.Candidate{Rule: r.Name, Series: "\x00group", Limit: r.RateLimit.N, Per: r.RateLimit.Per},
 		func(tx *store.Tx, suppressed uint64) error {
 			b := tx.Bucket(store.BucketGroups)
 			var items []groupItem
@@ -214,7 +214,7 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 				items = append(items, it)
 				keys = append(keys, bytes.Clone(k))
 			}
-			if err := p.quarantineItems(tx, bad); err != nil {
+			if err := nf.quarantineItems(tx, bad); err != nil {
 				return err
 			}
 			if len(items) == 0 {
@@ -226,7 +226,7 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 				}
 			}
 			count = len(items)
-			e, err := p.groupEntry(r, items, suppressed, now, msgID)
+			e, err := nf.groupEntry(r, items, suppressed, now, msgID)
 			if err != nil {
 				return err
 			}
@@ -241,10 +241,10 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 		return time.Time{}, fmt.Errorf("queue group mail: %w", err)
 	}
 	if !v.Admitted {
-		p.m.Suppressed.WithLabelValues(r.Name, v.Reason).Inc()
-		return later(v.RetryAt, p.now().Add(time.Second)), nil
+		nf.Metrics.Suppressed.WithLabelValues(r.Name, v.Reason).Inc()
+		return later(v.RetryAt, nf.now().Add(time.Second)), nil
 	}
-	p.queued(p.log.With("rule", r.Name, "alerts", count), nil, &entry, v.Suppressed)
+	nf.queued(nf.log.With("rule", r.Name, "alerts", count), nil, &entry, v.Suppressed)
 	return time.Time{}, nil
 }
 
@@ -252,10 +252,10 @@ func (p *pipeline) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 // has are unreadable items, they are quarantined here; unreadable items
 // before a readable one are quarantined by the flush that mails the rest.
 // Only runGroups deletes group items, so what this read saw is still there.
-func (p *pipeline) readableGroup(prefix []byte) (bool, error) {
+func (nf *Notifier) readableGroup(prefix []byte) (bool, error) {
 	readable := false
 	var bad []unreadableItem
-	if err := p.db.View(func(tx *store.Tx) error {
+	if err := nf.db.View(func(tx *store.Tx) error {
 		c := tx.Bucket(store.BucketGroups).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			if _, err := decodeGroupItem(v); err != nil {
@@ -269,11 +269,11 @@ func (p *pipeline) readableGroup(prefix []byte) (bool, error) {
 	}); err != nil || readable || len(bad) == 0 {
 		return readable, err
 	}
-	return false, p.db.Update(func(tx *store.Tx) error { return p.quarantineItems(tx, bad) })
+	return false, nf.db.Update(func(tx *store.Tx) error { return nf.quarantineItems(tx, bad) })
 }
 
 // groupEntry composes the mail listing a group's notifications.
-func (p *pipeline) groupEntry(r *rules.Rule, items []groupItem, suppressed uint64, now time.Time, msgID string) (*outbox.Entry, error) {
+func (nf *Notifier) groupEntry(r *rules.Rule, items []groupItem, suppressed uint64, now time.Time, msgID string) (*outbox.Entry, error) {
 	var firing, resolved int
 	for _, it := range items {
 		if it.State == rules.StateResolved {
@@ -320,14 +320,14 @@ func (p *pipeline) groupEntry(r *rules.Rule, items []groupItem, suppressed uint6
 		fmt.Fprintf(&body, "\nHeld back: %d mail(s) of this rule since its last one (cooldown or rate limit).\n", suppressed)
 	}
 	msg, err := mailer.Compose(mailer.Mail{
-		From: p.from, To: r.To, Subject: subject, Body: body.String(), Date: now, MessageID: msgID,
+		From: nf.from, To: r.To, Subject: subject, Body: body.String(), Date: now, MessageID: msgID,
 		Headers: map[string]string{"X-Alertd-Rule": r.Name, "X-Alertd-State": "group"},
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &outbox.Entry{
-		Rule: r.Name, Series: "(group)", From: p.envFrom, To: p.envelopeTo(r), Subject: subject,
+		Rule: r.Name, Series: "(group)", From: nf.envFrom, To: nf.envelopeTo(r), Subject: subject,
 		MessageID: msgID, Message: msg, Created: now, Next: now,
 	}, nil
 }
@@ -341,3 +341,6 @@ func later(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// OpenGroup opens rule's group window to close at at, unless one is open.
+func (nf *Notifier) OpenGroup(rule string, at time.Time) { nf.groups.open(rule, at) }

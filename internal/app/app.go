@@ -21,10 +21,12 @@ import (
 	"github.com/alertd/alertd/internal/broker"
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/httpapi"
 	"github.com/alertd/alertd/internal/httpin"
 	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/metrics"
+	"github.com/alertd/alertd/internal/notify"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
 	"github.com/alertd/alertd/internal/silence"
@@ -53,7 +55,8 @@ type App struct {
 	transport mailer.Transport
 	parallel  []mailer.Transport // smtp.max_connections - 1 more sessions
 
-	pipeline *pipeline
+	eng    *engine.Engine   // rules → alerts → notify, built by Run
+	notify *notify.Notifier // built by Run
 
 	// LogLevel, when set (by cmd/alertd), follows log.level on reload.
 	LogLevel *slog.LevelVar
@@ -179,8 +182,15 @@ func (a *App) Run(ctx context.Context) (err error) {
 		brokerURL = dialable(a.brk.URL())
 		a.log.Info("embedded MQTT broker listening (no mqtt.broker configured)", "url", brokerURL)
 	}
-	a.pipeline = newPipeline(a)
-	if err := a.pipeline.notify.RestoreGroups(); err != nil {
+	a.notify = notify.New(notify.Options{
+		DB: a.db, Gate: a.gate, Silences: a.silences, Outbox: a.outbox, From: a.from, Now: a.now,
+		Log: a.log, Metrics: a.metrics, Rule: func(name string) *rules.Rule { return a.eng.Rules().Rule(name) },
+	})
+	a.notify.OnQuarantine = a.reportQuarantine
+	a.eng = engine.New(engine.Options{
+		Rules: a.engine, Tracker: a.tracker, Commit: a.notify, DB: a.db, Now: a.now, Log: a.log, Metrics: a.metrics,
+	})
+	if err := a.notify.RestoreGroups(); err != nil {
 		return err
 	}
 	sub, err := a.newSubscriber(brokerURL)
@@ -190,7 +200,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.ready = sub.Ready
 	a.sub = sub
 	if t := a.cfg.MQTT.StateTopic; t != "" {
-		a.pipeline.notify.StateTopic, a.pipeline.notify.Publish = t, sub.Publish
+		a.notify.StateTopic, a.notify.Publish = t, sub.Publish
 	}
 	smtpIn, httpIn, err := a.listenIngress()
 	if err != nil {
@@ -218,14 +228,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
 	g.Go(func() error { return sub.Run(gctx) })
-	g.Go(func() error { return a.pipeline.runTimers(gctx) })
-	g.Go(func() error { return a.pipeline.notify.RunGroups(gctx) })
-	g.Go(func() error { return a.pipeline.runCheckpoints(gctx, a.cfg.Store.CheckpointInterval.D()) })
+	g.Go(func() error { return a.eng.RunTimers(gctx) })
+	g.Go(func() error { return a.notify.RunGroups(gctx) })
+	g.Go(func() error { return a.eng.RunCheckpoints(gctx, a.cfg.Store.CheckpointInterval.D()) })
 	g.Go(func() error { return a.deliverer().Run(gctx) })
 	close(a.started)
 	a.log.Info("alertd running", "rules", len(a.engine.Rules()), "broker", brokerURL, "mail", a.mailTarget())
 	err = g.Wait()
-	a.pipeline.saveLastSeen() // now that no reading changes them
+	a.eng.SaveLastSeen() // now that no reading changes them
 	a.log.Info("alertd stopped")
 	return err
 }
@@ -259,7 +269,7 @@ func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
 				a.tracker.Disconnected()
 			}
 		},
-	}, a.pipeline), nil
+	}, a.eng), nil
 }
 
 func (a *App) deliverer() *mailer.Deliverer {
@@ -304,10 +314,10 @@ func dialable(url string) string {
 
 // Handled is how many events the pipeline has fully processed.
 func (a *App) Handled() uint64 {
-	if a.pipeline == nil {
+	if a.eng == nil {
 		return 0
 	}
-	return a.pipeline.handled.Load()
+	return a.eng.Handled()
 }
 
 // Metrics exposes the registry (tests read counters from it).

@@ -42,7 +42,7 @@ const relayRule = "\x00ingress"
 
 // Event hands an HTTP event to the rules.
 func (in *ingress) Event(_ context.Context, ev *event.Event) (string, error) {
-	if err := in.a.pipeline.Handle(ev); err != nil {
+	if err := in.a.eng.Handle(ev); err != nil {
 		return "", err
 	}
 	return "ev-" + strconv.FormatUint(in.seq.Add(1), 10) + "-" + strconv.FormatInt(ev.Received.UnixNano(), 36), nil
@@ -94,7 +94,7 @@ func (in *ingress) Accept(_ context.Context, m *smtpin.Mail) (smtpin.Outcome, er
 		}
 	}
 	ev := m.Event
-	if err := in.a.pipeline.Handle(&ev); err != nil {
+	if err := in.a.eng.Handle(&ev); err != nil {
 		return out, err
 	}
 	return out, nil
@@ -124,7 +124,7 @@ func (in *ingress) queue(r relayed) (dedupe.Verdict, uint64, error) {
 	var id uint64
 	v, err := a.gate.Admit(c, func(tx *store.Tx, _ uint64) error {
 		e := &outbox.Entry{
-			Rule: "ingress", Series: r.series, From: a.pipeline.notify.EnvelopeFrom(), To: r.to, Subject: r.subject,
+			Rule: "ingress", Series: r.series, From: a.notify.EnvelopeFrom(), To: r.to, Subject: r.subject,
 			MessageID: r.msgID, Message: r.msg, Created: now, Next: now,
 		}
 		err := outbox.Put(tx, e)
@@ -163,7 +163,7 @@ func (a *App) listenIngress() (smtpSrv *smtpin.Server, httpSrv *httpin.Server, e
 	sink := &ingress{a: a}
 	if s := in.SMTP; s != nil {
 		opts := smtpin.Options{
-			Listen: s.Listen, Hostname: s.Hostname, RelayTo: in.RelayTo, From: a.pipeline.notify.EnvelopeFrom(),
+			Listen: s.Listen, Hostname: s.Hostname, RelayTo: in.RelayTo, From: a.notify.EnvelopeFrom(),
 			MaxMessageBytes: int64(s.MaxMessageBytes), ShutdownGrace: 2 * time.Second,
 			Log: a.log.With("component", "smtp-ingress"), Now: a.now,
 			Count: func(r smtpin.Result) { a.metrics.IngressSMTP.WithLabelValues(string(r)).Inc() },

@@ -34,8 +34,6 @@ func reportQuarantined(log *slog.Logger, m *metrics.Metrics, q store.Quarantined
 
 func (a *App) reportQuarantine(q store.Quarantined) { reportQuarantined(a.log, a.metrics, q) }
 
-func (p *pipeline) reportQuarantine(q store.Quarantined) { reportQuarantined(p.log, p.m, q) }
-
 // refreshQuarantineMetrics sets the gauge of what is in quarantine now,
 // which the counter cannot say: it starts at 0 with each process, and an
 // admin command run while alertd was stopped may have moved entries.

@@ -70,13 +70,13 @@ func TestUnreadableGroupItemsAreQuarantined(t *testing.T) {
 
 	// Damaged while alertd runs: the flush quarantines it and mails the rest.
 	putGroupItems(t, app.db, "heat", 10, "", "farm/b/t")
-	app.pipeline.notify.OpenGroup("heat", time.Now())
+	app.notify.OpenGroup("heat", time.Now())
 	mails := waitSpooled(t, spool, 2)
 	if !strings.Contains(mails[1].Body, "farm/b/t") || strings.Contains(mails[1].Body, "farm/a/t") {
 		t.Errorf("second group mail:\n%s", mails[1].Body)
 	}
 	putGroupItems(t, app.db, "heat", 20, "")
-	app.pipeline.notify.OpenGroup("heat", time.Now())
+	app.notify.OpenGroup("heat", time.Now())
 	waitFor(t, 5*time.Second, "the lone damaged item quarantined", func() bool { return quarantined() == 4 })
 	time.Sleep(300 * time.Millisecond) // a mail of nothing would be here
 	if n := len(spooled(t, spool)); n != 2 {

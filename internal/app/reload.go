@@ -41,7 +41,7 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 	rep.Added, rep.Removed, rep.Changed = config.RuleChanges(a.cfg, cfg)
 	rep.Rules = len(eng.Rules())
 	forgotten := a.tracker.Reload(eng, seriesBudgets(cfg))
-	a.pipeline.engine.Store(eng)
+	a.eng.SwapRules(eng)
 	if err := alerts.ForgetRules(a.db, rep.Removed); err != nil {
 		a.log.Error("reload: forget the stored alerts of removed rules (a restart forgets them too)", "err", err)
 	}

@@ -167,7 +167,7 @@ func TestShutdownSaves100000LastSeenTimes(t *testing.T) {
 	for w := range workers {
 		wg.Go(func() {
 			for i := w; i < n; i += workers {
-				if err := app.pipeline.Handle(&event.Event{Source: "mqtt", Topic: fmt.Sprintf("hb/%06d", i), Payload: []byte("up"), Received: at}); err != nil {
+				if err := app.eng.Handle(&event.Event{Source: "mqtt", Topic: fmt.Sprintf("hb/%06d", i), Payload: []byte("up"), Received: at}); err != nil {
 					t.Error(err)
 					return
 				}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/alertd/alertd/internal/adminclient"
 	"github.com/alertd/alertd/internal/app"
 )
 
@@ -24,8 +25,8 @@ func cmdReload(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "alertd reload: refused; the running configuration stays in force")
 		return code
 	}
-	rep, err := app.RequestReload(cfg)
-	var refused *app.ReloadRefused
+	rep, err := adminclient.RequestReload(cfg)
+	var refused *adminclient.ReloadRefused
 	switch {
 	case errors.As(err, &refused):
 		for _, e := range refused.Errors {

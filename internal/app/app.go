@@ -1,8 +1,9 @@
 // Package app wires alertd together from a loaded configuration and owns
-// its lifecycle: the embedded broker (when no broker is configured), the
-// store, the MQTT subscriber, the pipeline (rules → gate → outbox), the
-// deliverer and the HTTP endpoint. Run stops everything when its context
-// ends and closes the store last, so nothing queued is lost.
+// its lifecycle: the store, the sources (the MQTT subscriber, or the
+// embedded broker when none is configured; the SMTP and HTTP ingress), the
+// engine (rules and alert state), the notify stage, the mailer and the
+// HTTP endpoint, and their reload on SIGHUP. Run stops everything when its
+// context ends and closes the store last, so nothing queued is lost.
 package app
 
 import (

@@ -14,10 +14,8 @@ import (
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/httpin"
-	"github.com/alertd/alertd/internal/mailer"
-	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/notify"
 	"github.com/alertd/alertd/internal/smtpin"
-	"github.com/alertd/alertd/internal/store"
 )
 
 // ingress is what the SMTP and HTTP listeners commit through: an event
@@ -36,10 +34,6 @@ var (
 	_ httpin.Sink = (*ingress)(nil)
 )
 
-// relayRule is the gate's name for device mail: its rate window and
-// held-back counts live beside the rules', under a name no rule can have.
-const relayRule = "\x00ingress"
-
 // Event hands an HTTP event to the rules.
 func (in *ingress) Event(_ context.Context, ev *event.Event) (string, error) {
 	if err := in.a.eng.Handle(ev); err != nil {
@@ -50,20 +44,15 @@ func (in *ingress) Event(_ context.Context, ev *event.Event) (string, error) {
 
 // Mail queues a mail a device posted over HTTP.
 func (in *ingress) Mail(_ context.Context, m *httpin.Mail) (httpin.Outcome, error) {
-	a := in.a
-	now := a.now()
-	msgID := mailer.NewMessageID(now, a.from)
-	msg, err := mailer.Compose(mailer.Mail{
-		From: a.from, To: m.To, Subject: m.Subject, Body: m.Text, Date: now, MessageID: msgID,
-		Headers: map[string]string{"X-Alertd-Source": "http " + m.Client.String()},
-	})
+	msgID, msg, err := in.a.notify.ComposeDeviceMail(m.Client, m.To, m.Subject, m.Text)
 	if err != nil {
 		return httpin.Outcome{}, err
 	}
-	v, id, err := in.queue(relayed{
-		client: m.Client, key: "http\x00" + m.Subject + "\x00" + m.Text, series: "http/" + m.Client.String(),
-		to: m.To, subject: m.Subject, msgID: msgID, msg: msg,
+	v, id, err := in.relay(notify.Relay{
+		Client: m.Client, Key: "http\x00" + m.Subject + "\x00" + m.Text, Series: "http/" + m.Client.String(),
+		To: m.To, Subject: m.Subject, MessageID: msgID, Message: msg,
 	})
+	now := in.a.now()
 	switch {
 	case err != nil:
 		return httpin.Outcome{}, err
@@ -78,9 +67,9 @@ func (in *ingress) Mail(_ context.Context, m *httpin.Mail) (httpin.Outcome, erro
 func (in *ingress) Accept(_ context.Context, m *smtpin.Mail) (smtpin.Outcome, error) {
 	out := smtpin.Outcome{ID: m.ID}
 	if len(m.Relay) > 0 {
-		v, id, err := in.queue(relayed{
-			client: m.Client, key: "smtp\x00" + m.DedupeKey(), series: m.Event.Topic,
-			to: m.Relay, subject: m.Subject, msgID: m.MessageID, msg: m.Relayed,
+		v, id, err := in.relay(notify.Relay{
+			Client: m.Client, Key: "smtp\x00" + m.DedupeKey(), Series: m.Event.Topic,
+			To: m.Relay, Subject: m.Subject, MessageID: m.MessageID, Message: m.Relayed,
 		})
 		switch {
 		case err != nil:
@@ -100,49 +89,11 @@ func (in *ingress) Accept(_ context.Context, m *smtpin.Mail) (smtpin.Outcome, er
 	return out, nil
 }
 
-// relayed is one device mail on its way to the outbox.
-type relayed struct {
-	client  netip.Addr
-	key     string // what makes two mails the same (cooldown)
-	series  string // shown in outbox list
-	to      []string
-	subject string
-	msgID   string
-	msg     []byte
-}
-
-// queue admits r through the gate and writes it to the outbox in the same
-// transaction; the verdict says why it was held back, if it was.
-func (in *ingress) queue(r relayed) (dedupe.Verdict, uint64, error) {
-	a := in.a
-	lim := a.relayLimits()
-	c := dedupe.Candidate{
-		Rule: relayRule + "\x00" + r.client.String(), Series: r.key,
-		Cooldown: lim.cooldown, Limit: lim.rate.N, Per: lim.rate.Per,
-	}
-	now := a.now()
-	var id uint64
-	v, err := a.gate.Admit(c, func(tx *store.Tx, _ uint64) error {
-		e := &outbox.Entry{
-			Rule: "ingress", Series: r.series, From: a.notify.EnvelopeFrom(), To: r.to, Subject: r.subject,
-			MessageID: r.msgID, Message: r.msg, Created: now, Next: now,
-		}
-		err := outbox.Put(tx, e)
-		id = e.ID
-		return err
-	})
-	if err != nil {
-		return v, 0, fmt.Errorf("queue device mail: %w", err)
-	}
-	if !v.Admitted {
-		a.metrics.Suppressed.WithLabelValues("ingress", v.Reason).Inc()
-		a.log.Info("device mail held back", "client", r.client, "reason", v.Reason, "subject", r.subject)
-		return v, 0, nil
-	}
-	a.metrics.MailQueued.Inc()
-	a.outbox.Kick()
-	a.log.Info("device mail queued", "id", id, "client", r.client, "to", strings.Join(r.to, ","), "subject", r.subject)
-	return v, id, nil
+// relay fills in the limits and queues r.
+func (in *ingress) relay(r notify.Relay) (dedupe.Verdict, uint64, error) {
+	lim := in.a.relayLimits()
+	r.Cooldown, r.Limit, r.Per = lim.cooldown, lim.rate.N, lim.rate.Per
+	return in.a.notify.QueueRelay(r)
 }
 
 type relayLimits struct {

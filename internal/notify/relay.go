@@ -1,0 +1,76 @@
+package notify
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/mailer"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/store"
+)
+
+// Relay is one mail from a device (the SMTP or HTTP ingress) on its way to
+// the outbox, already composed.
+type Relay struct {
+	Client    netip.Addr
+	Key       string // what makes two mails the same, for the cooldown
+	Series    string // shown by alertd outbox list
+	To        []string
+	Subject   string
+	MessageID string
+	Message   []byte
+	// Cooldown holds back the same mail sent again; Limit mails per Per
+	// bound what one client may have relayed.
+	Cooldown time.Duration
+	Limit    int
+	Per      time.Duration
+}
+
+// relayRule is the gate's name for device mail of one client: its rate
+// window lives beside the rules', under a name no rule can have.
+const relayRule = "\x00ingress\x00"
+
+// QueueRelay admits r through the same gate as alert mail and writes it to
+// the outbox in the same transaction. The verdict says why it was held
+// back, if it was; the id is the outbox entry's.
+func (nf *Notifier) QueueRelay(r Relay) (dedupe.Verdict, uint64, error) {
+	c := dedupe.Candidate{Rule: relayRule + r.Client.String(), Series: r.Key, Cooldown: r.Cooldown, Limit: r.Limit, Per: r.Per}
+	now := nf.now()
+	var id uint64
+	v, err := nf.gate.Admit(c, func(tx *store.Tx, _ uint64) error {
+		e := &outbox.Entry{
+			Rule: "ingress", Series: r.Series, From: nf.envFrom, To: r.To, Subject: r.Subject,
+			MessageID: r.MessageID, Message: r.Message, Created: now, Next: now,
+		}
+		err := outbox.Put(tx, e)
+		id = e.ID
+		return err
+	})
+	if err != nil {
+		return v, 0, fmt.Errorf("queue device mail: %w", err)
+	}
+	if !v.Admitted {
+		nf.Metrics.Suppressed.WithLabelValues("ingress", v.Reason).Inc()
+		nf.log.Info("device mail held back", "client", r.Client, "reason", v.Reason, "subject", r.Subject)
+		return v, 0, nil
+	}
+	nf.Metrics.MailQueued.Inc()
+	nf.outbox.Kick()
+	nf.log.Info("device mail queued", "id", id, "client", r.Client, "to", strings.Join(r.To, ","), "subject", r.Subject)
+	return v, id, nil
+}
+
+// ComposeDeviceMail composes a mail a device asked for over HTTP, as
+// alertd's own From; it returns its Message-ID and bytes.
+func (nf *Notifier) ComposeDeviceMail(client netip.Addr, to []string, subject, text string) (string, []byte, error) {
+	now := nf.now()
+	msgID := mailer.NewMessageID(now, nf.from)
+	msg, err := mailer.Compose(mailer.Mail{
+		From: nf.from, To: to, Subject: subject, Body: text, Date: now, MessageID: msgID,
+		Headers: map[string]string{"X-Alertd-Source": "http " + client.String()},
+	})
+	return msgID, msg, err
+}

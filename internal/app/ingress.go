@@ -144,6 +144,9 @@ func (a *App) listenIngress() (smtpSrv *smtpin.Server, httpSrv *httpin.Server, e
 		}
 	}
 	if h := in.HTTP; h != nil {
+		for _, r := range httpin.Results() {
+			a.metrics.IngressHTTP.WithLabelValues(r) // present at 0 from the start
+		}
 		tokens := make([]string, len(h.Tokens))
 		for i, t := range h.Tokens {
 			tokens[i] = t.Reveal()

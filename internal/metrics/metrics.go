@@ -78,9 +78,6 @@ func New() *Metrics {
 	for _, r := range []string{"accepted", "relay_denied", "auth_failed", "too_big", "rate_limited", "error"} {
 		m.IngressSMTP.WithLabelValues(r)
 	}
-	for _, r := range []string{"accepted", "unauthorized", "forbidden", "too_big", "unsupported", "rate_limited", "bad_request", "error"} {
-		m.IngressHTTP.WithLabelValues(r)
-	}
 	m.ConfigReloads = counter("alertd_config_reload_total", "Configuration reloads (SIGHUP, alertd reload), by result (success, error).", "result")
 	m.ConfigLastReloadOK = gauge("alertd_config_last_reload_successful", "1 when the last reload succeeded (or none was tried), 0 when it was refused.")
 	m.ConfigLastReloadAt = gauge("alertd_config_last_reload_success_timestamp_seconds", "When the configuration was last loaded successfully (start or reload), Unix seconds.")

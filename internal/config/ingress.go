@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+
+	"github.com/alertd/alertd/internal/payload"
 )
 
 // Ingress is how devices that cannot speak MQTT reach alertd: an SMTP
@@ -65,7 +67,7 @@ const (
 	MaxMaxMessageBytes = 25 << 20
 	// DefaultMaxBodyBytes is the largest payload a rule reads (64 KiB): a
 	// bigger body could never alert.
-	DefaultMaxBodyBytes = 64 << 10
+	DefaultMaxBodyBytes = payload.MaxBytes
 )
 
 // DefaultNetworks is who may use the SMTP listener when networks is not

@@ -34,6 +34,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/alertd/alertd/internal/payload"
 )
 
 // Options configure the listener. Listen and Tokens are required.
@@ -60,7 +62,7 @@ type Options struct {
 const (
 	// DefaultMaxBodyBytes is the largest payload a rule reads (64 KiB):
 	// a bigger body could never alert.
-	DefaultMaxBodyBytes = 64 << 10
+	DefaultMaxBodyBytes = payload.MaxBytes
 	// DefaultReadTimeout bounds reading one request, headers and body: a
 	// 64 KiB body arrives within it even over a 2G modem (~3 kB/s), and
 	// a client that trickles bytes (slow-loris) loses its connection.

@@ -167,9 +167,6 @@ func (a *App) newTransport() (mailer.Transport, error) {
 // returns the first fatal error.
 func (a *App) Run(ctx context.Context) (err error) {
 	defer func() {
-		if ferr := a.gate.Flush(); ferr != nil && err == nil {
-			err = fmt.Errorf("save held-back counts: %w", ferr)
-		}
 		if cerr := a.db.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close store: %w", cerr)
 		}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/alertd/alertd/internal/config"
-	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/httpin"
 	"github.com/alertd/alertd/internal/notify"
@@ -48,7 +47,7 @@ func (in *ingress) Mail(_ context.Context, m *httpin.Mail) (httpin.Outcome, erro
 	if err != nil {
 		return httpin.Outcome{}, err
 	}
-	v, id, err := in.relay(notify.Relay{
+	d, id, err := in.relay(notify.Relay{
 		Client: m.Client, Key: "http\x00" + m.Subject + "\x00" + m.Text, Series: "http/" + m.Client.String(),
 		To: m.To, Subject: m.Subject, MessageID: msgID, Message: msg,
 	})
@@ -56,10 +55,10 @@ func (in *ingress) Mail(_ context.Context, m *httpin.Mail) (httpin.Outcome, erro
 	switch {
 	case err != nil:
 		return httpin.Outcome{}, err
-	case v.Reason == dedupe.ReasonRateLimit:
-		return httpin.Outcome{}, &httpin.RateLimitedError{RetryAfter: max(v.RetryAt.Sub(now), time.Second)}
+	case d.Reason == notify.RateLimited:
+		return httpin.Outcome{}, &httpin.RateLimitedError{RetryAfter: max(d.Reopens.Sub(now), time.Second)}
 	}
-	return httpin.Outcome{ID: strconv.FormatUint(id, 10), Duplicate: v.Reason == dedupe.ReasonCooldown}, nil
+	return httpin.Outcome{ID: strconv.FormatUint(id, 10), Duplicate: d.Reason == notify.Cooldown}, nil
 }
 
 // Accept commits a mail a device sent over SMTP: its relayed copy, then
@@ -67,16 +66,16 @@ func (in *ingress) Mail(_ context.Context, m *httpin.Mail) (httpin.Outcome, erro
 func (in *ingress) Accept(_ context.Context, m *smtpin.Mail) (smtpin.Outcome, error) {
 	out := smtpin.Outcome{ID: m.ID}
 	if len(m.Relay) > 0 {
-		v, id, err := in.relay(notify.Relay{
+		d, id, err := in.relay(notify.Relay{
 			Client: m.Client, Key: "smtp\x00" + m.DedupeKey(), Series: m.Event.Topic,
 			To: m.Relay, Subject: m.Subject, MessageID: m.MessageID, Message: m.Relayed,
 		})
 		switch {
 		case err != nil:
 			return out, err
-		case v.Reason == dedupe.ReasonRateLimit:
-			return smtpin.Outcome{Held: smtpin.HeldRateLimited, RetryAfter: max(v.RetryAt.Sub(in.a.now()), time.Second)}, nil
-		case v.Reason == dedupe.ReasonCooldown:
+		case d.Reason == notify.RateLimited:
+			return smtpin.Outcome{Held: smtpin.HeldRateLimited, RetryAfter: max(d.Reopens.Sub(in.a.now()), time.Second)}, nil
+		case d.Reason == notify.Cooldown:
 			out.Held = smtpin.HeldDuplicate
 		default:
 			out.ID = strconv.FormatUint(id, 10)
@@ -90,7 +89,7 @@ func (in *ingress) Accept(_ context.Context, m *smtpin.Mail) (smtpin.Outcome, er
 }
 
 // relay fills in the limits and queues r.
-func (in *ingress) relay(r notify.Relay) (dedupe.Verdict, uint64, error) {
+func (in *ingress) relay(r notify.Relay) (notify.Decision, uint64, error) {
 	lim := in.a.relayLimits()
 	r.Cooldown, r.Limit, r.Per = lim.cooldown, lim.rate.N, lim.rate.Per
 	return in.a.notify.QueueRelay(r)

@@ -88,6 +88,13 @@ func TestSMTPIngressRelaysOnceAndNeverOpenly(t *testing.T) {
 	if len(msgs) != 2 || msgs[1].Subject != "alarm from arduino" {
 		t.Fatalf("mails %v: want the relayed one once, then the rule's alarm", subjects(msgs))
 	}
+	// The client's next relayed mail says one of its mails was held back.
+	if out, err := swaks(t, addr, "--to", "ops@example.org", "--header", "Subject: Cellar dry", "--body", "Pump ran"); err != nil {
+		t.Fatalf("swaks: %v\n%s", err, out)
+	}
+	if m := srv.WaitMessages(t, 3, 10*time.Second)[2]; m.Subject != "Cellar dry" || m.Header.Get("X-Alertd-Held-Back") != "1" {
+		t.Errorf("next relayed mail %q has X-Alertd-Held-Back %q, want 1", m.Subject, m.Header.Get("X-Alertd-Held-Back"))
+	}
 	if got := app.counter("alertd_ingress_smtp_total", "relay_denied"); got < 1 {
 		t.Errorf("alertd_ingress_smtp_total{result=relay_denied} = %v", got)
 	}

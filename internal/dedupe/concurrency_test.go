@@ -8,8 +8,8 @@ import (
 	"github.com/alertd/alertd/internal/store"
 )
 
-// Two series of one rule admitted at once while one held-back count waits
-// in memory: only one of their mails may report it, and the count must not
+// Two series of one rule admitted at once while one held-back count is
+// stored: only one of their mails may report it, and the count must not
 // wrap around.
 func TestConcurrentAdmissionsReportTheHeldBackCountOnce(t *testing.T) {
 	db := openDB(t, filepath.Join(t.TempDir(), "s.db"))
@@ -21,7 +21,7 @@ func TestConcurrentAdmissionsReportTheHeldBackCountOnce(t *testing.T) {
 	if v, _ := g.Admit(c("a"), noop); !v.Admitted {
 		t.Fatal("a")
 	}
-	if v, _ := g.Admit(c("a"), noop); v.Admitted { // held: g.held["hot"] = 1
+	if v, _ := g.Admit(c("a"), noop); v.Admitted { // held: the rule's count is 1
 		t.Fatal("a again")
 	}
 	inB, releaseB := make(chan struct{}), make(chan struct{})
@@ -38,13 +38,13 @@ func TestConcurrentAdmissionsReportTheHeldBackCountOnce(t *testing.T) {
 		})
 		resB <- v
 	}()
-	<-inB // B has read pending=1 and sits in its transaction
+	<-inB // B has read the count and sits in its transaction
 	resC := make(chan Verdict)
 	go func() { v, _ := g.Admit(c("c"), noop); resC <- v }()
-	time.Sleep(50 * time.Millisecond) // C has read pending=1 too, waits for the writer lock
+	time.Sleep(50 * time.Millisecond) // C waits for the writer lock
 	close(releaseB)
 	vb, vc := <-resB, <-resC
-	t.Logf("b suppressed=%d c suppressed=%d held=%d", vb.Suppressed, vc.Suppressed, g.held["hot"])
+	t.Logf("b suppressed=%d c suppressed=%d", vb.Suppressed, vc.Suppressed)
 	v, _ := g.Admit(c("d"), noop)
 	if total := vb.Suppressed + vc.Suppressed + v.Suppressed; total != 1 {
 		t.Errorf("the one held-back notification was reported %d times (b %d, c %d, next %d)", total, vb.Suppressed, vc.Suppressed, v.Suppressed)

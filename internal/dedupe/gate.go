@@ -1,13 +1,15 @@
 // Package dedupe is the gate between a matched rule and a mail: it holds
 // back a notification when its series had a mail within the rule's
 // cooldown, or when the rule has used up its rate limit, and counts what it
-// held back so the next mail can say so. Its state lives in bbolt (the
-// series and rules buckets) and survives restarts.
+// held back so the next mail can say so. Its state lives in the store (the
+// series and rules buckets) and survives restarts, held-back counts
+// included.
 //
-// The decision itself is a pure function of stored state and the injected
-// clock. Admitting a notification and enqueueing its mail happen in one
-// transaction, so a crash can neither send without recording nor record
-// without sending.
+// The gate's verdict, Check, is a pure function of a Window (what Read
+// found stored) and the clock. Its caller reads, decides and writes (Pass
+// or Hold, and the mail) in one transaction, so a crash can neither send
+// without recording nor record without sending. Admit does all of it for a
+// caller that needs nothing else.
 //
 // A stored value the gate cannot decode is moved to the store's quarantine
 // by the next write transaction that reads it, and read as absent: the
@@ -17,16 +19,19 @@ package dedupe
 import (
 	"encoding/binary"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/alertd/alertd/internal/store"
 )
 
-// Reasons a notification is held back (metric label values).
+// Reason is why a notification is held back; "" when it is not. The values
+// are metric label values.
+type Reason string
+
+// Reasons a notification is held back.
 const (
-	ReasonCooldown  = "cooldown"
-	ReasonRateLimit = "rate_limit"
+	ReasonCooldown  Reason = "cooldown"
+	ReasonRateLimit Reason = "rate_limit"
 )
 
 // Candidate is what the gate decides on.
@@ -42,10 +47,32 @@ type Candidate struct {
 	Member bool
 }
 
-// Verdict is the gate's answer.
+// Window is what the gate has stored for a candidate.
+type Window struct {
+	LastMail time.Time // the series' last mail; zero: none
+	Sent     []int64   // the rule's mail times (Unix ns), oldest first
+	Held     uint64    // the rule's mails held back since its last one
+}
+
+// Check returns why c must be held back at now given w, or "", and when
+// the cooldown ends or the rate window reopens.
+func Check(c Candidate, w Window, now time.Time) (Reason, time.Time) {
+	if c.Cooldown > 0 && !w.LastMail.IsZero() && now.Sub(w.LastMail) < c.Cooldown {
+		return ReasonCooldown, w.LastMail.Add(c.Cooldown)
+	}
+	if c.Limit > 0 && !c.Member {
+		if sent := prune(w.Sent, c, now); len(sent) >= c.Limit {
+			// The window reopens when its oldest mail leaves it.
+			return ReasonRateLimit, time.Unix(0, sent[len(sent)-c.Limit]).Add(c.Per)
+		}
+	}
+	return "", time.Time{}
+}
+
+// Verdict is Admit's answer.
 type Verdict struct {
 	Admitted bool
-	Reason   string // why it was held back, when not admitted
+	Reason   Reason // why it was held back, when not admitted
 	// Suppressed is, for an admitted notification, how many of this rule's
 	// notifications were held back since its previous mail.
 	Suppressed uint64
@@ -55,20 +82,14 @@ type Verdict struct {
 }
 
 // Enqueue writes the admitted notification's mail inside the gate's
-// transaction. It may run more than once (bbolt batches retry), so it must
+// transaction. It may run more than once (store batches retry), so it must
 // depend only on its arguments.
 type Enqueue func(tx *store.Tx, suppressed uint64) error
 
-// Gate decides and records. Safe for concurrent use.
+// Gate reads and writes the gate's state. Safe for concurrent use.
 type Gate struct {
 	db  *store.DB
 	now func() time.Time
-
-	mu sync.Mutex
-	// held counts suppressions not yet written to bbolt. Writing each one
-	// would cost an fsync per suppressed reading; they are folded into the
-	// next admitting transaction or written by Flush at shutdown.
-	held map[string]uint64
 
 	// OnQuarantine, when set (before the gate is used), is told of each
 	// value moved to quarantine once the move is committed.
@@ -77,140 +98,77 @@ type Gate struct {
 
 // New returns a gate over db; now is the clock (time.Now in production).
 func New(db *store.DB, now func() time.Time) *Gate {
-	return &Gate{db: db, now: now, held: map[string]uint64{}}
+	return &Gate{db: db, now: now}
 }
 
-// Admit decides on c and, when admitted, records the mail and calls enqueue
-// in the same transaction.
+// Admit decides on c in one write transaction and records the outcome:
+// admitted, the mail is recorded and enqueue runs in that transaction;
+// held back, the rule's held-back count goes up.
 func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
 	now := g.now()
-	var held Verdict
-	if err := g.db.View(func(tx *store.Tx) error {
-		var err error
-		held.Reason, held.RetryAt, err = g.decide(tx, c, now)
-		return err
-	}); err != nil {
-		return Verdict{}, err
-	}
-	if held.Reason != "" {
-		g.hold(c.Rule)
-		return held, nil
-	}
-	// Take the held-back count now, so two admissions of the rule at once
-	// cannot both report it; it is given back unless this one is admitted.
-	var pending uint64
-	if !c.Member {
-		g.mu.Lock()
-		pending = g.held[c.Rule]
-		delete(g.held, c.Rule)
-		g.mu.Unlock()
-	}
 	var v Verdict
 	err := g.db.Batch(func(tx *store.Tx) error {
 		v = Verdict{}
-		var err error
-		if v.Reason, v.RetryAt, err = g.decide(tx, c, now); err != nil || v.Reason != "" {
-			return err // or another reading of this series got there first
+		w, err := g.Read(tx, c)
+		if err != nil {
+			return err
+		}
+		if v.Reason, v.RetryAt = Check(c, w, now); v.Reason != "" {
+			return g.Hold(tx, c, w)
 		}
 		v.Admitted = true
-		if !c.Member {
-			st, err := g.loadRule(tx, c.Rule)
-			if err != nil {
-				return err
-			}
-			v.Suppressed = st.held + pending
-			st.held = 0
-			st.sent = append(prune(st.sent, c, now), now.UnixNano())
-			if err := saveRule(tx, c.Rule, st); err != nil {
-				return err
-			}
-		}
-		if c.Cooldown > 0 {
-			if err := tx.Bucket(store.BucketSeries).Put(seriesKey(c), encodeTime(now)); err != nil {
-				return err
-			}
+		if v.Suppressed, err = g.Pass(tx, c, w, now); err != nil {
+			return err
 		}
 		return enqueue(tx, v.Suppressed)
 	})
-	if err != nil || !v.Admitted {
-		g.mu.Lock()
-		g.held[c.Rule] += pending
-		if err == nil {
-			g.held[c.Rule]++ // held back after all
-		}
-		g.mu.Unlock()
-	}
 	if err != nil {
 		return Verdict{}, fmt.Errorf("admit notification: %w", err)
 	}
 	return v, nil
 }
 
-// Unhold takes back one held-back count of rule, for a notification whose
-// processing failed and will be decided again.
-func (g *Gate) Unhold(rule string) {
-	g.mu.Lock()
-	if g.held[rule] > 0 {
-		g.held[rule]--
+// Read returns what is stored for c. A value it cannot decode is read as
+// absent, and quarantined when tx can write.
+func (g *Gate) Read(tx *store.Tx, c Candidate) (Window, error) {
+	var w Window
+	var err error
+	if w.LastMail, err = g.lastMail(tx, c); err != nil {
+		return Window{}, err
 	}
-	g.mu.Unlock()
+	st, err := g.loadRule(tx, c.Rule)
+	if err != nil {
+		return Window{}, err
+	}
+	w.Sent, w.Held = st.sent, st.held
+	return w, nil
 }
 
-func (g *Gate) hold(rule string) {
-	g.mu.Lock()
-	g.held[rule]++
-	g.mu.Unlock()
-}
-
-// Flush writes held-back counts to bbolt; call it at shutdown.
-func (g *Gate) Flush() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	err := g.db.Update(func(tx *store.Tx) error {
-		for rule, n := range g.held {
-			if n == 0 {
-				continue
-			}
-			st, err := g.loadRule(tx, rule)
-			if err != nil {
-				return err
-			}
-			st.held += n
-			if err := saveRule(tx, rule, st); err != nil {
-				return err
-			}
+// Pass records, in tx, that c's mail goes out at now, w being what Read
+// returned in tx. It returns how many of the rule's mails were held back
+// since its last one, which the mail may say; a group member leaves the
+// rule's window and count to its group mail, and reports 0.
+func (g *Gate) Pass(tx *store.Tx, c Candidate, w Window, now time.Time) (uint64, error) {
+	var suppressed uint64
+	if !c.Member {
+		suppressed = w.Held
+		sent := append(prune(w.Sent, c, now), now.UnixNano())
+		if err := saveRule(tx, c.Rule, ruleState{sent: sent}); err != nil {
+			return 0, err
 		}
-		return nil
-	})
-	if err == nil {
-		clear(g.held)
 	}
-	return err
-}
-
-// decide returns why c must be held back now, or "", and for the cooldown
-// when it ends.
-func (g *Gate) decide(tx *store.Tx, c Candidate, now time.Time) (string, time.Time, error) {
 	if c.Cooldown > 0 {
-		last, ok, err := g.lastMail(tx, c)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		if ok && now.Sub(last) < c.Cooldown {
-			return ReasonCooldown, last.Add(c.Cooldown), nil
+		if err := tx.Bucket(store.BucketSeries).Put(seriesKey(c), encodeTime(now)); err != nil {
+			return 0, err
 		}
 	}
-	if c.Limit > 0 && !c.Member {
-		st, err := g.loadRule(tx, c.Rule)
-		if err != nil {
-			return "", time.Time{}, err
-		}
-		if sent := prune(st.sent, c, now); len(sent) >= c.Limit {
-			// The window reopens when its oldest mail leaves it.
-			return ReasonRateLimit, time.Unix(0, sent[len(sent)-c.Limit]).Add(c.Per), nil
-		}
-	}
-	return "", time.Time{}, nil
+	return suppressed, nil
+}
+
+// Hold records, in tx, that c's mail was held back, w being what Read
+// returned in tx: the next mail of the rule counts it.
+func (g *Gate) Hold(tx *store.Tx, c Candidate, w Window) error {
+	return saveRule(tx, c.Rule, ruleState{held: w.Held + 1, sent: w.Sent})
 }
 
 // unreadable moves a value the gate cannot decode to quarantine when tx
@@ -223,17 +181,17 @@ func (g *Gate) unreadable(tx *store.Tx, bucket, k, v []byte, cause error) error 
 	return store.Quarantine(tx, bucket, k, v, cause, g.OnQuarantine)
 }
 
-// lastMail returns when c's series last had a mail, if it had one.
-func (g *Gate) lastMail(tx *store.Tx, c Candidate) (time.Time, bool, error) {
+// lastMail returns when c's series last had a mail; zero if it had none.
+func (g *Gate) lastMail(tx *store.Tx, c Candidate) (time.Time, error) {
 	k := seriesKey(c)
 	v := tx.Bucket(store.BucketSeries).Get(k)
 	if v == nil {
-		return time.Time{}, false, nil
+		return time.Time{}, nil
 	}
 	if t, ok := decodeTime(v); ok {
-		return t, true, nil
+		return t, nil
 	}
-	return time.Time{}, false, g.unreadable(tx, store.BucketSeries, k, v, fmt.Errorf("decode last mail time: %d bytes, want 8", len(v)))
+	return time.Time{}, g.unreadable(tx, store.BucketSeries, k, v, fmt.Errorf("decode last mail time: %d bytes, want 8", len(v)))
 }
 
 // prune drops send times that left the rate window.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -183,93 +182,99 @@ func (nf *Notifier) RunGroups(ctx context.Context) error {
 	}
 }
 
-// errNoGroupItems: every item of the group turned out unreadable, so no
-// mail is due after all.
-var errNoGroupItems = errors.New("no readable group items")
-
 // flushGroup queues the group mail of r. When the rate limit holds it
 // back, retryAt says when its window reopens.
 func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	prefix := append([]byte(r.Name), 0)
-	if readable, err := nf.readableGroup(prefix); err != nil || !readable {
-		return time.Time{}, err
-	}
 	now := nf.now()
 	msgID := mailer.NewMessageID(now, nf.from)
-	var entry outbox.Entry
-	var count int
-	v, err := nf.gate.Admit(dedupe.Candidate{Rule: r.Name, Series: "\x00group", Limit: r.RateLimit.N, Per: r.RateLimit.Per},
-		func(tx *store.Tx, suppressed uint64) error {
-			b := tx.Bucket(store.BucketGroups)
-			var items []groupItem
-			var keys [][]byte
-			var bad []unreadableItem
-			c := b.Cursor()
-			for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-				it, err := decodeGroupItem(v)
-				if err != nil {
-					bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
-					continue
-				}
-				items = append(items, it)
-				keys = append(keys, bytes.Clone(k))
-			}
+	c := groupCandidate(r)
+	var w dedupe.Window
+	var items []groupItem
+	var keys [][]byte
+	var bad []unreadableItem
+	var mail *outbox.Entry // prepared for these keys, with mailFor held back
+	var mailKeys [][]byte
+	var mailFor uint64
+	var queued outbox.Entry
+	d, err := nf.settle(
+		func(tx *store.Tx) (Decision, error) {
+			items, keys, bad = readGroup(tx, prefix)
+			var err error
+			w, err = nf.gate.Read(tx, c)
+			return DecideGroup(r, w, now), err
+		},
+		func(d Decision) bool {
+			return len(items) == 0 || d.Route != Outbox || (mail != nil && mailFor == d.Suppressed && sameKeys(mailKeys, keys))
+		},
+		func(d Decision) (err error) {
+			mail, err = nf.groupEntry(r, items, d.Suppressed, now, msgID)
+			mailKeys, mailFor = keys, d.Suppressed
+			return err
+		},
+		func(tx *store.Tx, d Decision) error {
 			if err := nf.quarantineItems(tx, bad); err != nil {
 				return err
 			}
-			if len(items) == 0 {
-				return errNoGroupItems
+			switch {
+			case len(items) == 0:
+				return nil // every item was unreadable: no mail is due
+			case d.Route != Outbox:
+				return nf.gate.Hold(tx, c, w)
 			}
+			b := tx.Bucket(store.BucketGroups)
 			for _, k := range keys {
 				if err := b.Delete(k); err != nil {
 					return err
 				}
 			}
-			count = len(items)
-			e, err := nf.groupEntry(r, items, suppressed, now, msgID)
-			if err != nil {
+			if _, err := nf.gate.Pass(tx, c, w, now); err != nil {
 				return err
 			}
-			err = outbox.Put(tx, e)
-			entry = *e
-			return err
+			queued = *mail
+			return outbox.Put(tx, &queued)
 		})
 	switch {
-	case errors.Is(err, errNoGroupItems):
-		return time.Time{}, nil
 	case err != nil:
 		return time.Time{}, fmt.Errorf("queue group mail: %w", err)
+	case len(items) == 0:
+		return time.Time{}, nil
+	case d.Route != Outbox:
+		nf.Metrics.Suppressed.WithLabelValues(r.Name, string(d.Reason)).Inc()
+		return later(d.Reopens, nf.now().Add(time.Second)), nil
 	}
-	if !v.Admitted {
-		nf.Metrics.Suppressed.WithLabelValues(r.Name, v.Reason).Inc()
-		return later(v.RetryAt, nf.now().Add(time.Second)), nil
-	}
-	nf.queued(nf.log.With("rule", r.Name, "alerts", count), nil, &entry, v.Suppressed)
+	nf.Metrics.MailQueued.Inc()
+	nf.outbox.Kick()
+	nf.log.Info("alert queued", "rule", r.Name, "alerts", len(items), "id", queued.ID, "subject", queued.Subject, "held_back_before", d.Suppressed)
 	return time.Time{}, nil
 }
 
-// readableGroup reports whether a group has an item to mail. When all it
-// has are unreadable items, they are quarantined here; unreadable items
-// before a readable one are quarantined by the flush that mails the rest.
-// Only runGroups deletes group items, so what this read saw is still there.
-func (nf *Notifier) readableGroup(prefix []byte) (bool, error) {
-	readable := false
-	var bad []unreadableItem
-	if err := nf.db.View(func(tx *store.Tx) error {
-		c := tx.Bucket(store.BucketGroups).Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			if _, err := decodeGroupItem(v); err != nil {
-				bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
-				continue
-			}
-			readable = true
-			return nil
+// readGroup returns the readable items waiting under prefix with their
+// keys, and those that could not be decoded.
+func readGroup(tx *store.Tx, prefix []byte) (items []groupItem, keys [][]byte, bad []unreadableItem) {
+	c := tx.Bucket(store.BucketGroups).Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		it, err := decodeGroupItem(v)
+		if err != nil {
+			bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
+			continue
 		}
-		return nil
-	}); err != nil || readable || len(bad) == 0 {
-		return readable, err
+		items = append(items, it)
+		keys = append(keys, bytes.Clone(k))
 	}
-	return false, nf.db.Update(func(tx *store.Tx) error { return nf.quarantineItems(tx, bad) })
+	return items, keys, bad
+}
+
+func sameKeys(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // groupEntry composes the mail listing a group's notifications.

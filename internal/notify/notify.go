@@ -1,15 +1,19 @@
-// Package notify is the stage between an alert's transition and its mail:
-// the one place that decides whether a transition's mail goes out now, and
-// if not, why (silenced, cooldown, rate limit, grouped), and that commits
-// the decision, the series' new state and the rendered mail in one store
-// transaction. Group and summary mails are sent from here when their
-// window closes, and each alert's state is published back to MQTT when
-// mqtt.state_topic is set. It is given transitions by the engine and
-// writes to the outbox; it calls back into neither.
+// Package notify is the stage between an alert's transition and its mail.
+// decide.go is the one place that decides whether a mail goes out now,
+// where it goes, and if not, why (silenced, cooldown, rate limit, grouped),
+// as pure functions of stored state and the clock. The mail is rendered
+// before the write transaction, which decides again on what it reads and
+// commits the decision, the series' new state and the mail at once. Group
+// and summary mails are sent from here when their window closes, mail that
+// devices ask alertd to relay is queued through the same decision, and
+// each alert's state is published back to MQTT when mqtt.state_topic is
+// set. It is given transitions by the engine and writes to the outbox; it
+// calls back into neither.
 package notify
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/mail"
@@ -120,127 +124,147 @@ func (nf *Notifier) publishState(tr alerts.Transition) {
 	nf.Publish(nf.StateTopic+"/"+n.Rule.Name+"/"+n.Series, b)
 }
 
-// commit persists a transition and queues its mail, if it has one, in one
-// bbolt transaction.
-func (nf *Notifier) commit(tr alerts.Transition) (out Outcome, err error) {
+// errStale: the write found stored state that asks for another mail
+// than the one prepared before it (another held-back count, another group).
+var errStale = errors.New("stored state changed since the mail was prepared")
+
+// settle reads, decides, prepares and writes. The decision is made on
+// what a read transaction finds, and the mail it needs is prepared
+// (rendered, composed) outside any write; the write transaction decides
+// again on what it reads, and when that asks for another mail than the
+// one prepared (two mails of one rule raced), it is prepared again.
+func (nf *Notifier) settle(decide func(*store.Tx) (Decision, error), prepared func(Decision) bool,
+	prepare func(Decision) error, write func(*store.Tx, Decision) error) (Decision, error) {
+	var d Decision
+	if err := nf.db.View(func(tx *store.Tx) (err error) { d, err = decide(tx); return err }); err != nil {
+		return d, err
+	}
+	for range 8 {
+		if !prepared(d) {
+			if err := prepare(d); err != nil {
+				return d, err
+			}
+		}
+		err := nf.db.Batch(func(tx *store.Tx) error {
+			var err error
+			if d, err = decide(tx); err != nil {
+				return err
+			}
+			if !prepared(d) {
+				return errStale
+			}
+			return write(tx, d)
+		})
+		if !errors.Is(err, errStale) {
+			return d, err
+		}
+	}
+	return d, errStale
+}
+
+// commit decides on a transition's mail and commits the decision, the
+// series' new state and the mail in one transaction.
+func (nf *Notifier) commit(tr alerts.Transition) (Outcome, error) {
 	n := &tr.Notification
 	log := nf.log.With("rule", n.Rule.Name, "series", n.Series, "transition", tr.Kind.String())
-	msgID := mailer.NewMessageID(nf.now(), nf.from) // fixed before the tx, which may run twice
-	if tr.Kind == alerts.Resolve {
-		send := tr.Notified && n.Rule.NotifyResolved
-		var entry outbox.Entry
-		err := nf.db.Batch(func(tx *store.Tx) error {
-			rec := tr.Record(false, "", time.Time{})
+	now := nf.now()
+	msgID := mailer.NewMessageID(now, nf.from) // fixed before the tx, which may run twice
+	f := Facts{Kind: tr.Kind, Notified: tr.Notified, Rule: n.Rule, Now: now}
+	if tr.Kind != alerts.Resolve {
+		f.SilencedUntil = nf.silences.Silenced(n.Rule.Name, n.Series, now)
+	}
+	c := candidate(n.Rule, n.Series)
+
+	var mail *outbox.Entry // prepared for Outbox with mailFor held back
+	var mailFor uint64
+	var queued outbox.Entry
+	d, err := nf.settle(
+		func(tx *store.Tx) (Decision, error) {
+			w, err := nf.gate.Read(tx, c)
+			f.Window = w
+			return Decide(f), err
+		},
+		func(d Decision) bool { return d.Route != Outbox || (mail != nil && mailFor == d.Suppressed) },
+		func(d Decision) (err error) {
+			mail, err = nf.entry(n, d.Suppressed, msgID, tr.Thread)
+			mailFor = d.Suppressed
+			return err
+		},
+		func(tx *store.Tx, d Decision) error {
+			var rec alerts.Series
+			if tr.Kind == alerts.Resolve {
+				rec = tr.Record(false, "", time.Time{})
+			} else if d.Sent() {
+				rec = tr.Record(true, msgID, time.Time{})
+			} else {
+				rec = tr.Record(false, "", d.RetryAt)
+			}
 			if err := alerts.Put(tx, &rec); err != nil {
 				return err
 			}
-			if !send {
-				return nil
+			if tr.Kind != alerts.Resolve {
+				var err error
+				switch d.Route {
+				case Outbox, Group:
+					_, err = nf.gate.Pass(tx, c, f.Window, now)
+				case Summary:
+					err = nf.gate.Hold(tx, c, f.Window)
+				default:
+					if d.Reason == Cooldown {
+						err = nf.gate.Hold(tx, c, f.Window)
+					}
+				}
+				if err != nil {
+					return err
+				}
 			}
-			return nf.deliver(tx, n, 0, msgID, tr.Thread, &entry)
+			switch d.Route {
+			case Group, Summary:
+				return putGroupItem(tx, n)
+			case Outbox:
+				queued = *mail
+				return outbox.Put(tx, &queued) // assigns its ID
+			}
+			return nil
 		})
-		if err != nil {
-			return out, fmt.Errorf("record resolved alert: %w", err)
-		}
-		if send {
-			nf.queued(log, n, &entry, 0)
-		} else {
-			log.Debug("alert resolved; its firing mail was not sent, so no resolved mail")
-		}
-		return out, nil
-	}
-
-	if until := nf.silences.Silenced(n.Rule.Name, n.Series, nf.now()); !until.IsZero() {
-		// Silenced: the state moves on, the mail waits. A first mail still
-		// due when the silence ends goes out then.
-		if err := nf.db.Batch(func(tx *store.Tx) error {
-			rec := tr.Record(false, "", until)
-			return alerts.Put(tx, &rec)
-		}); err != nil {
-			return out, fmt.Errorf("record alert state: %w", err)
-		}
-		out = Outcome{Mailed: true, RetryAt: until}
-		nf.Metrics.Suppressed.WithLabelValues(n.Rule.Name, "silenced").Inc()
-		log.Debug("notification silenced", "until", until)
-		return out, nil
-	}
-	var entry outbox.Entry
-	c := dedupe.Candidate{
-		Rule: n.Rule.Name, Series: n.Series, Cooldown: n.Rule.Cooldown,
-		Limit: n.Rule.RateLimit.N, Per: n.Rule.RateLimit.Per,
-	}
-	c.Member = n.Rule.GroupWait > 0 // the rate limit applies to the group mails
-	v, err := nf.gate.Admit(c, func(tx *store.Tx, suppressed uint64) error {
-		rec := tr.Record(true, msgID, time.Time{})
-		if err := alerts.Put(tx, &rec); err != nil {
-			return err
-		}
-		return nf.deliver(tx, n, suppressed, msgID, tr.Thread, &entry)
-	})
 	if err != nil {
-		return out, err
+		return Outcome{}, fmt.Errorf("record alert: %w", err)
 	}
-	if v.Admitted {
-		out = Outcome{Mailed: true, Sent: true, Thread: msgID}
-		nf.queued(log, n, &entry, v.Suppressed)
-		return out, nil
-	}
-	// Held back: the series is firing all the same, and must stay so
-	// after a restart. Held by the cooldown, its first mail is retried when
-	// the cooldown ends; held by the rate limit, it is listed in a summary
-	// mailed when the rule's window reopens, so nothing is dropped silently.
-	retry := v.RetryAt
-	summary := v.Reason == dedupe.ReasonRateLimit && n.Rule.GroupWait == 0
-	if summary {
-		retry = time.Time{}
-	}
-	if err := nf.db.Batch(func(tx *store.Tx) error {
-		rec := tr.Record(false, "", retry)
-		if err := alerts.Put(tx, &rec); err != nil {
-			return err
-		}
-		if summary {
-			return putGroupItem(tx, n)
-		}
-		return nil
-	}); err != nil {
-		nf.gate.Unhold(n.Rule.Name) // the redelivered reading will be counted again
-		return out, fmt.Errorf("record alert state: %w", err)
-	}
-	if summary {
-		nf.groups.open(n.Rule.Name, v.RetryAt)
-	}
-	out = Outcome{Mailed: true, RetryAt: retry}
-	nf.Metrics.Suppressed.WithLabelValues(n.Rule.Name, v.Reason).Inc()
-	log.Debug("notification held back", "reason", v.Reason, "retry_at", v.RetryAt)
-	return out, nil
+	return nf.decided(log, n, tr.Kind, d, msgID, &queued), nil
 }
 
-// deliver writes n's mail inside tx: into the outbox, or for a grouped
-// rule into its group, which one mail will list.
-func (nf *Notifier) deliver(tx *store.Tx, n *rules.Notification, suppressed uint64, msgID, thread string, entry *outbox.Entry) error {
-	if n.Rule.GroupWait > 0 {
-		return putGroupItem(tx, n)
-	}
-	e, err := nf.entry(n, suppressed, msgID, thread)
-	if err != nil {
-		return err
-	}
-	err = outbox.Put(tx, e) // assigns e.ID
-	*entry = *e
-	return err
-}
-
-// queued reports a mail queued by deliver, once its transaction committed.
-func (nf *Notifier) queued(log *slog.Logger, n *rules.Notification, e *outbox.Entry, heldBefore uint64) {
-	if n != nil && n.Rule.GroupWait > 0 {
+// decided reports a committed decision and says what the engine must
+// apply to the live series.
+func (nf *Notifier) decided(log *slog.Logger, n *rules.Notification, kind alerts.Kind, d Decision, msgID string, e *outbox.Entry) Outcome {
+	switch d.Route {
+	case Outbox:
+		nf.Metrics.MailQueued.Inc()
+		nf.outbox.Kick()
+		log.Info("alert queued", "id", e.ID, "subject", e.Subject, "held_back_before", d.Suppressed)
+	case Group:
 		nf.groups.open(n.Rule.Name, nf.now().Add(n.Rule.GroupWait))
 		log.Debug("notification waits for its group mail", "group_wait", n.Rule.GroupWait)
-		return
+	case Summary:
+		nf.groups.open(n.Rule.Name, d.Reopens)
 	}
-	nf.Metrics.MailQueued.Inc()
-	nf.outbox.Kick()
-	log.Info("alert queued", "id", e.ID, "subject", e.Subject, "held_back_before", heldBefore)
+	if kind == alerts.Resolve {
+		if !d.Sent() {
+			log.Debug("alert resolved without a mail", "reason", d.Reason)
+		}
+		return Outcome{}
+	}
+	switch d.Reason {
+	case Silenced, Cooldown, RateLimited:
+		nf.Metrics.Suppressed.WithLabelValues(n.Rule.Name, string(d.Reason)).Inc()
+		log.Debug("notification held back", "reason", d.Reason, "retry_at", d.RetryAt, "window_reopens", d.Reopens)
+	}
+	// Held back, the series is firing all the same, and must stay so
+	// after a restart: a first mail held by a silence or the cooldown is
+	// tried again at RetryAt; one held by the rate limit is in the summary.
+	if d.Sent() {
+		return Outcome{Mailed: true, Sent: true, Thread: msgID}
+	}
+	return Outcome{Mailed: true, RetryAt: d.RetryAt}
 }
 
 // envelopeTo is the bare addresses of a rule's recipients.

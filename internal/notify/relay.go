@@ -33,34 +33,59 @@ type Relay struct {
 // window lives beside the rules', under a name no rule can have.
 const relayRule = "\x00ingress\x00"
 
-// QueueRelay admits r through the same gate as alert mail and writes it to
-// the outbox in the same transaction. The verdict says why it was held
-// back, if it was; the id is the outbox entry's.
-func (nf *Notifier) QueueRelay(r Relay) (dedupe.Verdict, uint64, error) {
+// QueueRelay decides on r (DecideRelay) and, when it goes out, writes it
+// to the outbox in the transaction that records the decision. The
+// Decision says why it was held back, if it was; the id is the outbox
+// entry's. A mail that follows held-back ones carries their count in an
+// X-Alertd-Held-Back header.
+func (nf *Notifier) QueueRelay(r Relay) (Decision, uint64, error) {
 	c := dedupe.Candidate{Rule: relayRule + r.Client.String(), Series: r.Key, Cooldown: r.Cooldown, Limit: r.Limit, Per: r.Per}
 	now := nf.now()
+	var w dedupe.Window
+	var msg []byte // prepared with msgFor held back
+	msgFor := ^uint64(0)
 	var id uint64
-	v, err := nf.gate.Admit(c, func(tx *store.Tx, _ uint64) error {
-		e := &outbox.Entry{
-			Rule: "ingress", Series: r.Series, From: nf.envFrom, To: r.To, Subject: r.Subject,
-			MessageID: r.MessageID, Message: r.Message, Created: now, Next: now,
-		}
-		err := outbox.Put(tx, e)
-		id = e.ID
-		return err
-	})
+	d, err := nf.settle(
+		func(tx *store.Tx) (Decision, error) {
+			var err error
+			w, err = nf.gate.Read(tx, c)
+			return DecideRelay(c, w, now), err
+		},
+		func(d Decision) bool { return d.Route != Outbox || msgFor == d.Suppressed },
+		func(d Decision) error {
+			msg, msgFor = r.Message, d.Suppressed
+			if d.Suppressed > 0 {
+				msg = append(fmt.Appendf(nil, "X-Alertd-Held-Back: %d\r\n", d.Suppressed), r.Message...)
+			}
+			return nil
+		},
+		func(tx *store.Tx, d Decision) error {
+			if d.Route != Outbox {
+				return nf.gate.Hold(tx, c, w)
+			}
+			if _, err := nf.gate.Pass(tx, c, w, now); err != nil {
+				return err
+			}
+			e := &outbox.Entry{
+				Rule: "ingress", Series: r.Series, From: nf.envFrom, To: r.To, Subject: r.Subject,
+				MessageID: r.MessageID, Message: msg, Created: now, Next: now,
+			}
+			err := outbox.Put(tx, e)
+			id = e.ID
+			return err
+		})
 	if err != nil {
-		return v, 0, fmt.Errorf("queue device mail: %w", err)
+		return d, 0, fmt.Errorf("queue device mail: %w", err)
 	}
-	if !v.Admitted {
-		nf.Metrics.Suppressed.WithLabelValues("ingress", v.Reason).Inc()
-		nf.log.Info("device mail held back", "client", r.Client, "reason", v.Reason, "subject", r.Subject)
-		return v, 0, nil
+	if d.Route != Outbox {
+		nf.Metrics.Suppressed.WithLabelValues("ingress", string(d.Reason)).Inc()
+		nf.log.Info("device mail held back", "client", r.Client, "reason", d.Reason, "subject", r.Subject)
+		return d, 0, nil
 	}
 	nf.Metrics.MailQueued.Inc()
 	nf.outbox.Kick()
-	nf.log.Info("device mail queued", "id", id, "client", r.Client, "to", strings.Join(r.To, ","), "subject", r.Subject)
-	return v, id, nil
+	nf.log.Info("device mail queued", "id", id, "client", r.Client, "to", strings.Join(r.To, ","), "subject", r.Subject, "held_back_before", d.Suppressed)
+	return d, id, nil
 }
 
 // ComposeDeviceMail composes a mail a device asked for over HTTP, as

@@ -1,0 +1,145 @@
+package notify
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/alerts"
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/metrics"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/silence"
+	"github.com/alertd/alertd/internal/store"
+)
+
+type fixture struct {
+	nf    *Notifier
+	db    *store.DB
+	ob    *outbox.Outbox
+	rules *rules.Engine
+	now   time.Time
+}
+
+// newFixture builds a Notifier over a real store, with the rules of yaml.
+func newFixture(t *testing.T, yaml string) *fixture {
+	t.Helper()
+	cfg, err := config.Load(strings.NewReader(yaml), "test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := rules.Compile(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, _, err := store.Open(filepath.Join(t.TempDir(), "alertd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	f := &fixture{db: db, ob: outbox.New(db), rules: eng, now: t0}
+	clock := func() time.Time { return f.now }
+	sil, err := silence.Open(db, t0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.nf = New(Options{DB: db, Gate: dedupe.New(db, clock), Silences: sil, Outbox: f.ob,
+		From: "alertd <alerts@example.org>", Now: clock, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: metrics.New(), Rule: eng.Rule})
+	return f
+}
+
+func (f *fixture) fire(t *testing.T, kind alerts.Kind, rule, series string) Outcome {
+	t.Helper()
+	r := f.rules.Rule(rule)
+	n := rules.Notification{Rule: r, Series: series, State: rules.StateFiring, Since: f.now, At: f.now,
+		Value: rules.Value{Text: "31.5", Num: 31.5, IsNum: true}, LastSeen: f.now}
+	out, err := f.nf.Commit(alerts.Transition{Kind: kind, Notification: n,
+		Snapshot: alerts.Series{Rule: r, Topic: series, State: alerts.Firing, Since: f.now, LastSeen: f.now}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (f *fixture) pending(t *testing.T) []*outbox.Entry {
+	t.Helper()
+	p, _, err := f.ob.Due(f.now.Add(time.Hour), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const hotRules = `rules:
+  - {name: hot, topic: "sensors/+/t", field: temp, above: 30, to: [ops@example.org], cooldown: 10m, rate_limit: 5/h}
+`
+
+// A mail that follows held-back ones says how many, once: when two first
+// mails of one rule race, only one of them reports the count, and each
+// says what its own transaction saw (the one prepared for a count that
+// changed under it is prepared again).
+func TestHeldBackCountIsReportedOnceByRacingMails(t *testing.T) {
+	f := newFixture(t, hotRules)
+	if out := f.fire(t, alerts.Fire, "hot", "sensors/a/t"); !out.Sent {
+		t.Fatalf("first mail: %+v", out)
+	}
+	if out := f.fire(t, alerts.Remind, "hot", "sensors/a/t"); out.Sent || out.RetryAt.IsZero() {
+		t.Fatalf("within the cooldown: %+v, want held with a retry time", out)
+	}
+	var wg sync.WaitGroup
+	for _, s := range []string{"sensors/b/t", "sensors/c/t", "sensors/d/t"} {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.fire(t, alerts.Fire, "hot", s) }()
+	}
+	wg.Wait()
+	p := f.pending(t)
+	if len(p) != 4 {
+		t.Fatalf("%d mails queued, want 4", len(p))
+	}
+	saying := 0
+	for _, e := range p {
+		if strings.Contains(string(e.Message), "Held back:  1 notification") {
+			saying++
+		}
+	}
+	if saying != 1 {
+		t.Errorf("%d mails say one was held back, want exactly 1", saying)
+	}
+}
+
+// The rate limit does not drop what it holds back: the held alerts wait
+// for the summary, and the series is recorded as firing.
+func TestRateLimitedAlertsWaitForTheSummary(t *testing.T) {
+	f := newFixture(t, `rules:
+  - {name: hot, topic: "sensors/+/t", field: temp, above: 30, to: [ops@example.org], cooldown: 0s, rate_limit: 1/h}
+`)
+	f.fire(t, alerts.Fire, "hot", "sensors/a/t")
+	out := f.fire(t, alerts.Fire, "hot", "sensors/b/t")
+	if out.Sent || !out.Mailed || !out.RetryAt.IsZero() {
+		t.Fatalf("over the rate limit: %+v, want held for the summary (no retry of its own)", out)
+	}
+	if _, at := f.nf.groups.next(); !at.Equal(t0.Add(time.Hour)) {
+		t.Errorf("summary due at %v, want when the window reopens (%v)", at, t0.Add(time.Hour))
+	}
+	_ = f.db.View(func(tx *store.Tx) error {
+		if items, _, _ := readGroup(tx, []byte("hot\x00")); len(items) != 1 || items[0].Series != "sensors/b/t" {
+			t.Errorf("waiting for the summary: %+v", items)
+		}
+		return nil
+	})
+	f.now = t0.Add(time.Hour)
+	if _, err := f.nf.flushGroup(f.rules.Rule("hot")); err != nil {
+		t.Fatal(err)
+	}
+	p := f.pending(t)
+	if len(p) != 2 || !strings.Contains(p[1].Subject, "1 more alert(s) were held back") {
+		t.Fatalf("mails %d, last %q: want the summary", len(p), p[len(p)-1].Subject)
+	}
+}

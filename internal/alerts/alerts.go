@@ -76,6 +76,9 @@ type Series struct {
 	// The last reading, shown in mails sent by a timer.
 	Value   rules.Value
 	Payload string
+	// source is the ingress of the last reading ("" until one after a
+	// start): silence is not counted while it is away.
+	source string
 
 	// RetryAt is when a first mail held back by the cooldown may go.
 	RetryAt time.Time
@@ -154,11 +157,14 @@ type Tracker struct {
 	mu     sync.Mutex
 	series map[key]*Series
 	timers timerHeap
-	// epoch is when silence counting (re)started: the service start or the
-	// last reconnect to the broker. Before it, no device is silent.
-	epoch     time.Time
-	connected bool
-	wake      chan struct{}
+	// epoch is when silence counting started: the service start. Before
+	// it, no device is silent. A source that was away restarts the count
+	// for its series when it is back (epochs); while it is away (away),
+	// its devices are not silent: alertd cannot hear them.
+	epoch  time.Time
+	epochs map[string]time.Time
+	away   map[string]bool
+	wake   chan struct{}
 
 	max    int // limits.max_series
 	tables map[string]*ruleTable
@@ -187,7 +193,7 @@ type key struct{ rule, topic string }
 // New returns an empty tracker.
 func New(o Options) *Tracker {
 	t := &Tracker{
-		series: map[key]*Series{}, epoch: o.Start, connected: true, wake: make(chan struct{}, 1),
+		series: map[key]*Series{}, epoch: o.Start, epochs: map[string]time.Time{}, away: map[string]bool{}, wake: make(chan struct{}, 1),
 		max: o.MaxSeries, tables: map[string]*ruleTable{}, now: o.Now, warn: o.Warn, onQuarantine: o.OnQuarantine,
 		evictable: [2]seriesList{{by: globalLink}, {by: globalLink}}, dirty: seriesList{by: dirtyLink},
 		batch: CheckpointBatch,
@@ -272,6 +278,9 @@ func (t *Tracker) decide(s *Series, rd *rules.Reading) (Transition, bool) {
 	r := rd.Rule
 	prev := *s
 	s.LastSeen = now
+	if rd.Event.Source != "" {
+		s.source = rd.Event.Source
+	}
 	if r.Silence() {
 		s.b.seen = min(s.b.seen+1, 2)
 		t.markDirty(s)
@@ -501,31 +510,53 @@ func (t *Tracker) RetryHeld(rule string, now time.Time) {
 	}
 }
 
-// Disconnected pauses silence detection: while alertd cannot hear the
-// broker, no device is silent.
-func (t *Tracker) Disconnected() {
+// Disconnected pauses silence detection for the series heard through
+// source ("mqtt", "smtp", "http"): while alertd cannot hear a source, none
+// of its devices is silent. Series whose source is not known yet (loaded
+// from the store, not heard since the start) pause while any source is
+// away.
+func (t *Tracker) Disconnected(source string) {
 	t.mu.Lock()
-	t.connected = false
+	t.away[source] = true
 	t.mu.Unlock()
 }
 
-// Connected resumes silence detection, counting silence afresh from now:
-// a monitor's own outage must not page about every device.
-func (t *Tracker) Connected(now time.Time) {
+// Connected resumes silence detection for source's series, counting
+// silence afresh from now: a monitor's own outage must not page about
+// every device.
+func (t *Tracker) Connected(source string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.connected {
+	if !t.away[source] {
 		return
 	}
-	t.connected = true
-	if now.After(t.epoch) {
-		t.epoch = now
+	delete(t.away, source)
+	if now.After(t.epochs[source]) {
+		t.epochs[source] = now
 	}
 	for _, s := range t.series {
-		if s.Rule.Silence() {
+		if s.Rule.Silence() && (s.source == source || s.source == "") {
 			t.schedule(s)
 		}
 	}
+}
+
+// hearing reports whether silence is counted for a series heard through
+// source, and from when at the earliest.
+func (t *Tracker) hearing(source string) (bool, time.Time) {
+	from := t.epoch
+	if source != "" {
+		if t.epochs[source].After(from) {
+			from = t.epochs[source]
+		}
+		return !t.away[source], from
+	}
+	for _, e := range t.epochs {
+		if e.After(from) {
+			from = e
+		}
+	}
+	return len(t.away) == 0, from
 }
 
 func (t *Tracker) fire(s *Series, prev Series, now time.Time) Transition {
@@ -583,10 +614,14 @@ func (t *Tracker) due(s *Series) time.Time {
 		}
 		return next
 	case OK:
-		if r.Silence() && !s.LastSeen.IsZero() && t.connected {
+		if r.Silence() && !s.LastSeen.IsZero() {
+			hearing, epoch := t.hearing(s.source)
+			if !hearing {
+				return time.Time{}
+			}
 			from := s.LastSeen
-			if t.epoch.After(from) {
-				from = t.epoch
+			if epoch.After(from) {
+				from = epoch
 			}
 			return from.Add(r.SilentFor)
 		}

@@ -60,8 +60,14 @@ func compile(t *testing.T, ruleset string) *rules.Engine {
 // read feeds one reading at time at and returns the transitions it caused.
 func (f *fixture) read(topic, payload string, at time.Time) []Transition {
 	f.t.Helper()
+	return f.readFrom("", topic, payload, at)
+}
+
+// readFrom is read of an event that came through source.
+func (f *fixture) readFrom(source, topic, payload string, at time.Time) []Transition {
+	f.t.Helper()
 	var out []Transition
-	for _, rd := range f.engine.Evaluate(&event.Event{Topic: topic, Payload: []byte(payload), Received: at}, nil) {
+	for _, rd := range f.engine.Evaluate(&event.Event{Source: source, Topic: topic, Payload: []byte(payload), Received: at}, nil) {
 		tr, ok, err := f.tracker.Observe(&rd)
 		if err != nil {
 			f.t.Fatalf("observe: %v", err)
@@ -183,14 +189,33 @@ func TestSilence(t *testing.T) {
 	expect(t, "silent again 10m after its last reading", f.due(t0.Add(48*time.Hour)), "fire")
 }
 
+// Silence is paused per source: a device that mails its "I'm alive"
+// through the SMTP ingress is still found silent while the MQTT broker is
+// away, and the MQTT devices are not.
+func TestSilencePausesOnlyForTheSourceThatIsAway(t *testing.T) {
+	f := newFixture(t)
+	f.readFrom("smtp", "q/nas", `x`, t0)
+	f.readFrom("mqtt", "q/dev1", `x`, t0)
+	f.tracker.Disconnected("mqtt")
+	trs := f.due(t0.Add(time.Hour))
+	expect(t, "the SMTP device, silent while MQTT is away", trs, "fire")
+	if trs[0].Notification.Series != "q/nas" {
+		t.Fatalf("fired for %s, want q/nas", trs[0].Notification.Series)
+	}
+	back := t0.Add(time.Hour)
+	f.tracker.Connected("mqtt", back)
+	expect(t, "the MQTT device counts from the reconnect", f.due(back.Add(9*time.Minute)), "")
+	expect(t, "then fires", f.due(back.Add(10*time.Minute)), "fire")
+}
+
 func TestSilencePausesWhileDisconnected(t *testing.T) {
 	f := newFixture(t)
 	f.read("q/dev1", `x`, t0)
 	f.read("q/dev2", `x`, t0.Add(5*time.Minute))
-	f.tracker.Disconnected()
+	f.tracker.Disconnected("mqtt")
 	expect(t, "no silence while alertd is cut off", f.due(t0.Add(time.Hour)), "")
 	back := t0.Add(time.Hour)
-	f.tracker.Connected(back)
+	f.tracker.Connected("mqtt", back)
 	expect(t, "not right after reconnecting", f.due(back.Add(9*time.Minute)), "")
 	f.read("q/dev2", `x`, back.Add(time.Minute)) // dev2 reports after the outage
 	trs := f.due(back.Add(10 * time.Minute))
@@ -263,8 +288,8 @@ func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
 		t.Fatalf("loaded %d series, err %v; want 2", n, err)
 	}
 	expect(t, "still hot after restart: no second firing mail", g.read("gh/a/t", `{"temp":33}`, later), "")
-	g.tracker.Disconnected()
-	g.tracker.Connected(later)
+	g.tracker.Disconnected("mqtt")
+	g.tracker.Connected("mqtt", later)
 	expect(t, "silence counts from the restart, not the last reading", g.due(later.Add(time.Minute)), "")
 	expect(t, "then fires", g.due(later.Add(10*time.Minute)), "fire")
 	trs = g.read("gh/a/t", `{"temp":20}`, later.Add(time.Hour))

@@ -68,7 +68,7 @@ type App struct {
 	sub     *subscriber.Subscriber
 	smtpIn  *smtpin.Server
 	httpIn  *httpin.Server
-	ready   func() bool
+	sources sources // set by Run before it starts them
 	started chan struct{}
 	httpSrv *httpapi.Server
 	brk     *broker.Broker
@@ -118,7 +118,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		Warn: func(w alerts.Warning) { logSeriesLimit(log, w) },
 	})
 	a.metrics.TrackSeries(a.tracker.Stats)
-	a.tracker.Disconnected() // silence is counted from the first connection
+	a.tracker.Disconnected("mqtt") // silence is counted from the first connection
 	n, err := a.tracker.Load(db, a.engine)
 	if err != nil {
 		_ = db.Close()
@@ -195,7 +195,6 @@ func (a *App) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.ready = sub.Ready
 	a.sub = sub
 	if t := a.cfg.MQTT.StateTopic; t != "" {
 		a.notify.StateTopic, a.notify.Publish = t, sub.Publish
@@ -206,17 +205,26 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	a.smtpIn, a.httpIn = smtpIn, httpIn
 	g, gctx := errgroup.WithContext(ctx)
+	srcs := sources{{name: "mqtt", ready: sub.Ready, why: "not subscribed yet"}}
 	if smtpIn != nil {
-		g.Go(func() error { return smtpIn.Run(gctx) })
+		var up serving
+		srcs = append(srcs, source{name: "smtp", ready: up.ready, why: "not serving"})
+		g.Go(func() error { return up.run(func() error { return smtpIn.Run(gctx) }) })
 		a.log.Info("smtp ingress listening", "addr", smtpIn.Addr().String())
 	}
 	if httpIn != nil {
-		g.Go(func() error { return httpIn.Run(gctx) })
+		var up serving
+		srcs = append(srcs, source{name: "http", ready: up.ready, why: "not serving"})
+		g.Go(func() error { return up.run(func() error { return httpIn.Run(gctx) }) })
 		a.log.Info("http ingress listening", "addr", httpIn.Addr())
 	}
+	for _, s := range srcs {
+		a.metrics.SourceUp(s.name, s.ready)
+	}
+	a.sources = srcs
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Ready: sub.Ready, Queue: a.outbox, Reloader: a,
+			Registry: a.metrics.Registry, Health: srcs.health, Queue: a.outbox, Reloader: a,
 			Silences: silenceAdmin{a.silences, a.ruleNames, func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
 			Log:      a.log,
 		}); err != nil {
@@ -261,10 +269,10 @@ func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
 		Connected: func(up bool) {
 			if up {
 				a.metrics.MQTTConnected.Set(1)
-				a.tracker.Connected(a.now())
+				a.tracker.Connected("mqtt", a.now())
 			} else {
 				a.metrics.MQTTConnected.Set(0)
-				a.tracker.Disconnected()
+				a.tracker.Disconnected("mqtt")
 			}
 		},
 	}, a.eng), nil
@@ -324,8 +332,9 @@ func (a *App) Metrics() *metrics.Metrics { return a.metrics }
 // Started is closed once Run has started every component.
 func (a *App) Started() <-chan struct{} { return a.started }
 
-// Ready reports whether the ingress is subscribed.
-func (a *App) Ready() bool { return a.ready != nil && a.ready() }
+// Ready reports whether every source is ready (MQTT subscribed, the
+// listeners serving).
+func (a *App) Ready() bool { return a.sources.ready() }
 
 // HTTPAddr is the bound HTTP address, once started ("" when off).
 func (a *App) HTTPAddr() string {

@@ -307,6 +307,7 @@ func TestHealthzAndMetrics(t *testing.T) {
 		`alertd_mail_sent_total 1`,
 		`alertd_mail_failed_total{kind="permanent"} 0`,
 		`alertd_mail_queue_depth`,
+		`alertd_source_up{source="mqtt"} 1`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -135,4 +135,11 @@ func TestHTTPIngressEventsAndMail(t *testing.T) {
 	if msgs[1].Subject != "Cellar flooded" || !strings.Contains(msgs[1].Body, "Water!") {
 		t.Fatalf("relayed HTTP mail %q / %q", msgs[1].Subject, msgs[1].Body)
 	}
+	// Each source is reported on its own.
+	metrics := httpGet(t, "http://"+app.HTTPAddr()+"/metrics", 200)
+	for _, src := range []string{"mqtt", "smtp", "http"} {
+		if want := `alertd_source_up{source="` + src + `"} 1`; !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }

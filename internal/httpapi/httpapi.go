@@ -1,6 +1,7 @@
 // Package httpapi serves alertd's HTTP endpoint: GET /metrics (Prometheus
-// text format), GET /healthz (200 once the ingress is subscribed, 503
-// before), and the outbox API that `alertd outbox` uses while the service
+// text format), GET /healthz ("ok" once every source is ready — MQTT
+// subscribed, the device listeners serving — else 503 naming each one that
+// is not), and the outbox API that `alertd outbox` uses while the service
 // runs:
 //
 //	GET    /api/v1/outbox                  pending, dead and unreadable entries (JSON)
@@ -88,10 +89,17 @@ type ReloadReport struct {
 	Errors  []string `json:"errors,omitempty"`
 }
 
+// SourceHealth is one source's readiness ("mqtt", "smtp", "http").
+type SourceHealth struct {
+	Name  string
+	Ready bool
+	Why   string // what /healthz says while it is not ready
+}
+
 // Options configure the endpoint.
 type Options struct {
 	Registry *prometheus.Registry
-	Ready    func() bool // health
+	Health   func() []SourceHealth // each source's readiness
 	Queue    Queue       // nil: no outbox API
 	Silences Silences    // nil: no silences API
 	Reloader Reloader    // nil: no reload API
@@ -100,7 +108,7 @@ type Options struct {
 
 // Listen binds addr and prepares the routes.
 func Listen(addr string, o Options) (*Server, error) {
-	reg, ready, q, log := o.Registry, o.Ready, o.Queue, o.Log
+	reg, q, log := o.Registry, o.Queue, o.Log
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w (set http.listen to a free address, or \"off\")", addr, err)
@@ -108,8 +116,14 @@ func Listen(addr string, o Options) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not subscribed yet", http.StatusServiceUnavailable)
+		var down []string
+		for _, s := range o.Health() {
+			if !s.Ready {
+				down = append(down, s.Name+": "+s.Why)
+			}
+		}
+		if len(down) > 0 {
+			http.Error(w, strings.Join(down, "\n"), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")

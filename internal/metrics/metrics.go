@@ -119,3 +119,17 @@ func (c seriesCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(evictedDesc, prometheus.CounterValue, float64(evicted), rule)
 	})
 }
+
+// SourceUp exports alertd_source_up{source} for one source, read from up
+// at each scrape.
+func (m *Metrics) SourceUp(source string, up func() bool) {
+	_ = m.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "alertd_source_up", Help: "1 while a source of readings is ready (mqtt: subscribed; smtp, http: serving).",
+		ConstLabels: prometheus.Labels{"source": source},
+	}, func() float64 {
+		if up() {
+			return 1
+		}
+		return 0
+	}))
+}

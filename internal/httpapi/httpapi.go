@@ -100,9 +100,9 @@ type SourceHealth struct {
 type Options struct {
 	Registry *prometheus.Registry
 	Health   func() []SourceHealth // each source's readiness
-	Queue    Queue       // nil: no outbox API
-	Silences Silences    // nil: no silences API
-	Reloader Reloader    // nil: no reload API
+	Queue    Queue                 // nil: no outbox API
+	Silences Silences              // nil: no silences API
+	Reloader Reloader              // nil: no reload API
 	Log      *slog.Logger
 }
 

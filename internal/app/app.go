@@ -266,6 +266,7 @@ func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
 	return subscriber.New(subscriber.Options{
 		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: m.Password.Reveal(),
 		QoS: byte(m.QoS), TLS: tlsCfg, Filters: a.engine.Filters(), Log: a.log.With("component", "mqtt"),
+		Stale: a.sessionFilters(), Held: a.saveSessionFilters,
 		Connected: func(up bool) {
 			if up {
 				a.metrics.MQTTConnected.Set(1)

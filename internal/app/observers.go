@@ -1,12 +1,14 @@
 package app
 
 import (
+	"encoding/json"
 	"log/slog"
 
 	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/metrics"
+	"github.com/alertd/alertd/internal/store"
 )
 
 // seriesBudgets is each rule's max_series, by name.
@@ -39,4 +41,29 @@ type invalidPayloads struct {
 func (o invalidPayloads) InvalidPayload(rule, topic string, err error) {
 	o.m.PayloadInvalid.WithLabelValues(rule).Inc()
 	o.log.Debug("payload not usable by rule", "rule", rule, "topic", topic, "reason", err)
+}
+
+// sessionFilters are the MQTT filters an earlier run left subscribed in
+// the broker's persistent session; the subscriber drops those the rules no
+// longer have. Unreadable, they are forgotten: the filters are then only
+// left to the broker's session expiry.
+func (a *App) sessionFilters() []string {
+	b, err := a.db.Meta(store.MetaSessionFilters)
+	if err != nil || b == nil {
+		return nil
+	}
+	var fs []string
+	if err := json.Unmarshal(b, &fs); err != nil {
+		a.log.Warn("stored MQTT session filters unreadable; ignored", "err", err)
+		return nil
+	}
+	return fs
+}
+
+// saveSessionFilters remembers what the broker may hold for the session.
+func (a *App) saveSessionFilters(fs []string) {
+	b, _ := json.Marshal(fs)
+	if err := a.db.PutMeta(store.MetaSessionFilters, b); err != nil {
+		a.log.Warn("could not save the MQTT session filters", "err", err)
+	}
 }

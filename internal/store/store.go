@@ -24,10 +24,10 @@ var (
 	BucketRules    = []byte("rules")    // dedupe: rule -> rate window, held-back count
 	BucketOutbox   = []byte("outbox")   // outbox: id (8 bytes BE) -> pending entry
 	BucketDead     = []byte("dead")     // outbox: id -> entry that will not be delivered
-	BucketMeta     = []byte("meta")     // schema version
+	BucketMeta     = []byte("meta")     // store: "version"; app: "mqtt_session_filters" (meta.go)
 	BucketAlerts   = []byte("alerts")   // alerts: rule\x00topic -> series state
 	BucketSilences = []byte("silences") // silence: id (8 bytes BE) -> silence
-	BucketGroups   = []byte("groups")   // app: rule\x00seq -> notification waiting for its group mail
+	BucketGroups   = []byte("groups")   // notify: rule\x00seq -> notification waiting for its group or summary mail
 	// store: bucket\x00key -> an entry of bucket that could not be decoded (quarantine.go)
 	BucketQuarantine = []byte("quarantine")
 )

@@ -47,6 +47,14 @@ type Options struct {
 	Log     *slog.Logger
 	// Connected is told about connection changes (metrics, health).
 	Connected func(bool)
+	// Stale are filters an earlier run subscribed that the rules no longer
+	// have. The session is persistent, so the broker still holds them (and
+	// queues their readings while alertd is away); they are unsubscribed at
+	// the first connect.
+	Stale []string
+	// Held, when set, is told the filters the broker may hold for this
+	// session whenever that set changes, for the next start's Stale.
+	Held func(filters []string)
 }
 
 // Subscriber is the MQTT ingress.
@@ -62,8 +70,9 @@ type Subscriber struct {
 
 	published chan published // publishes to confirm, bounded
 
-	mu      sync.Mutex // guards filters; held while (un)subscribing so changes apply in order
+	mu      sync.Mutex // guards filters and stale; held while (un)subscribing so changes apply in order
 	filters []string   // what the broker should be sending, from the rules
+	stale   []string   // what the broker may still hold and should not
 }
 
 type work struct {
@@ -90,8 +99,16 @@ func New(opts Options, h Handler) *Subscriber {
 	if opts.Connected == nil {
 		opts.Connected = func(bool) {}
 	}
+	if opts.Held == nil {
+		opts.Held = func([]string) {}
+	}
 	s := &Subscriber{opts: opts, handler: h, log: opts.Log, seed: maphash.MakeSeed(), done: make(chan struct{}),
 		filters: slices.Clone(opts.Filters), published: make(chan published, 256)}
+	for _, f := range opts.Stale {
+		if !slices.Contains(s.filters, f) && !slices.Contains(s.stale, f) {
+			s.stale = append(s.stale, f)
+		}
+	}
 	s.client = mqtt.NewClient(s.clientOptions())
 	for range opts.Workers {
 		s.shards = append(s.shards, make(chan work, queueDepth))
@@ -210,8 +227,34 @@ func (s *Subscriber) onConnect(c mqtt.Client) {
 		s.log.Error("mqtt subscribe failed; will retry on reconnect", "err", err)
 		return
 	}
+	if len(s.stale) > 0 {
+		if err := s.unsubscribe(c, s.stale); err != nil {
+			s.log.Warn("mqtt: could not unsubscribe filters the rules no longer have; will retry on reconnect", "filters", len(s.stale), "err", err)
+		} else {
+			s.log.Info("mqtt unsubscribed filters the rules no longer have", "filters", len(s.stale))
+			s.stale = nil
+		}
+	}
+	s.opts.Held(s.held())
 	s.ready.Store(true)
 	s.log.Info("mqtt subscribed", "broker", s.opts.Broker, "filters", len(s.filters))
+}
+
+// held is what the broker may hold for the session; s.mu is held.
+func (s *Subscriber) held() []string {
+	return append(slices.Clone(s.filters), s.stale...)
+}
+
+// unsubscribe drops filters on the broker.
+func (s *Subscriber) unsubscribe(c mqtt.Client, filters []string) error {
+	tok := c.Unsubscribe(filters...)
+	if !tok.WaitTimeout(subscribeTimeout) {
+		return fmt.Errorf("unsubscribe %d filters: no answer from the broker", len(filters))
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("unsubscribe: %w", err)
+	}
+	return nil
 }
 
 // SetFilters changes what the broker is asked for while alertd runs (a
@@ -233,21 +276,28 @@ func (s *Subscriber) SetFilters(filters []string) error {
 		}
 	}
 	s.filters = slices.Clone(filters)
+	s.stale = slices.DeleteFunc(s.stale, func(f string) bool { return slices.Contains(filters, f) })
 	if !s.client.IsConnectionOpen() {
+		// The next connect subscribes the new set and drops the others.
+		for _, f := range dropped {
+			if !slices.Contains(s.stale, f) {
+				s.stale = append(s.stale, f)
+			}
+		}
+		s.opts.Held(s.held())
 		return nil
 	}
 	if err := s.subscribe(s.client, added); err != nil {
 		return err
 	}
 	if len(dropped) > 0 {
-		tok := s.client.Unsubscribe(dropped...)
-		if !tok.WaitTimeout(subscribeTimeout) {
-			return fmt.Errorf("unsubscribe %d filters: no answer from the broker", len(dropped))
-		}
-		if err := tok.Error(); err != nil {
-			return fmt.Errorf("unsubscribe: %w", err)
+		if err := s.unsubscribe(s.client, dropped); err != nil {
+			s.stale = append(s.stale, dropped...)
+			s.opts.Held(s.held())
+			return err
 		}
 	}
+	s.opts.Held(s.held())
 	if len(added)+len(dropped) > 0 {
 		s.log.Info("mqtt subscriptions follow the rules", "subscribed", len(added), "unsubscribed", len(dropped), "filters", len(s.filters))
 	}

@@ -176,3 +176,41 @@ func TestSetFiltersFollowsTheRulesWithoutReconnecting(t *testing.T) {
 		t.Errorf("%d connection changes, want the first connect only", n)
 	}
 }
+
+// The session is persistent, so the broker keeps an earlier run's
+// subscriptions: a filter the rules no longer have is unsubscribed at the
+// first connect (its readings stop arriving), and Held reports what the
+// broker holds now, for the next start.
+func TestStaleFiltersOfAnEarlierRunAreUnsubscribed(t *testing.T) {
+	broker := mqtttest.Start(t)
+	id := fmt.Sprintf("alertd-sub-%d", time.Now().UnixNano())
+	rec := &recorder{tries: map[string]int{}, accepted: map[string]int{}, failFor: func(string, int) bool { return false }}
+	start := func(filters, stale []string, held func([]string)) func() {
+		s := New(Options{Broker: broker.URL(), ClientID: id, QoS: 1, Filters: filters, Stale: stale, Held: held}, rec)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = s.Run(ctx); close(done) }()
+		waitFor(t, "subscribed", s.Ready)
+		return func() { cancel(); <-done }
+	}
+	stop := start([]string{"s/#", "old/#"}, nil, nil)
+	stop()
+
+	var mu sync.Mutex
+	var held []string
+	stop = start([]string{"s/#"}, []string{"old/#"}, func(fs []string) { mu.Lock(); held = fs; mu.Unlock() })
+	defer stop()
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.Publish(t, "old/a", "stale")
+	pub.Publish(t, "s/a", "wanted")
+	waitFor(t, "the wanted reading", func() bool { return rec.count(rec.accepted, "wanted") == 1 })
+	time.Sleep(200 * time.Millisecond) // the stale one, if still subscribed, came before it on the same session
+	if n := rec.count(rec.tries, "stale"); n != 0 {
+		t.Errorf("a reading on a filter the rules dropped arrived %d times", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(held) != "[s/#]" {
+		t.Errorf("Held reported %v, want [s/#]", held)
+	}
+}

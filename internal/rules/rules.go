@@ -1,4 +1,4 @@
-// Package rules turns events into notifications. It owns the compiled form
+// Package rules turns events into readings. It owns the compiled form
 // of the configured rules: a topic index over their MQTT filters, the value
 // each rule reads from a payload, its condition, and its mail templates
 // (parsed and dry-run at load, so a template error is a config error).

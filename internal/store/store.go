@@ -3,8 +3,10 @@
 // buckets. The file is read and checked before bbolt maps it, since bbolt
 // panics or faults on a damaged file where no recover reaches; a damaged
 // file is moved aside intact, and what can be read of it is copied into a
-// fresh store, instead of a crash loop. The packages that keep state in it
-// (dedupe, outbox, alerts) own the contents of their buckets.
+// fresh store, instead of a crash loop. It is the only package that
+// imports bbolt: the packages that keep state in it (dedupe, outbox,
+// alerts, silence, notify's groups, app's meta keys; see the bucket list)
+// own the contents of their buckets and write them through Tx and Bucket.
 package store
 
 import (

@@ -46,6 +46,8 @@ commands:
                          hold back a rule's mails for a while
   store   check|salvage -config FILE [-from DAMAGED_FILE]
                          check the store file, or recover a damaged one now
+  oauth   login -config FILE
+                         sign in once for smtp.oauth2 (Microsoft 365, Gmail)
   version                print the version
 `
 
@@ -71,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSilence(args[1:], stdout, stderr)
 	case "store":
 		return cmdStore(args[1:], stdout, stderr)
+	case "oauth":
+		return cmdOAuth(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "alertd", versionString())
 		return 0

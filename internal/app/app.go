@@ -28,6 +28,7 @@ import (
 	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/metrics"
 	"github.com/alertd/alertd/internal/notify"
+	"github.com/alertd/alertd/internal/oauth"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
 	"github.com/alertd/alertd/internal/silence"
@@ -156,11 +157,15 @@ func (a *App) newTransport() (mailer.Transport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtp.tls: %w", err)
 	}
-	return mailer.NewSMTPTransport(mailer.SMTPOptions{
+	opts := mailer.SMTPOptions{
 		Host: s.Host, Port: s.Port, Security: mailer.Security(s.Security), Auth: s.Auth,
 		Username: s.Username, Password: s.Password.Reveal(), AllowInsecureAuth: s.AllowInsecureAuth,
 		Helo: s.Helo, Timeout: s.Timeout.D(), TLSConfig: tlsCfg,
-	}, a.log.With("component", "smtp")), nil
+	}
+	if s.OAuth2 != nil {
+		opts.Tokens = oauth.NewSource(s.OAuth2, nil, a.log.With("component", "oauth2"))
+	}
+	return mailer.NewSMTPTransport(opts, a.log.With("component", "smtp")), nil
 }
 
 // Run serves until ctx ends, then shuts down in order and returns nil, or

@@ -80,6 +80,8 @@ type SMTP struct {
 	MaxConnections int   `yaml:"max_connections"`
 	TLS            TLS   `yaml:"tls"`
 	Retry          Retry `yaml:"retry"`
+	// OAuth2 gives the tokens for auth: xoauth2 and oauthbearer.
+	OAuth2 *OAuth2 `yaml:"oauth2"`
 
 	Pos Positions `yaml:"-"`
 }

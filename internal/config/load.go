@@ -192,6 +192,9 @@ func (s *SMTP) applyDefaults() {
 			s.Port = 587
 		}
 	}
+	if s.OAuth2 != nil {
+		s.OAuth2.defaults()
+	}
 	if s.Auth == "" {
 		s.Auth = "auto"
 	}
@@ -274,6 +277,10 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	if c.SMTP != nil {
 		abs(&c.SMTP.PasswordFile)
+		if o := c.SMTP.OAuth2; o != nil {
+			abs(&o.ClientSecretFile)
+			abs(&o.RefreshTokenFile)
+		}
 	}
 }
 
@@ -314,6 +321,15 @@ func (c *Config) readSecrets(errs *Errors) {
 	}
 	if c.SMTP != nil {
 		read("smtp", c.SMTP.Pos, &c.SMTP.Password, c.SMTP.PasswordFile)
+		if o := c.SMTP.OAuth2; o != nil && o.ClientSecretFile != "" {
+			if o.Pos.Has("client_secret") {
+				errs.Add(c.File, o.Pos["client_secret_file"], "smtp.oauth2: set client_secret or client_secret_file, not both")
+			} else if data, err := readSmall(o.ClientSecretFile, maxSecretFile); err != nil {
+				errs.Add(c.File, o.Pos["client_secret_file"], "smtp.oauth2.client_secret_file: %v", unwrapPath(err))
+			} else if o.ClientSecret = NewSecret(strings.TrimRight(string(data), "\r\n")); o.ClientSecret.IsZero() {
+				errs.Add(c.File, o.Pos["client_secret_file"], "smtp.oauth2.client_secret_file: %s is empty", o.ClientSecretFile)
+			}
+		}
 	}
 }
 

@@ -150,10 +150,22 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	if !oneOf(s.Security, "starttls", "tls", "none") {
 		add(s.Pos.At("security"), "smtp.security: %q is not one of starttls, tls, none", s.Security)
 	}
-	if !oneOf(s.Auth, "auto", "plain", "login", "none") {
-		add(s.Pos.At("auth"), "smtp.auth: %q is not one of auto, plain, login, none", s.Auth)
+	if !oneOf(s.Auth, "auto", "plain", "login", "xoauth2", "oauthbearer", "none") {
+		add(s.Pos.At("auth"), "smtp.auth: %q is not one of auto, plain, login, xoauth2, oauthbearer, none", s.Auth)
 	}
-	if s.Username != "" && s.Password.IsZero() && s.PasswordFile == "" && s.Auth != "none" {
+	switch {
+	case s.OAuth2 != nil:
+		if s.Auth == "plain" || s.Auth == "login" || s.Auth == "none" {
+			add(s.Pos.At("auth"), "smtp.auth: %s does not use smtp.oauth2; set auth: xoauth2 (Microsoft 365, Gmail), oauthbearer, or auto", s.Auth)
+		}
+		if !s.Password.IsZero() || s.PasswordFile != "" {
+			add(s.OAuth2.Pos.At(""), "smtp.oauth2 and smtp.password are both set: alertd logs in with the token; remove the password")
+		}
+		s.OAuth2.validate(s, add)
+	case OAuthMechanism(s.Auth):
+		add(s.Pos.At("auth"), "smtp.auth: %s needs an smtp.oauth2 section (provider, client_id, refresh_token_file)", s.Auth)
+	}
+	if s.Username != "" && s.Password.IsZero() && s.PasswordFile == "" && s.Auth != "none" && s.OAuth2 == nil && !OAuthMechanism(s.Auth) {
 		// At the password when it is there (empty, or not decoded and
 		// reported already), else at the username.
 		at := s.Pos.At("username")

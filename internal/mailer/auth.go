@@ -72,3 +72,31 @@ func (t *SMTPTransport) noMechanism(offered string) *Error {
 	}
 	return e
 }
+
+// chooseTokenAuth picks XOAUTH2 or OAUTHBEARER among those the server
+// offers ("auto": XOAUTH2, which Microsoft 365 and Gmail both take, else
+// OAUTHBEARER).
+func (t *SMTPTransport) chooseTokenAuth(supports func(string) bool, offered string) (string, *Error) {
+	switch t.opts.Auth {
+	case "xoauth2", "oauthbearer":
+		mech := strings.ToUpper(t.opts.Auth)
+		if !supports(mech) {
+			if offered == "" {
+				return "", t.noMechanism(offered)
+			}
+			return "", t.noTokenMechanism(offered)
+		}
+		return mech, nil
+	}
+	switch {
+	case supports(XOAuth2):
+		return XOAuth2, nil
+	case supports(OAuthBearer):
+		return OAuthBearer, nil
+	case offered == "":
+		return "", t.noMechanism(offered)
+	}
+	return "", &Error{Kind: KindConfig, Step: "auth",
+		Err:  errors.New("the server offers AUTH " + offered + " but no token login (XOAUTH2, OAUTHBEARER)"),
+		Hint: "this server takes passwords: remove smtp.oauth2 and set smtp.password"}
+}

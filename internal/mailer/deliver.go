@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -173,7 +174,7 @@ func (d *Deliverer) wait(ctx context.Context, next time.Time) error {
 func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
 	e.Attempts++
 	log := d.Log.With("id", e.ID, "rule", e.Rule, "attempt", e.Attempts)
-	out, err := t.Send(ctx, Envelope{From: e.From, To: e.To}, e.Message)
+	out, err := t.Send(ctx, Envelope{From: e.From, To: e.To, ID: "alertd-" + strconv.FormatUint(e.ID, 10)}, e.Message)
 	if ctx.Err() != nil && err != nil {
 		return // shutting down: the entry stays queued as it was
 	}

@@ -104,10 +104,12 @@ type Outcome struct {
 	Rejected []Rejection
 }
 
-// Envelope is the SMTP envelope: MAIL FROM and RCPT TO addresses.
+// Envelope is the SMTP envelope: MAIL FROM and RCPT TO addresses, and
+// the envelope id a delivery status notification (bounce) names.
 type Envelope struct {
 	From string
 	To   []string
+	ID   string // printable ASCII; "" for none
 }
 
 // classify turns an error from one SMTP step into an *Error, naming the
@@ -131,6 +133,10 @@ func (t *SMTPTransport) classify(step string, err error) *Error {
 		case se.Code == 530 || se.Code == 534 || se.Code == 535 || se.Code == 538 || (step == "auth" && se.Code >= 500):
 			e.Kind = KindAuth
 			e.Hint = t.authHint(se.Code)
+			if basicAuthOff(e) {
+				e.Hint = "Microsoft 365 has turned off password login (basic authentication) for SMTP: " +
+					"log in with a token instead (smtp.auth: xoauth2 and an smtp.oauth2 section; README: Microsoft 365 / Gmail with OAuth2)"
+			}
 		case se.Code == 454 && step == "auth":
 			e.Kind = KindTemporary
 			e.Hint = "the server could not check the credentials right now"
@@ -187,4 +193,12 @@ func (t *SMTPTransport) authHint(code int) string {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// basicAuthOff recognises Microsoft 365's refusals of password login:
+// 535 5.7.139 (basic authentication disabled for the tenant or user) and
+// 550 5.7.30 (basic authentication not supported).
+func basicAuthOff(e *Error) bool {
+	return e.Enhanced == [3]int{5, 7, 139} || e.Enhanced == [3]int{5, 7, 30} ||
+		strings.Contains(strings.ToLower(e.ServerText), "basic authentication is disabled")
 }

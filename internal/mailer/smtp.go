@@ -28,7 +28,8 @@ type SMTPOptions struct {
 	Host     string
 	Port     int
 	Security Security
-	// Auth is auto (PLAIN if offered, else LOGIN), plain, login or none.
+	// Auth is auto (PLAIN if offered, else LOGIN; with Tokens, XOAUTH2 if
+	// offered, else OAUTHBEARER), plain, login, xoauth2, oauthbearer or none.
 	Auth              string
 	Username          string
 	Password          string
@@ -36,6 +37,9 @@ type SMTPOptions struct {
 	Helo              string
 	Timeout           time.Duration // per command, and for connecting
 	TLSConfig         *tls.Config   // nil: system roots, ServerName = Host
+	// Tokens supplies access tokens for xoauth2 and oauthbearer (and for
+	// auto, which then logs in with a token instead of Password).
+	Tokens TokenSource
 }
 
 // idleCheck is how long a connection may sit unused before it is probed
@@ -208,7 +212,7 @@ func (t *SMTPTransport) dial(ctx context.Context) (*smtp.Client, error) {
 			return nil, &Error{Kind: KindConfig, Step: "starttls", Err: errors.New("connection is not encrypted after STARTTLS")}
 		}
 	}
-	if err := t.login(c); err != nil {
+	if err := t.login(ctx, c); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
@@ -217,7 +221,7 @@ func (t *SMTPTransport) dial(ctx context.Context) (*smtp.Client, error) {
 	return c, nil
 }
 
-func (t *SMTPTransport) login(c *smtp.Client) error {
+func (t *SMTPTransport) login(ctx context.Context, c *smtp.Client) error {
 	o := t.opts
 	if o.Auth == "none" || o.Username == "" {
 		return nil
@@ -228,6 +232,13 @@ func (t *SMTPTransport) login(c *smtp.Client) error {
 			Hint: "set security: starttls or tls, or allow_insecure_auth: true on a trusted network"}
 	}
 	_, offered := c.Extension("AUTH")
+	if o.Tokens != nil {
+		mech, me := t.chooseTokenAuth(c.SupportsAuth, offered)
+		if me != nil {
+			return me
+		}
+		return t.tokenLogin(ctx, c, mech)
+	}
 	client, me := t.chooseAuth(c.SupportsAuth, offered)
 	if me != nil {
 		return me
@@ -243,12 +254,16 @@ func (t *SMTPTransport) login(c *smtp.Client) error {
 // session is reset so the next MAIL is not a "nested MAIL command".
 func (t *SMTPTransport) transaction(c *smtp.Client, env Envelope, msg []byte) (Outcome, *Error) {
 	var out Outcome
-	if err := c.Mail(env.From, nil); err != nil {
+	// Where the server offers DSN (RFC 3461), ask for a bounce only on
+	// failure or delay, with the headers only, naming the outbox entry;
+	// go-smtp sends these parameters only to a server that offers DSN.
+	if err := c.Mail(env.From, &smtp.MailOptions{Return: smtp.DSNReturnHeaders, EnvelopeID: env.ID}); err != nil {
 		return out, t.failTx(c, "mail", err)
 	}
 	accepted := make([]string, 0, len(env.To))
+	notify := &smtp.RcptOptions{Notify: []smtp.DSNNotify{smtp.DSNNotifyFailure, smtp.DSNNotifyDelayed}}
 	for _, rcpt := range env.To {
-		if err := c.Rcpt(rcpt, nil); err != nil {
+		if err := c.Rcpt(rcpt, notify); err != nil {
 			me := t.classify("rcpt", err)
 			if me.Code == 0 || me.Code == 421 {
 				return out, me

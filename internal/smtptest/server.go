@@ -49,6 +49,18 @@ type Options struct {
 	// AllowInsecureAuth offers AUTH without TLS (go-smtp offers it only
 	// over TLS otherwise).
 	AllowInsecureAuth bool
+	// Token, when set, checks the access token of an XOAUTH2 or
+	// OAUTHBEARER login (offer them in Mechanisms); AUTH is then required
+	// before MAIL. The exchange is checked byte for byte.
+	Token func(user, token string) bool
+	// MicrosoftStyle refuses a token with 535 5.7.3 at once, as Microsoft
+	// 365 does; otherwise (Google's way) the server first sends a base64
+	// JSON error challenge, waits for the client's empty (XOAUTH2) or ^A
+	// (OAUTHBEARER) answer, then says 535 5.7.8.
+	MicrosoftStyle bool
+	// DSN offers delivery status notifications (RFC 3461); Commands then
+	// show MAIL's RET and ENVID and RCPT's NOTIFY.
+	DSN bool
 }
 
 // Steps that Fail can script.
@@ -105,6 +117,7 @@ func Start(t testing.TB, o Options) *Server {
 	srv.Domain = "smtptest.localhost"
 	srv.ErrorLog = log.New(io.Discard, "", 0) // clients that hang up are what tests do
 	srv.AllowInsecureAuth = o.AllowInsecureAuth
+	srv.EnableDSN = o.DSN
 	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
 	srv.MaxMessageBytes = 10 << 20
 	srv.MaxRecipients = 50

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -39,7 +40,7 @@ type session struct {
 var _ smtp.AuthSession = (*session)(nil)
 
 func (se *session) AuthMechanisms() []string {
-	if len(se.s.opts.Users) == 0 {
+	if len(se.s.opts.Users) == 0 && se.s.opts.Token == nil {
 		return nil
 	}
 	return se.s.opts.Mechanisms
@@ -70,13 +71,24 @@ func (se *session) Auth(mech string) (sasl.Server, error) {
 		}), nil
 	case sasl.Login:
 		return &loginServer{prompts: se.s.opts.LoginPrompts, check: check}, nil
+	case XOAuth2, sasl.OAuthBearer:
+		return &tokenServer{mech: mech, se: se}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
-func (se *session) Mail(from string, _ *smtp.MailOptions) error {
-	se.s.record("MAIL <" + from + ">")
-	if len(se.s.opts.Users) > 0 && se.user == "" {
+func (se *session) Mail(from string, opts *smtp.MailOptions) error {
+	cmd := "MAIL <" + from + ">"
+	if se.s.opts.DSN && opts != nil {
+		if opts.Return != "" {
+			cmd += " RET=" + string(opts.Return)
+		}
+		if opts.EnvelopeID != "" {
+			cmd += " ENVID=" + opts.EnvelopeID
+		}
+	}
+	se.s.record(cmd)
+	if (len(se.s.opts.Users) > 0 || se.s.opts.Token != nil) && se.user == "" {
 		return errAuthRequired
 	}
 	if err := se.s.scripted("MAIL"); err != nil {
@@ -88,8 +100,16 @@ func (se *session) Mail(from string, _ *smtp.MailOptions) error {
 	return nil
 }
 
-func (se *session) Rcpt(to string, _ *smtp.RcptOptions) error {
-	se.s.record("RCPT <" + to + ">")
+func (se *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	cmd := "RCPT <" + to + ">"
+	if se.s.opts.DSN && opts != nil && len(opts.Notify) > 0 {
+		n := make([]string, len(opts.Notify))
+		for i, v := range opts.Notify {
+			n[i] = string(v)
+		}
+		cmd += " NOTIFY=" + strings.Join(n, ",")
+	}
+	se.s.record(cmd)
 	if err := se.s.scriptedRcpt(to); err != nil {
 		return err
 	}

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs alertd's whole test suite on a fresh Debian machine: installs the
 # real peers the integration tests talk to (Mosquitto, Python's aiosmtpd
-# as a strict SMTP server, swaks and curl as real clients of the ingress), then gofmt, go vet, the race-enabled
-# tests, and a short bounded run of every fuzz target.
+# as a strict SMTP server, swaks and curl as real clients of the ingress;
+# systemd-analyze, setpriv and ip for the package and container checks),
+# then gofmt, go vet, the race-enabled tests, a short bounded run of every
+# fuzz target, the Debian packages (built, installed, run, purged) and a
+# smoke run of the benchmark harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +14,10 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v adduser >/dev/null 2>&1 || need+=(adduser)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""
@@ -42,14 +49,13 @@ done < <(grep -rl --include='*_test.go' '^func Fuzz' . | while read -r f; do
   grep -o '^func Fuzz[A-Za-z0-9_]*' "$f" | sed 's/^func //' | while read -r t; do echo "$pkg $t"; done
 done | sort -u)
 
-echo "== static cross-builds for the Raspberry Pi and servers"
-for target in arm:6 arm:7 arm64: amd64:; do
-  arch=${target%%:*} arm=${target##*:}
-  out=$(mktemp)
-  CGO_ENABLED=0 GOOS=linux GOARCH=$arch GOARM=$arm go build -trimpath -ldflags "-s -w" -o "$out" ./cmd/alertd
-  echo "linux/$arch${arm:+ v$arm}: $(( $(stat -c %s "$out") / 1024 / 1024 )) MiB"
-  rm -f "$out"
-done
+echo "== Debian packages (static cross-builds: amd64, arm64, armhf for ARMv6 Pis)"
+scripts/package.sh
+CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=7 go build -trimpath -ldflags "-s -w" -o /dev/null ./cmd/alertd
+echo "linux/arm v7: builds"
+
+echo "== install the amd64 package, run it as its user, purge it"
+scripts/package-check.sh
 
 echo "== benchmark harness smoke (tiny counts; CI asserts no timing)"
 go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -mails 500 -alerts 50 -series 200 -rounds 1 -write ""

@@ -46,6 +46,7 @@ commands:
                          hold back a rule's mails for a while
   store   check|salvage -config FILE [-from DAMAGED_FILE]
                          check the store file, or recover a damaged one now
+  health  -config FILE   exit 0 if the running alertd is healthy (its /healthz)
   oauth   login -config FILE
                          sign in once for smtp.oauth2 (Microsoft 365, Gmail)
   version                print the version
@@ -75,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStore(args[1:], stdout, stderr)
 	case "oauth":
 		return cmdOAuth(args[1:], stdout, stderr)
+	case "health":
+		return cmdHealth(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "alertd", versionString())
 		return 0

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -216,12 +217,63 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
+// Ports handed out by freePort in this process, never handed out twice.
+var ports struct {
+	sync.Mutex
+	given map[int]bool
+}
+
+// freePort returns a loopback port nothing listens on, for alertd to bind.
+// A port from net.Listen("127.0.0.1:0") is not good enough: the kernel
+// may give the same one again at the next call (a setup's admin and
+// ingress listeners then collide), and it is an ephemeral port, which
+// any outgoing connection on the machine (a test of another package
+// running in parallel, a mailer retrying) may take as its local port
+// before alertd binds it: "bind: address already in use". So the port
+// comes from below the kernel's ephemeral range, where connections never
+// take one, and each only once.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	low := ephemeralLow()
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.given == nil {
+		ports.given = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		port := 0
+		if low > 20000 {
+			port = 10000 + rand.IntN(low-10000)
+			if ports.given[port] {
+				continue
+			}
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !ports.given[port] {
+			ports.given[port] = true
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// on Linux by default), or 0 when it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[0])
+	return n
 }

@@ -241,6 +241,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })
+	g.Go(func() error { return a.runPrune(gctx) })
 	g.Go(func() error { return a.eng.RunCheckpoints(gctx, a.cfg.Store.CheckpointInterval.D()) })
 	g.Go(func() error { return a.deliverer().Run(gctx) })
 	close(a.started)

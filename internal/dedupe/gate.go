@@ -259,3 +259,36 @@ func saveRule(tx *store.Tx, rule string, st ruleState) error {
 	}
 	return tx.Bucket(store.BucketRules).Put([]byte(rule), b)
 }
+
+// Prune deletes, in batches of at most limit per transaction, the
+// series' last-mail times older than before: past every cooldown, they
+// decide nothing any more. Without it each distinct device mail, and each
+// series ever mailed, would stay in the store for good. It returns how
+// many it deleted.
+func (g *Gate) Prune(before time.Time, limit int) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := g.db.Update(func(tx *store.Tx) error {
+			b := tx.Bucket(store.BucketSeries)
+			var old [][]byte
+			c := b.Cursor()
+			for k, v := c.First(); k != nil && len(old) < limit; k, v = c.Next() {
+				if t, ok := decodeTime(v); !ok || t.Before(before) {
+					old = append(old, append([]byte(nil), k...))
+				}
+			}
+			for _, k := range old {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			n = len(old)
+			return nil
+		})
+		total += n
+		if err != nil || n < limit {
+			return total, err
+		}
+	}
+}

@@ -164,3 +164,32 @@ func TestConcurrentReadingsOfOneSeriesMailOnce(t *testing.T) {
 		t.Fatalf("%d mails for 32 simultaneous readings of one series, want 1", len(m.suppressed))
 	}
 }
+
+// Last-mail times past every cooldown are pruned; recent ones stay, and
+// the cooldown they carry still holds.
+func TestPruneForgetsOnlyExpiredCooldowns(t *testing.T) {
+	db := openDB(t, filepath.Join(t.TempDir(), "s.db"))
+	defer db.Close()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	g := New(db, clk.now)
+	var m mails
+	for i := range 5 {
+		_, _ = g.Admit(Candidate{Rule: "relay", Series: string(rune('a' + i)), Cooldown: 10 * time.Minute}, m.enqueue)
+	}
+	clk.add(time.Hour)
+	recent := Candidate{Rule: "relay", Series: "recent", Cooldown: 10 * time.Minute}
+	_, _ = g.Admit(recent, m.enqueue)
+	n, err := g.Prune(clk.now().Add(-10*time.Minute), 2)
+	if err != nil || n != 5 {
+		t.Fatalf("pruned %d, %v; want the 5 old ones", n, err)
+	}
+	_ = db.View(func(tx *store.Tx) error {
+		if l := tx.Bucket(store.BucketSeries).Len(); l != 1 {
+			t.Errorf("%d entries left, want 1", l)
+		}
+		return nil
+	})
+	if v, _ := g.Admit(recent, m.enqueue); v.Admitted {
+		t.Error("the recent cooldown was pruned")
+	}
+}

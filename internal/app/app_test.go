@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/alertd/alertd/internal/mqtttest"
 )
 
@@ -88,8 +90,15 @@ func TestMosquittoStateDedupeAndBadPayloads(t *testing.T) {
 	pub.Publish(t, "sensors/greenhouse/telemetry", `{"temp": 20}`) // recovers: one resolved mail
 	waitFor(t, 15*time.Second, "all readings processed", func() bool { return app.counter("received") == float64(len(hostile)+4) })
 	mails := waitSpooled(t, spool, 2)
-	if got := app.counter("invalid", "greenhouse-hot"); got != float64(len(hostile)) {
-		t.Errorf("alertd_payload_invalid_total = %v, want %d", got, len(hostile))
+	// Every hostile payload but the one that simply lacks the field.
+	if got := app.counter("invalid", "greenhouse-hot"); got != float64(len(hostile)-1) {
+		t.Errorf("alertd_payload_invalid_total = %v, want %d", got, len(hostile)-1)
+	}
+	if got := app.counter("field_missing", "greenhouse-hot"); got != 1 {
+		t.Errorf("alertd_payload_field_missing_total = %v, want 1 ({\"hum\": 40})", got)
+	}
+	if got := testutil.ToFloat64(app.Metrics().PayloadInvalid.WithLabelValues("greenhouse-hot", "not_number")); got != 1 {
+		t.Errorf(`alertd_payload_invalid_total{reason="not_number"} = %v, want 1 ({"temp": "hot"})`, got)
 	}
 	firing, resolved := mails[0], mails[1]
 	if firing.Subject != "Temperatura alta en el salón greenhouse: 35 °C" || firing.Header.Get("X-Alertd-State") != "firing" {

@@ -127,8 +127,14 @@ func (r *running) counter(name string, labels ...string) float64 {
 	switch name {
 	case "suppressed":
 		return testutil.ToFloat64(m.Suppressed.WithLabelValues(labels...))
-	case "invalid":
-		return testutil.ToFloat64(m.PayloadInvalid.WithLabelValues(labels...))
+	case "invalid": // rule, summed over the reasons
+		sum := 0.0
+		for _, reason := range []string{"too_large", "bad_utf8", "not_json", "too_deep", "not_object", "field_not_value", "not_number", "not_finite", "expression"} {
+			sum += testutil.ToFloat64(m.PayloadInvalid.WithLabelValues(labels[0], reason))
+		}
+		return sum
+	case "field_missing":
+		return testutil.ToFloat64(m.PayloadFieldMissing.WithLabelValues(labels...))
 	case "matches":
 		return testutil.ToFloat64(m.RuleMatches.WithLabelValues(labels...))
 	case "received":

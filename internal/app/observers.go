@@ -8,6 +8,7 @@ import (
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/metrics"
+	"github.com/alertd/alertd/internal/rules"
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -39,7 +40,12 @@ type invalidPayloads struct {
 }
 
 func (o invalidPayloads) InvalidPayload(rule, topic string, err error) {
-	o.m.PayloadInvalid.WithLabelValues(rule).Inc()
+	reason := rules.Reason(err)
+	if reason == "field_missing" {
+		o.m.PayloadFieldMissing.WithLabelValues(rule).Inc()
+	} else {
+		o.m.PayloadInvalid.WithLabelValues(rule, reason).Inc()
+	}
 	o.log.Debug("payload not usable by rule", "rule", rule, "topic", topic, "reason", err)
 }
 

@@ -7,7 +7,9 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -89,6 +91,24 @@ type minLevel struct {
 
 func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+// Handle drops mochi's report of a client connection that ended while
+// it was reading (the client left, or the broker is closing): that is how
+// every connection ends, not a warning.
+func (h minLevel) Handle(ctx context.Context, r slog.Record) error {
+	routine := false
+	r.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && (errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF)) {
+			routine = true
+			return false
+		}
+		return true
+	})
+	if routine {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
 func (h minLevel) WithAttrs(a []slog.Attr) slog.Handler {

@@ -16,16 +16,19 @@ type Metrics struct {
 	MessagesReceived *prometheus.CounterVec // by source
 	MessagesDropped  *prometheus.CounterVec // by reason
 	RuleMatches      *prometheus.CounterVec // by rule
-	PayloadInvalid   *prometheus.CounterVec // by rule
-	Suppressed       *prometheus.CounterVec // by rule, reason
-	MailQueued       prometheus.Counter
-	MailSent         prometheus.Counter
-	MailFailed       *prometheus.CounterVec // by kind
-	MailDead         prometheus.Counter
-	MailAttempts     *prometheus.CounterVec // by result: 2xx, 4xx, 5xx, network
-	QueueDepth       prometheus.Gauge
-	OldestPending    prometheus.Gauge
-	MQTTConnected    prometheus.Gauge
+	PayloadInvalid   *prometheus.CounterVec // by rule, reason
+	// PayloadFieldMissing counts readings without the rule's field: not
+	// an error.
+	PayloadFieldMissing *prometheus.CounterVec // by rule
+	Suppressed          *prometheus.CounterVec // by rule, reason
+	MailQueued          prometheus.Counter
+	MailSent            prometheus.Counter
+	MailFailed          *prometheus.CounterVec // by kind
+	MailDead            prometheus.Counter
+	MailAttempts        *prometheus.CounterVec // by result: 2xx, 4xx, 5xx, network
+	QueueDepth          prometheus.Gauge
+	OldestPending       prometheus.Gauge
+	MQTTConnected       prometheus.Gauge
 
 	StoreQuarantined  *prometheus.CounterVec // by bucket
 	QuarantineEntries *prometheus.GaugeVec   // by bucket
@@ -57,16 +60,18 @@ func New() *Metrics {
 		MessagesReceived: counter("alertd_messages_received_total", "Messages received, by ingress.", "source"),
 		MessagesDropped:  counter("alertd_messages_dropped_total", "Messages not used, by reason (topic_too_long, topic_invalid, too_many_series).", "reason"),
 		RuleMatches:      counter("alertd_rule_matches_total", "Readings whose rule condition held.", "rule"),
-		PayloadInvalid:   counter("alertd_payload_invalid_total", "Payloads a rule could not use (not JSON, field missing, not a number...).", "rule"),
-		Suppressed:       counter("alertd_notifications_suppressed_total", "Notifications held back, by reason (cooldown, rate_limit).", "rule", "reason"),
-		MailQueued:       counter("alertd_mail_queued_total", "Mails written to the outbox.").WithLabelValues(),
-		MailSent:         counter("alertd_mail_sent_total", "Mails accepted by the SMTP server (or written to the spool).").WithLabelValues(),
-		MailFailed:       counter("alertd_mail_failed_total", "Failed delivery attempts, by kind (temporary, network, auth, config, permanent).", "kind"),
-		MailDead:         counter("alertd_mail_dead_total", "Mails given up on and moved to the dead bucket.").WithLabelValues(),
-		MailAttempts:     counter("alertd_mail_attempts_total", "SMTP delivery attempts, by result (2xx, 4xx, 5xx, network).", "result"),
-		QueueDepth:       gauge("alertd_mail_queue_depth", "Mails waiting in the outbox."),
-		OldestPending:    gauge("alertd_mail_oldest_pending_seconds", "Age of the oldest mail waiting in the outbox (0 when empty)."),
-		MQTTConnected:    gauge("alertd_mqtt_connected", "1 while connected to the MQTT broker."),
+		PayloadInvalid:   counter("alertd_payload_invalid_total", "Payloads a rule could not read, by reason (not_json, not_number, not_finite, too_large, ...): a broken device or sketch.", "rule", "reason"),
+		PayloadFieldMissing: counter("alertd_payload_field_missing_total",
+			"Readings on a rule's topic without the rule's field: often ordinary (a device that sends several kinds of message).", "rule"),
+		Suppressed:    counter("alertd_notifications_suppressed_total", "Notifications held back, by reason (cooldown, rate_limit).", "rule", "reason"),
+		MailQueued:    counter("alertd_mail_queued_total", "Mails written to the outbox.").WithLabelValues(),
+		MailSent:      counter("alertd_mail_sent_total", "Mails accepted by the SMTP server (or written to the spool).").WithLabelValues(),
+		MailFailed:    counter("alertd_mail_failed_total", "Failed delivery attempts, by kind (temporary, network, auth, config, permanent).", "kind"),
+		MailDead:      counter("alertd_mail_dead_total", "Mails given up on and moved to the dead bucket.").WithLabelValues(),
+		MailAttempts:  counter("alertd_mail_attempts_total", "SMTP delivery attempts, by result (2xx, 4xx, 5xx, network).", "result"),
+		QueueDepth:    gauge("alertd_mail_queue_depth", "Mails waiting in the outbox."),
+		OldestPending: gauge("alertd_mail_oldest_pending_seconds", "Age of the oldest mail waiting in the outbox (0 when empty)."),
+		MQTTConnected: gauge("alertd_mqtt_connected", "1 while connected to the MQTT broker."),
 
 		StoreQuarantined: counter("alertd_store_quarantined_total", "Store entries that could not be decoded, moved to quarantine, by the bucket they were in.", "bucket"),
 		QuarantineEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "alertd_store_quarantine_entries",

@@ -51,6 +51,26 @@ var (
 	ErrNotFinite     = errors.New("value is NaN or infinite")
 )
 
+// Reason is err's label value in alertd_payload_invalid_total:
+// too_large, bad_utf8, not_json, too_deep, not_object, field_not_value,
+// not_number, not_finite, field_missing, or expression (a when: that could
+// not be evaluated on this payload).
+func Reason(err error) string {
+	for _, r := range []struct {
+		err    error
+		reason string
+	}{
+		{ErrTooLarge, "too_large"}, {ErrBadUTF8, "bad_utf8"}, {ErrNotJSON, "not_json"}, {ErrTooDeep, "too_deep"},
+		{ErrNotObject, "not_object"}, {ErrFieldMissing, "field_missing"}, {ErrFieldNotValue, "field_not_value"},
+		{ErrNotNumber, "not_number"}, {ErrNotFinite, "not_finite"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return "expression"
+}
+
 // checkPayload applies the limits every rule shares.
 func checkPayload(p []byte) error {
 	switch {

@@ -34,6 +34,7 @@ rules:
 var (
 	stampRE    = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Z]+`)
 	durationRE = regexp.MustCompile(`after [0-9a-zµ.]+\.`)
+	boundaryRE = regexp.MustCompile(`boundary=\S+`)
 )
 
 // asUser is a mail as its reader sees it, with the device's name and the
@@ -50,6 +51,7 @@ func asUser(m smtptest.Message, device string) string {
 	b.WriteString(m.Body)
 	s := strings.ReplaceAll(b.String(), device, "<device>")
 	s = stampRE.ReplaceAllString(s, "<time>")
+	s = boundaryRE.ReplaceAllString(s, "boundary=<random>")
 	return durationRE.ReplaceAllString(s, "after <duration>.")
 }
 

@@ -24,6 +24,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	_ "time/tzdata" // timezone: works in a distroless image, which has no zoneinfo
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 

@@ -73,6 +73,9 @@ type Series struct {
 	// Thread is the Message-ID of the episode's first mail; later mails
 	// of the episode reply to it.
 	Thread string
+	// ThreadSubject is that first mail's subject: later mails reuse it,
+	// so mail clients that thread by subject keep the episode together.
+	ThreadSubject string
 	// The last reading, shown in mails sent by a timer.
 	Value   rules.Value
 	Payload string
@@ -126,10 +129,11 @@ type Transition struct {
 	// Thread is the Message-ID earlier mails of the episode replied to
 	// (empty for a first mail); Notified says whether a firing mail of the
 	// episode went out, which a Resolve needs to be mailed.
-	Thread   string
-	Notified bool
-	series   *Series // owned by the tracker, guarded by its lock
-	prev     Series
+	Thread        string
+	ThreadSubject string // the first mail's subject
+	Notified      bool
+	series        *Series // owned by the tracker, guarded by its lock
+	prev          Series
 }
 
 // Options configure a Tracker.
@@ -471,24 +475,24 @@ func (t *Tracker) Abort(tr Transition) {
 // Mailed records the outcome of a Fire or Remind at the gate: sent says
 // whether its mail was queued, thread is the first mail's Message-ID, and
 // retryAt (when held back by the cooldown) is when to try again.
-func (t *Tracker) Mailed(tr Transition, sent bool, thread string, retryAt time.Time) {
+func (t *Tracker) Mailed(tr Transition, sent bool, thread, subject string, retryAt time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := tr.series
-	s.mailed(sent, thread, tr.Notification.At, retryAt)
+	s.mailed(sent, thread, subject, tr.Notification.At, retryAt)
 	t.schedule(s)
 }
 
 // mailed applies the outcome of a firing or reminder mail to s (the live
 // series, or the record persisted with the mail).
-func (s *Series) mailed(sent bool, msgID string, at, retryAt time.Time) {
+func (s *Series) mailed(sent bool, msgID, subject string, at, retryAt time.Time) {
 	if s.State != Firing {
 		return // resolved meanwhile
 	}
 	if sent {
 		s.Notified = true
 		if s.Thread == "" {
-			s.Thread = msgID
+			s.Thread, s.ThreadSubject = msgID, subject
 		}
 		s.LastMail = at
 		s.RetryAt = time.Time{}
@@ -562,7 +566,7 @@ func (t *Tracker) hearing(source string) (bool, time.Time) {
 func (t *Tracker) fire(s *Series, prev Series, now time.Time) Transition {
 	s.State = Firing
 	s.Notified = false
-	s.Thread = ""
+	s.Thread, s.ThreadSubject = "", ""
 	s.RetryAt = time.Time{}
 	if s.Since.IsZero() {
 		s.Since = now
@@ -580,7 +584,7 @@ func (t *Tracker) resolve(s *Series, prev Series, now time.Time) Transition {
 	s.Since = time.Time{}
 	s.RetryAt = time.Time{}
 	s.Notified = false
-	s.Thread = ""
+	s.Thread, s.ThreadSubject = "", ""
 	if !s.Rule.Silence() {
 		s.Value, s.Payload = rules.Value{}, "" // the mail has its copy
 	}
@@ -590,7 +594,7 @@ func (t *Tracker) resolve(s *Series, prev Series, now time.Time) Transition {
 }
 
 func (t *Tracker) transition(k Kind, s *Series, prev Series, now time.Time) Transition {
-	return Transition{Kind: k, series: s, prev: prev, Thread: s.Thread, Notified: s.Notified, Notification: rules.Notification{
+	return Transition{Kind: k, series: s, prev: prev, Thread: s.Thread, ThreadSubject: s.ThreadSubject, Notified: s.Notified, Notification: rules.Notification{
 		Rule: s.Rule, Series: s.Topic, State: rules.StateFiring,
 		Since: s.Since, At: now, Value: s.Value, Payload: s.Payload, LastSeen: s.LastSeen,
 	}}

@@ -147,14 +147,14 @@ func TestForCancelledByANormalReading(t *testing.T) {
 func TestReminderAndResolvedThread(t *testing.T) {
 	f := newFixture(t)
 	trs := f.read("gh/a/t", `{"temp":31}`, t0)
-	f.tracker.Mailed(trs[0], true, "first@alertd", time.Time{})
+	f.tracker.Mailed(trs[0], true, "first@alertd", "Hot", time.Time{})
 	expect(t, "no reminder before repeat", f.due(t0.Add(4*time.Hour-time.Second)), "")
 	trs = f.due(t0.Add(4 * time.Hour))
 	expect(t, "reminder", trs, "remind")
 	if !trs[0].Notification.Reminder || trs[0].Thread != "first@alertd" {
 		t.Errorf("reminder %+v thread %q", trs[0].Notification, trs[0].Thread)
 	}
-	f.tracker.Mailed(trs[0], true, "second@alertd", time.Time{})
+	f.tracker.Mailed(trs[0], true, "second@alertd", "Hot again", time.Time{})
 	expect(t, "next reminder", f.due(t0.Add(8*time.Hour)), "remind")
 	trs = f.read("gh/a/t", `{"temp":20}`, t0.Add(9*time.Hour))
 	expect(t, "resolve", trs, "resolve")
@@ -167,7 +167,7 @@ func TestReminderAndResolvedThread(t *testing.T) {
 func TestHeldBackFirstMailIsRetriedWhenTheCooldownEnds(t *testing.T) {
 	f := newFixture(t)
 	trs := f.read("o/a", `{"temp":31}`, t0)
-	f.tracker.Mailed(trs[0], false, "", t0.Add(10*time.Minute))
+	f.tracker.Mailed(trs[0], false, "", "", t0.Add(10*time.Minute))
 	trs = f.due(t0.Add(10 * time.Minute))
 	expect(t, "retry", trs, "remind")
 	if trs[0].Notification.Reminder {
@@ -257,7 +257,7 @@ func TestTimerAndReadingDoNotRaceOnASeries(t *testing.T) {
 	if _, _, err := f.tracker.Observe(&rd); !errors.Is(err, ErrBusy) {
 		t.Fatalf("a reading during the save: %v, want ErrBusy", err)
 	}
-	f.tracker.Mailed(trs[0], true, "fire@alertd", time.Time{})
+	f.tracker.Mailed(trs[0], true, "fire@alertd", "Hot", time.Time{})
 	f.tracker.Settle(trs[0])
 	tr, ok, err := f.tracker.Observe(&rd)
 	if err != nil || !ok || tr.Kind != Resolve || !tr.Notified {
@@ -273,7 +273,7 @@ func TestRestartRemembersFiringAndLastSeen(t *testing.T) {
 	defer db.Close()
 	f := newFixture(t)
 	trs := f.read("gh/a/t", `{"temp":31}`, t0)
-	put(t, db, trs[0].Record(true, "first@alertd", time.Time{}))
+	put(t, db, trs[0].Record(true, "first@alertd", "Hot", time.Time{}))
 	f.read("q/dev1", `x`, t0)
 	if _, err := f.tracker.Checkpoint(context.Background(), db); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ type record struct {
 	LastMail time.Time `json:"last_mail,omitzero"`
 	Notified bool      `json:"notified,omitempty"`
 	Thread   string    `json:"thread,omitempty"`
+	Subject  string    `json:"thread_subject,omitempty"`
 	RetryAt  time.Time `json:"retry_at,omitzero"`
 	Value    string    `json:"value,omitempty"`
 	Num      float64   `json:"num,omitempty"`
@@ -36,9 +37,9 @@ func seriesKey(rule, topic string) []byte {
 // Record returns the series to persist for tr, with the outcome of its
 // mail applied: sent says a mail was queued in the same transaction,
 // msgID is its Message-ID; retryAt is when a held-back first mail may go.
-func (tr *Transition) Record(sent bool, msgID string, retryAt time.Time) Series {
+func (tr *Transition) Record(sent bool, msgID, subject string, retryAt time.Time) Series {
 	s := tr.Snapshot
-	s.mailed(sent, msgID, tr.Notification.At, retryAt)
+	s.mailed(sent, msgID, subject, tr.Notification.At, retryAt)
 	return s
 }
 
@@ -57,7 +58,7 @@ func Put(tx *store.Tx, s *Series) error {
 	}
 	v, err := json.Marshal(record{
 		State: s.State, Since: s.Since, LastSeen: s.LastSeen, LastMail: s.LastMail,
-		Notified: s.Notified, Thread: s.Thread, RetryAt: s.RetryAt,
+		Notified: s.Notified, Thread: s.Thread, Subject: s.ThreadSubject, RetryAt: s.RetryAt,
 		Value: s.Value.Text, Num: s.Value.Num, IsNum: s.Value.IsNum, Payload: s.Payload,
 	})
 	if err != nil {
@@ -203,7 +204,7 @@ func decode(k, rec, seen []byte, engine *rules.Engine) (*Series, error) {
 			return nil, nil
 		}
 		s.State, s.Since, s.LastSeen, s.LastMail = rc.State, rc.Since, rc.LastSeen, rc.LastMail
-		s.Notified, s.Thread, s.RetryAt = rc.Notified, rc.Thread, rc.RetryAt
+		s.Notified, s.Thread, s.ThreadSubject, s.RetryAt = rc.Notified, rc.Thread, rc.Subject, rc.RetryAt
 		s.Value, s.Payload = rules.Value{Text: rc.Value, Num: rc.Num, IsNum: rc.IsNum}, rc.Payload
 	} else if !r.Silence() {
 		return nil, nil

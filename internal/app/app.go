@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -188,6 +190,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.notify = notify.New(notify.Options{
 		DB: a.db, Gate: a.gate, Silences: a.silences, Outbox: a.outbox, From: a.from, Now: a.now,
 		Log: a.log, Metrics: a.metrics, Rule: func(name string) *rules.Rule { return a.eng.Rules().Rule(name) },
+		Footer: a.footer(),
 	})
 	a.notify.OnQuarantine = a.reportQuarantine
 	a.eng = engine.New(engine.Options{
@@ -383,4 +386,15 @@ func (a *App) HTTPIngressAddr() string {
 		return ""
 	}
 	return a.httpIn.Addr()
+}
+
+// footer is what every mail ends with: this host, the status page, and
+// the configuration file for the silence command.
+func (a *App) footer() notify.Footer {
+	host, _ := os.Hostname()
+	cfg := a.cfg.File
+	if abs, err := filepath.Abs(cfg); err == nil && cfg != "" {
+		cfg = abs
+	}
+	return notify.Footer{Host: host, StatusURL: a.cfg.HTTP.ExternalURL, Config: cfg}
 }

@@ -57,8 +57,17 @@ func TestQuickStartEmbeddedBrokerToSpool(t *testing.T) {
 			t.Errorf("header %s missing:\n%s", h, m.Raw)
 		}
 	}
-	if !strings.Contains(m.Header.Get("Content-Type"), "charset=utf-8") {
-		t.Errorf("Content-Type %q lacks charset=utf-8", m.Header.Get("Content-Type"))
+	if !strings.HasPrefix(m.Header.Get("Content-Type"), "multipart/alternative") || !strings.Contains(m.Text.Get("Content-Type"), "charset=utf-8") {
+		t.Errorf("Content-Type %q, text part %q: want multipart/alternative, text in utf-8", m.Header.Get("Content-Type"), m.Text.Get("Content-Type"))
+	}
+	// The HTML part says the state first and how to silence it; the text
+	// part ends with the same command.
+	silence := "alertd silence add -config " + filepath.Join(dir, "alertd.yaml") + " -rule greenhouse-hot -series sensors/greenhouse/telemetry -for 2h"
+	if !strings.Contains(m.HTML, "FIRING: greenhouse-hot on greenhouse") || !strings.Contains(m.HTML, silence) || strings.Contains(m.HTML, "<script") {
+		t.Errorf("HTML part:\n%s", m.HTML)
+	}
+	if !strings.Contains(m.Footer, silence) {
+		t.Errorf("text footer %q lacks %q", m.Footer, silence)
 	}
 	if to := m.Header.Get("To"); !strings.Contains(to, "ops@example.org") {
 		t.Errorf("To %q", to)
@@ -104,8 +113,11 @@ func TestMosquittoStateDedupeAndBadPayloads(t *testing.T) {
 	if firing.Subject != "Temperatura alta en el salón greenhouse: 35 °C" || firing.Header.Get("X-Alertd-State") != "firing" {
 		t.Errorf("first mail %q (%s), want the firing one", firing.Subject, firing.Header.Get("X-Alertd-State"))
 	}
-	if resolved.Subject != "[resolved] Temperatura alta en el salón greenhouse: 20 °C" {
-		t.Errorf("second mail %q, want the resolved one", resolved.Subject)
+	// The resolved mail is a reply in the same conversation (Gmail and
+	// Outlook thread by subject): "Re: " and the firing mail's subject.
+	if resolved.Subject != "Re: Temperatura alta en el salón greenhouse: 35 °C" || resolved.Header.Get("X-Alertd-State") != "resolved" ||
+		!strings.Contains(resolved.HTML, "RESOLVED after") {
+		t.Errorf("second mail %q (%s), want the resolved reply", resolved.Subject, resolved.Header.Get("X-Alertd-State"))
 	}
 	if got, want := resolved.Header.Get("In-Reply-To"), firing.Header.Get("Message-Id"); got == "" || got != want {
 		t.Errorf("resolved mail In-Reply-To %q, want the firing mail's Message-Id %q", got, want)
@@ -210,8 +222,8 @@ func TestForAndSilenceFireOnTheirOwn(t *testing.T) {
 	// The silent device reports again: one resolved mail.
 	pub.Publish(t, "hb/dev1", `alive`)
 	mails = waitSpooled(t, spool, 3)
-	if got := mails[2].Subject; got != "[resolved] quiet: dev1 reporting again" {
-		t.Errorf("third mail %q, want the silence's resolved mail", got)
+	if got := mails[2]; !strings.HasPrefix(got.Subject, "Re: [warning] quiet: dev1 silent for ") || got.Header.Get("X-Alertd-State") != "resolved" {
+		t.Errorf("third mail %q (%s), want the silence's resolved reply", got.Subject, got.Header.Get("X-Alertd-State"))
 	}
 	if app.counter("received") != 3 {
 		t.Errorf("received %v readings, want 3", app.counter("received"))

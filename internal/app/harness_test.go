@@ -155,7 +155,10 @@ func (r *running) counter(name string, labels ...string) float64 {
 type received struct {
 	Header  mail.Header
 	Subject string
-	Body    string
+	Body    string // the text part before the footer ("-- " line)
+	Footer  string // alertd's footer: host, status link, silence command
+	Text    mail.InlineHeader
+	HTML    string // the HTML part, "" when none
 	Raw     []byte
 }
 
@@ -174,7 +177,16 @@ func parseMail(t *testing.T, raw []byte) received {
 		t.Fatalf("mail body: %v", err)
 	}
 	body, _ := io.ReadAll(p.Body)
-	return received{Header: r.Header, Subject: subject, Body: string(body), Raw: raw}
+	m := received{Header: r.Header, Subject: subject, Raw: raw}
+	if h, ok := p.Header.(*mail.InlineHeader); ok {
+		m.Text = *h
+	}
+	m.Body, m.Footer, _ = strings.Cut(string(body), "\r\n-- \r\n")
+	if p, err := r.NextPart(); err == nil {
+		html, _ := io.ReadAll(p.Body)
+		m.HTML = string(html)
+	}
+	return m
 }
 
 // spooled returns the mails in the spool directory, oldest first.

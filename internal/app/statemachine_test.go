@@ -54,18 +54,29 @@ func TestAlertLifeOverSMTP(t *testing.T) {
 	// 29.5 is inside the hysteresis band: no resolved mail; 28 clears it.
 	pub.Publish(t, "gh/a/t", `{"temp": 29.5, "hum": 40}`)
 	pub.Publish(t, "gh/a/t", `{"temp": 28, "hum": 40}`)
-	waitFor(t, 10*time.Second, "the resolved mail", func() bool { return len(bySubject(srv.Messages(), "[resolved] hot: a")) == 1 })
+	resolvedOf := func(rule string) []smtptest.Message {
+		var out []smtptest.Message
+		for _, m := range srv.Messages() {
+			if m.Header != nil && m.Header.Get("X-Alertd-Rule") == rule && m.Header.Get("X-Alertd-State") == "resolved" {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, "the resolved mail", func() bool { return len(resolvedOf("hot")) == 1 })
+	// Every later mail of the episode is a reply in its conversation: the
+	// firing mail's subject with "Re: ", and its Message-ID in In-Reply-To.
 	thread := first[0].Header.Get("Message-Id")
 	for _, m := range srv.Messages() {
-		if strings.HasPrefix(m.Subject, "[resolved] hot") || strings.Contains(m.Body, "Still firing: hot") {
-			if got := m.Header.Get("In-Reply-To"); got != thread {
-				t.Errorf("%q replies to %q, want the firing mail %q", m.Subject, got, thread)
+		if m.Header.Get("X-Alertd-State") == "resolved" && m.Header.Get("X-Alertd-Rule") == "hot" || strings.Contains(m.Body, "Still firing: hot") {
+			if got := m.Header.Get("In-Reply-To"); got != thread || m.Subject != "Re: [warning] hot: a temp=31" {
+				t.Errorf("%q replies to %q, want the firing mail %q and its subject", m.Subject, got, thread)
 			}
 		}
 	}
-	resolved := bySubject(srv.Messages(), "[resolved] hot: a")[0]
-	if !strings.HasPrefix(resolved.Subject, "[resolved] hot: a temp=28") {
-		t.Errorf("resolved mail %q should carry the clearing value 28, not 29.5", resolved.Subject)
+	resolved := resolvedOf("hot")[0]
+	if !strings.Contains(resolved.Body, "Resolved: hot") || !strings.Contains(resolved.Body, "28") {
+		t.Errorf("resolved mail body %q should say resolved and carry the clearing value 28, not 29.5", resolved.Body)
 	}
 
 	// An ESP32 loses power: the broker publishes its last will.

@@ -24,6 +24,11 @@ type Config struct {
 	Ingress  Ingress `yaml:"ingress"`
 	Defaults Rule    `yaml:"defaults"`
 	Rules    []Rule  `yaml:"rules"`
+	// Timezone is the IANA zone every time in a mail is shown in
+	// (Europe/Madrid); empty: the host's.
+	Timezone string `yaml:"timezone"`
+
+	Pos Positions `yaml:"-"`
 }
 
 // MQTT is the broker alertd subscribes to, or the embedded one it runs.
@@ -124,6 +129,9 @@ type HTTP struct {
 	// Listen defaults to loopback: metrics are not for the whole LAN unless
 	// the operator says so. "off" or "" after an explicit key disables it.
 	Listen string `yaml:"listen"`
+	// ExternalURL is where people reach the status page
+	// (https://pi.lan:9464/), for the link in every mail; empty: no link.
+	ExternalURL string `yaml:"external_url"`
 
 	Pos Positions `yaml:"-"`
 }
@@ -163,7 +171,12 @@ type Rule struct {
 	For            Duration `yaml:"for"`
 	Hysteresis     *float64 `yaml:"hysteresis"`
 	NotifyResolved *bool    `yaml:"notify_resolved"`
-	Repeat         Duration `yaml:"repeat"`
+	// Thread (default true) gives an episode's later mails (reminders,
+	// resolved) the subject of its first, prefixed "Re: ", and a reply's
+	// headers, so Gmail and Outlook show them as one conversation; the
+	// state is the first line of each mail. false: each mail's own subject.
+	Thread *bool    `yaml:"thread"`
+	Repeat Duration `yaml:"repeat"`
 	// GroupWait bundles the rule's notifications that arise within this
 	// window into one mail (0: one mail per notification).
 	GroupWait Duration `yaml:"group_wait"`

@@ -27,6 +27,16 @@ func (c *Config) validate(errs *Errors) {
 			add(c.HTTP.Pos.At("listen"), "http.listen: %q is not host:port", c.HTTP.Listen)
 		}
 	}
+	if c.Timezone != "" {
+		if _, err := time.LoadLocation(c.Timezone); err != nil {
+			add(c.Pos.At("timezone"), "timezone: %q is not an IANA time zone (such as Europe/Madrid or America/New_York)", c.Timezone)
+		}
+	}
+	if u := c.HTTP.ExternalURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			add(c.HTTP.Pos.At("external_url"), "http.external_url: %q is not an http(s) URL", u)
+		}
+	}
 	if !oneOf(c.Log.Level, "debug", "info", "warn", "error") {
 		add(c.Log.Pos.At("level"), "log.level: %q is not one of debug, info, warn, error", c.Log.Level)
 	}

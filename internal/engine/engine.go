@@ -87,7 +87,7 @@ func (e *Engine) apply(tr alerts.Transition) error {
 		return err
 	}
 	if out.Mailed {
-		e.tracker.Mailed(tr, out.Sent, out.Thread, out.RetryAt)
+		e.tracker.Mailed(tr, out.Sent, out.Thread, out.Subject, out.RetryAt)
 	}
 	return nil
 }

@@ -13,10 +13,17 @@ import (
 
 // Mail is a rendered alert, ready to become message bytes.
 type Mail struct {
-	From      string   // "Name <addr>" or "addr"
-	To        []string // header recipients (the envelope uses the same list)
-	Subject   string   // one line; Compose refuses CR and LF
-	Body      string   // UTF-8 text
+	From    string   // "Name <addr>" or "addr"
+	To      []string // header recipients (the envelope uses the same list)
+	Subject string   // one line; Compose refuses CR and LF
+	Body    string   // UTF-8 text
+	// HTML, when set, is the same mail as HTML (inline styles only, no
+	// remote content): the message becomes multipart/alternative, text
+	// first, so a client that shows plain text still has everything.
+	HTML string
+	// Urgent marks the mail important (Importance: high, X-Priority: 1),
+	// for severity: critical.
+	Urgent    bool
 	Date      time.Time
 	MessageID string            // without angle brackets; see NewMessageID
 	InReplyTo string            // Message-ID this mail follows up (threads an alert's mails)
@@ -77,15 +84,43 @@ func Compose(m Mail) ([]byte, error) {
 		}
 		h.Set(k, v)
 	}
-	h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
+	if m.Urgent {
+		h.Set("Importance", "high")
+		h.Set("X-Priority", "1")
+	}
+	body := strings.ToValidUTF8(m.Body, "\uFFFD")
 	var buf bytes.Buffer
-	w, err := mail.CreateSingleInlineWriter(&buf, h)
+	if m.HTML == "" {
+		h.SetContentType("text/plain", map[string]string{"charset": "utf-8"})
+		w, err := mail.CreateSingleInlineWriter(&buf, h)
+		if err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+		if _, err := w.Write([]byte(body)); err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+		if err := w.Close(); err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+		return buf.Bytes(), nil
+	}
+	w, err := mail.CreateInlineWriter(&buf, h) // multipart/alternative
 	if err != nil {
 		return nil, fmt.Errorf("compose: %w", err)
 	}
-	body := strings.ToValidUTF8(m.Body, "\uFFFD")
-	if _, err := w.Write([]byte(body)); err != nil {
-		return nil, fmt.Errorf("compose: %w", err)
+	for _, part := range []struct{ typ, text string }{{"text/plain", body}, {"text/html", strings.ToValidUTF8(m.HTML, "\uFFFD")}} {
+		var ph mail.InlineHeader
+		ph.SetContentType(part.typ, map[string]string{"charset": "utf-8"})
+		pw, err := w.CreatePart(ph)
+		if err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+		if _, err := pw.Write([]byte(part.text)); err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
+		if err := pw.Close(); err != nil {
+			return nil, fmt.Errorf("compose: %w", err)
+		}
 	}
 	if err := w.Close(); err != nil {
 		return nil, fmt.Errorf("compose: %w", err)

@@ -303,6 +303,11 @@ func (nf *Notifier) groupEntry(r *rules.Rule, items []groupItem, suppressed uint
 	} else {
 		fmt.Fprintf(&body, "Rule %s (%s): %s.\n\n", r.Name, r.Severity, strings.Join(parts, ", "))
 	}
+	page := groupHTML{Subject: subject, Intro: strings.TrimSpace(strings.SplitN(body.String(), "\n", 2)[0]),
+		Colour: colour(rules.StateFiring, r.Severity), Footer: nf.footer, Silence: nf.footer.silenceCommand(r.Name, "")}
+	if firing == 0 {
+		page.Colour = colour(rules.StateResolved, r.Severity)
+	}
 	tw := tabwriter.NewWriter(&body, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tSERIES\tVALUE\tSINCE\tAT")
 	for _, it := range items {
@@ -316,16 +321,24 @@ func (nf *Notifier) groupEntry(r *rules.Rule, items []groupItem, suppressed uint
 		}
 		since := "-"
 		if !it.Since.IsZero() {
-			since = it.Since.Format("15:04:05")
+			since = r.InZone(it.Since).Format("15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", state, it.Series, oneLine(value), since, it.At.Format("15:04:05"))
+		at := r.InZone(it.At).Format("15:04:05")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", state, it.Series, oneLine(value), since, at)
+		page.Rows = append(page.Rows, groupRow{State: state, Series: it.Series, Value: oneLine(value), Since: since, At: at})
 	}
 	_ = tw.Flush()
 	if suppressed > 0 {
-		fmt.Fprintf(&body, "\nHeld back: %d mail(s) of this rule since its last one (cooldown or rate limit).\n", suppressed)
+		page.Held = fmt.Sprintf("Held back: %d mail(s) of this rule since its last one (cooldown or rate limit).", suppressed)
+		fmt.Fprintf(&body, "\n%s\n", page.Held)
+	}
+	var html bytes.Buffer
+	if err := groupTmpl.Execute(&html, page); err != nil {
+		return nil, err
 	}
 	msg, err := mailer.Compose(mailer.Mail{
-		From: nf.from, To: r.To, Subject: subject, Body: body.String(), Date: now, MessageID: msgID,
+		From: nf.from, To: r.To, Subject: subject, Body: body.String() + nf.footer.text(r.Name, ""), HTML: html.String(),
+		Date: r.InZone(now), MessageID: msgID, Urgent: r.Severity == "critical" && firing > 0,
 		Headers: map[string]string{"X-Alertd-Rule": r.Name, "X-Alertd-State": "group"},
 	})
 	if err != nil {

@@ -43,6 +43,7 @@ type Notifier struct {
 	Metrics  *metrics.Metrics
 	rule     func(name string) *rules.Rule // the rules in force (a reload swaps them)
 	groups   *groups
+	footer   Footer
 
 	// StateTopic and Publish send each alert's state back to MQTT
 	// (mqtt.state_topic); Publish is nil when that is off. Set before use.
@@ -63,12 +64,16 @@ type Options struct {
 	Log      *slog.Logger
 	Metrics  *metrics.Metrics
 	Rule     func(name string) *rules.Rule
+	Footer   Footer // what every mail ends with
 }
 
 // New returns a Notifier.
 func New(o Options) *Notifier {
 	nf := &Notifier{db: o.DB, gate: o.Gate, silences: o.Silences, outbox: o.Outbox, from: o.From, now: o.Now,
-		log: o.Log, Metrics: o.Metrics, rule: o.Rule, groups: newGroups()}
+		log: o.Log, Metrics: o.Metrics, rule: o.Rule, groups: newGroups(), footer: o.Footer}
+	if nf.footer.Host == "" {
+		nf.footer.Host = "this machine"
+	}
 	if addr, err := mail.ParseAddress(o.From); err == nil {
 		nf.envFrom = addr.Address
 	}
@@ -85,6 +90,7 @@ type Outcome struct {
 	Mailed  bool
 	Sent    bool
 	Thread  string
+	Subject string // of the mail that went out, which later ones of the episode reuse
 	RetryAt time.Time
 }
 
@@ -186,18 +192,18 @@ func (nf *Notifier) commit(tr alerts.Transition) (Outcome, error) {
 		},
 		func(d Decision) bool { return d.Route != Outbox || (mail != nil && mailFor == d.Suppressed) },
 		func(d Decision) (err error) {
-			mail, err = nf.entry(n, d.Suppressed, msgID, tr.Thread)
+			mail, err = nf.entry(n, d.Suppressed, msgID, tr.Thread, tr.ThreadSubject)
 			mailFor = d.Suppressed
 			return err
 		},
 		func(tx *store.Tx, d Decision) error {
 			var rec alerts.Series
 			if tr.Kind == alerts.Resolve {
-				rec = tr.Record(false, "", time.Time{})
+				rec = tr.Record(false, "", "", time.Time{})
 			} else if d.Sent() {
-				rec = tr.Record(true, msgID, time.Time{})
+				rec = tr.Record(true, msgID, mailSubject(mail, d), time.Time{})
 			} else {
-				rec = tr.Record(false, "", d.RetryAt)
+				rec = tr.Record(false, "", "", d.RetryAt)
 			}
 			if err := alerts.Put(tx, &rec); err != nil {
 				return err
@@ -233,6 +239,15 @@ func (nf *Notifier) commit(tr alerts.Transition) (Outcome, error) {
 	return nf.decided(log, n, tr.Kind, d, msgID, &queued), nil
 }
 
+// mailSubject is the subject of the mail d sends on its own; "" for a
+// line of a group mail.
+func mailSubject(mail *outbox.Entry, d Decision) string {
+	if d.Route != Outbox || mail == nil {
+		return ""
+	}
+	return mail.Subject
+}
+
 // decided reports a committed decision and says what the engine must
 // apply to the live series.
 func (nf *Notifier) decided(log *slog.Logger, n *rules.Notification, kind alerts.Kind, d Decision, msgID string, e *outbox.Entry) Outcome {
@@ -262,7 +277,11 @@ func (nf *Notifier) decided(log *slog.Logger, n *rules.Notification, kind alerts
 	// after a restart: a first mail held by a silence or the cooldown is
 	// tried again at RetryAt; one held by the rate limit is in the summary.
 	if d.Sent() {
-		return Outcome{Mailed: true, Sent: true, Thread: msgID}
+		subject := ""
+		if d.Route == Outbox {
+			subject = e.Subject
+		}
+		return Outcome{Mailed: true, Sent: true, Thread: msgID, Subject: subject}
 	}
 	return Outcome{Mailed: true, RetryAt: d.RetryAt}
 }
@@ -278,8 +297,13 @@ func (nf *Notifier) envelopeTo(r *rules.Rule) []string {
 	return rcpts
 }
 
-// entry renders and composes the mail for n.
-func (nf *Notifier) entry(n *rules.Notification, suppressed uint64, msgID, thread string) (*outbox.Entry, error) {
+// entry renders and composes the mail for n. A later mail of an episode
+// (thread set) takes the first mail's subject with "Re: ", when the rule
+// threads: Gmail groups a conversation only by the same subject, Outlook's
+// conversation view by the subject without its prefix, and both by the
+// In-Reply-To and References headers a reply also has. The state is then
+// told by the body's first line, which inbox lists show as the preview.
+func (nf *Notifier) entry(n *rules.Notification, suppressed uint64, msgID, thread, threadSubject string) (*outbox.Entry, error) {
 	subject, body, err := n.Render(suppressed)
 	if err != nil {
 		// A template that parsed and dry-ran at load can still fail on
@@ -287,11 +311,19 @@ func (nf *Notifier) entry(n *rules.Notification, suppressed uint64, msgID, threa
 		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
 		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
 	}
+	if thread != "" && threadSubject != "" && n.Rule.Thread {
+		subject = "Re: " + strings.TrimPrefix(threadSubject, "Re: ")
+	}
+	html, err := nf.alertHTMLFor(n, suppressed, subject)
+	if err != nil {
+		return nil, err
+	}
 	rcpts := nf.envelopeTo(n.Rule)
 	msg, err := mailer.Compose(mailer.Mail{
-		From: nf.from, To: n.Rule.To, Subject: subject, Body: body, Date: n.At, MessageID: msgID,
-		InReplyTo: thread,
-		Headers:   map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
+		From: nf.from, To: n.Rule.To, Subject: subject, Body: body + nf.footer.text(n.Rule.Name, n.Series), HTML: html,
+		Date: n.Rule.InZone(n.At), MessageID: msgID, InReplyTo: thread,
+		Urgent:  n.Rule.Severity == "critical" && n.State != rules.StateResolved,
+		Headers: map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-message/mail"
 
 	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/config"
@@ -141,5 +144,68 @@ func TestRateLimitedAlertsWaitForTheSummary(t *testing.T) {
 	p := f.pending(t)
 	if len(p) != 2 || !strings.Contains(p[1].Subject, "1 more alert(s) were held back") {
 		t.Fatalf("mails %d, last %q: want the summary", len(p), p[len(p)-1].Subject)
+	}
+}
+
+// An episode's later mail is a reply with the first mail's subject (one
+// conversation in Gmail and Outlook), its first line says the state, and
+// a critical alert is marked important. Device text is escaped in HTML.
+func TestThreadedReplyHTMLAndImportance(t *testing.T) {
+	f := newFixture(t, `timezone: Europe/Madrid
+rules:
+  - {name: hot, topic: "sensors/+/t", field: temp, above: 30, to: [ops@example.org], severity: critical}
+`)
+	dev := "sensors/<script>alert(1)</script>/t"
+	first := f.fire(t, alerts.Fire, "hot", dev)
+	if !first.Sent || first.Subject == "" {
+		t.Fatalf("first mail: %+v", first)
+	}
+	r := f.rules.Rule("hot")
+	n := rules.Notification{Rule: r, Series: dev, State: rules.StateResolved, Since: f.now, At: f.now.Add(time.Minute),
+		Value: rules.Value{Text: "20", Num: 20, IsNum: true}, LastSeen: f.now}
+	if _, err := f.nf.Commit(alerts.Transition{Kind: alerts.Resolve, Notification: n, Notified: true, Thread: first.Thread,
+		ThreadSubject: first.Subject, Snapshot: alerts.Series{Rule: r, Topic: dev, State: alerts.OK}}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.pending(t)
+	if len(p) != 2 {
+		t.Fatalf("%d mails", len(p))
+	}
+	fire, res := string(p[0].Message), string(p[1].Message)
+	if p[1].Subject != "Re: "+p[0].Subject {
+		t.Errorf("resolved subject %q, want Re: %q", p[1].Subject, p[0].Subject)
+	}
+	if !strings.Contains(res, "In-Reply-To: <"+first.Thread+">") {
+		t.Errorf("resolved mail does not reply to the first:\n%s", res)
+	}
+	if !strings.Contains(fire, "Importance: high") || !strings.Contains(fire, "X-Priority: 1") || strings.Contains(res, "Importance: high") {
+		t.Errorf("a firing critical mail is important, its resolved mail not")
+	}
+	if html := htmlPart(t, p[0].Message); strings.Contains(html, "<script>") || !strings.Contains(html, "&lt;script&gt;") ||
+		!strings.Contains(html, "FIRING: hot") {
+		t.Errorf("HTML part (device text must be escaped):\n%s", html)
+	}
+	if !strings.Contains(fire, "CET") && !strings.Contains(fire, "CEST") {
+		t.Errorf("times are not in timezone: Europe/Madrid")
+	}
+}
+
+func htmlPart(t *testing.T, msg []byte) string {
+	t.Helper()
+	r, err := mail.CreateReader(bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := r.NextPart()
+		if err != nil {
+			t.Fatalf("no text/html part: %v", err)
+		}
+		if h, ok := p.Header.(*mail.InlineHeader); ok {
+			if ct, _, _ := h.ContentType(); ct == "text/html" {
+				b, _ := io.ReadAll(p.Body)
+				return string(b)
+			}
+		}
 	}
 }

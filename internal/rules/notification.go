@@ -59,9 +59,9 @@ func (n *Notification) Data(suppressed uint64) Data {
 	d := Data{
 		Rule: r.Name, Topic: n.Series, Device: device, Wildcards: wild,
 		Field: r.Field, Value: n.Value.Text, Number: n.Value.Num, Threshold: r.cond.threshold(n.Value),
-		Severity: r.Severity, Payload: n.Payload, Time: Time{n.At},
+		Severity: r.Severity, Payload: n.Payload, Time: Time{r.in(n.At)},
 		State: n.State, Reminder: n.Reminder, Silent: r.Silence(),
-		Since: Time{n.Since}, LastSeen: Time{n.LastSeen},
+		Since: Time{r.in(n.Since)}, LastSeen: Time{r.in(n.LastSeen)},
 		Duration:   roundDuration(n.At.Sub(n.Since)),
 		Suppressed: suppressed,
 	}
@@ -106,4 +106,15 @@ func (n *Notification) Render(suppressed uint64) (subject, body string, err erro
 		subject = "[resolved] " + subject
 	}
 	return cleanSubject(subject), strings.ToValidUTF8(body, "\uFFFD"), nil
+}
+
+// InZone shows t in the rule's time zone (timezone:, else the host's).
+func (r *Rule) InZone(t time.Time) time.Time { return r.in(t) }
+
+// in shows t in the rule's time zone (timezone:, else the host's).
+func (r *Rule) in(t time.Time) time.Time {
+	if r.Location == nil || t.IsZero() {
+		return t
+	}
+	return t.In(r.Location)
 }

@@ -33,11 +33,13 @@ type Rule struct {
 	Cooldown  time.Duration
 	RateLimit config.Rate
 
-	For            time.Duration // the condition must hold this long to fire
-	NotifyResolved bool          // mail when a firing alert clears
-	Repeat         time.Duration // remind while firing; 0: never
-	SilentFor      time.Duration // >0: a silence rule
-	GroupWait      time.Duration // >0: notifications are bundled into one mail per window
+	For            time.Duration  // the condition must hold this long to fire
+	NotifyResolved bool           // mail when a firing alert clears
+	Thread         bool           // later mails of an episode take its first mail's subject
+	Location       *time.Location // the zone times in mails are shown in
+	Repeat         time.Duration  // remind while firing; 0: never
+	SilentFor      time.Duration  // >0: a silence rule
+	GroupWait      time.Duration  // >0: notifications are bundled into one mail per window
 
 	order int // position in the file, for a stable notification order
 	path  []string
@@ -67,6 +69,12 @@ type Engine struct {
 func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 	e := &Engine{obs: obs, byName: map[string]*Rule{}}
 	var errs config.Errors
+	loc := time.Local
+	if cfg.Timezone != "" {
+		if l, err := time.LoadLocation(cfg.Timezone); err == nil {
+			loc = l // else validation reported it
+		}
+	}
 	parsed := map[string]*template.Template{}
 	for i := range cfg.Rules {
 		rc := &cfg.Rules[i]
@@ -86,6 +94,8 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 			cond:      newCondition(rc),
 		}
 		r.NotifyResolved = rc.NotifyResolved == nil || *rc.NotifyResolved
+		r.Thread = rc.Thread == nil || *rc.Thread
+		r.Location = loc
 		if rc.Field != "" {
 			r.path = strings.Split(rc.Field, ".")
 		}

@@ -2,6 +2,7 @@
 //
 //	alertd run   -config FILE   run until SIGINT/SIGTERM
 //	alertd check -config FILE   validate the configuration, connect nowhere
+//	alertd send-test -config FILE [-to ADDR]   send one test mail, showing the SMTP session
 //	alertd reload -config FILE  make the running alertd re-read FILE (or kill -HUP)
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd silence add|list|remove -config FILE [...]
@@ -39,6 +40,8 @@ const usage = `usage: alertd <command> [flags]
 commands:
   run     -config FILE   run the service until SIGINT or SIGTERM
   check   -config FILE   validate FILE without connecting anywhere
+  send-test -config FILE [-to ADDR]
+                         send one test mail, printing the SMTP session
   reload  -config FILE   make the running alertd re-read FILE (as SIGHUP does)
   outbox  list|retry|drop -config FILE [ID|-all-dead]
                          show or fix the mail queue (running or stopped)
@@ -63,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "send-test":
+		return cmdSendTest(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
 	case "outbox":

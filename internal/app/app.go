@@ -222,9 +222,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 		a.metrics.SourceUp(s.name, s.ready)
 	}
 	a.sources = srcs
+	pf, err := a.newPreflight()
+	if err != nil {
+		closeAll(smtpIn, httpIn)
+		return err
+	}
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Queue: a.outbox, Reloader: a,
+			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Queue: a.outbox, Reloader: a,
 			Silences: silenceAdmin{a.silences, a.ruleNames, func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
 			Log:      a.log,
 		}); err != nil {
@@ -233,6 +238,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
+	g.Go(func() error { pf.run(gctx); return nil })
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })

@@ -221,7 +221,12 @@ func versionString() string {
 // should): an operator must not read a clean stop as a failure.
 type shutdownNoise struct{ slog.Handler }
 
-var pahoShutdownErrors = []string{"error triggered EOF", "disconnection already in progress"}
+var pahoShutdownErrors = []string{"error triggered EOF", "disconnection already in progress",
+	// paho's line for each failed connection attempt (every second while
+	// the broker is away): alertd logs the reason itself, in plain words,
+	// once per change.
+	"connect got error", "[client]   dial ", "[client]   tls: ", "[client]   x509: ", "[client]   websocket",
+	"CONNACK was not CONN_ACCEPTED"}
 
 func (h shutdownNoise) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.Handler.Enabled(ctx, l) || h.Handler.Enabled(ctx, slog.LevelDebug)

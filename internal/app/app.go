@@ -205,7 +205,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	a.smtpIn, a.httpIn = smtpIn, httpIn
 	g, gctx := errgroup.WithContext(ctx)
-	srcs := sources{{name: "mqtt", ready: sub.Ready, why: "not subscribed yet"}}
+	srcs := sources{{name: "mqtt", ready: sub.Ready, why: "not subscribed yet", reason: sub.Why}}
 	if smtpIn != nil {
 		var up serving
 		srcs = append(srcs, source{name: "smtp", ready: up.ready, why: "not serving"})

@@ -68,6 +68,10 @@ type Subscriber struct {
 	ready   atomic.Bool
 	client  mqtt.Client
 
+	why    atomic.Pointer[string] // the last failed attempt's reason; nil once connected
+	whyMu  sync.Mutex             // guards logged
+	logged string                 // the reason logged last, "" once connected
+
 	published chan published // publishes to confirm, bounded
 
 	mu      sync.Mutex // guards filters and stale; held while (un)subscribing so changes apply in order
@@ -206,6 +210,7 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 		SetWriteTimeout(10 * time.Second). // paho's default 0 can block forever
 		SetDefaultPublishHandler(s.onMessage).
 		SetOnConnectHandler(s.onConnect).
+		SetConnectionNotificationHandler(s.onNotification). // why an attempt failed
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.ready.Store(false)
 			s.opts.Connected(false)
@@ -220,6 +225,7 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 // onConnect (re)subscribes. Subscribing is idempotent, so it runs after
 // every connect whether or not the broker kept the session.
 func (s *Subscriber) onConnect(c mqtt.Client) {
+	s.connected()
 	s.opts.Connected(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -3,6 +3,7 @@
 //	alertd run   -config FILE   run until SIGINT/SIGTERM
 //	alertd check -config FILE   validate the configuration, connect nowhere
 //	alertd send-test -config FILE [-to ADDR]   send one test mail, showing the SMTP session
+//	alertd test -config FILE -topic T -payload P [-at TIME] | -events FILE   what the rules would do
 //	alertd reload -config FILE  make the running alertd re-read FILE (or kill -HUP)
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd silence add|list|remove -config FILE [...]
@@ -42,6 +43,10 @@ commands:
   check   -config FILE   validate FILE without connecting anywhere
   send-test -config FILE [-to ADDR]
                          send one test mail, printing the SMTP session
+  test    -config FILE -topic T -payload P|@FILE [-payload ...] [-at TIME] [-every 1m]
+  test    -config FILE -events FILE [-at TIME]
+                         what the rules would do with readings, and the mail they
+                         would send, without a broker, a store or the network
   reload  -config FILE   make the running alertd re-read FILE (as SIGHUP does)
   outbox  list|retry|drop -config FILE [ID|-all-dead]
                          show or fix the mail queue (running or stopped)
@@ -68,6 +73,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdCheck(args[1:], stdout, stderr)
 	case "send-test":
 		return cmdSendTest(args[1:], stdout, stderr)
+	case "test":
+		return cmdTest(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
 	case "outbox":

@@ -267,6 +267,26 @@ func (nf *Notifier) decided(log *slog.Logger, n *rules.Notification, kind alerts
 	return Outcome{Mailed: true, RetryAt: d.RetryAt}
 }
 
+// ComposeMail renders n's mail and builds its bytes as the outbox holds
+// them: from, the rule's recipients, the subject and body of its
+// templates, Date the transition's time, Message-ID msgID, a reply to
+// thread when the episode had a mail before. It also returns the subject.
+func ComposeMail(from string, n *rules.Notification, suppressed uint64, msgID, thread string) (string, []byte, error) {
+	subject, body, err := n.Render(suppressed)
+	if err != nil {
+		// A template that parsed and dry-ran at load can still fail on
+		// real data ({{index .Wildcards 3}}): send the alert anyway.
+		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
+		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
+	}
+	msg, err := mailer.Compose(mailer.Mail{
+		From: from, To: n.Rule.To, Subject: subject, Body: body, Date: n.At, MessageID: msgID,
+		InReplyTo: thread,
+		Headers:   map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
+	})
+	return subject, msg, err
+}
+
 // envelopeTo is the bare addresses of a rule's recipients.
 func (nf *Notifier) envelopeTo(r *rules.Rule) []string {
 	rcpts := make([]string, 0, len(r.To))
@@ -280,22 +300,11 @@ func (nf *Notifier) envelopeTo(r *rules.Rule) []string {
 
 // entry renders and composes the mail for n.
 func (nf *Notifier) entry(n *rules.Notification, suppressed uint64, msgID, thread string) (*outbox.Entry, error) {
-	subject, body, err := n.Render(suppressed)
-	if err != nil {
-		// A template that parsed and dry-ran at load can still fail on
-		// real data ({{index .Wildcards 3}}): send the alert anyway.
-		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
-		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
-	}
-	rcpts := nf.envelopeTo(n.Rule)
-	msg, err := mailer.Compose(mailer.Mail{
-		From: nf.from, To: n.Rule.To, Subject: subject, Body: body, Date: n.At, MessageID: msgID,
-		InReplyTo: thread,
-		Headers:   map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
-	})
+	subject, msg, err := ComposeMail(nf.from, n, suppressed, msgID, thread)
 	if err != nil {
 		return nil, err
 	}
+	rcpts := nf.envelopeTo(n.Rule)
 	return &outbox.Entry{
 		Rule: n.Rule.Name, Series: n.Series, From: nf.envFrom, To: rcpts, Subject: subject,
 		MessageID: msgID, Message: msg, Created: nf.now(), Next: nf.now(),

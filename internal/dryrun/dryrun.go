@@ -72,8 +72,8 @@ type run struct {
 	lastMail   map[[2]string]time.Time
 	ruleWindow map[string]dedupe.Window
 
-	invalid map[string]error  // rule → why it could not use this reading's payload
-	seen    [][2]string       // series touched, in order, for the summary
+	invalid map[string]error // rule → why it could not use this reading's payload
+	seen    [][2]string      // series touched, in order, for the summary
 }
 
 // InvalidPayload records, for the reading being tried, a rule that could

@@ -99,7 +99,8 @@ func (r *run) reading(ev Event) {
 			r.observe(&readings[i])
 		case r.invalid[rule.Name] != nil:
 			r.printf("  rule %q (topic %s) matches\n", rule.Name, rule.Filter)
-			r.printf("    cannot use the payload: %v%s; the reading is ignored for this rule\n", r.invalid[rule.Name], fieldNote(rule))
+			why, _, _ := strings.Cut(r.invalid[rule.Name].Error(), "\n") // an expression's error draws a caret below
+			r.printf("    cannot use the payload: %s%s; the reading is ignored for this rule\n", why, fieldNote(rule))
 		default:
 			idle = append(idle, fmt.Sprintf("%s (%s)", rule.Name, rule.Filter))
 		}
@@ -308,6 +309,8 @@ func (r *run) summary() {
 		switch {
 		case s.State == alerts.Pending:
 			l = fmt.Sprintf("pending since %s: fires at %s if it still holds then", stamp(s.Since), stamp(s.Since.Add(rule.For)))
+		case s.State == alerts.Firing && !s.Notified && !s.RetryAt.IsZero():
+			l = fmt.Sprintf("firing since %s; its first mail, held back, is tried again at %s", stamp(s.Since), stamp(s.RetryAt))
 		case s.State == alerts.Firing && rule.Repeat > 0 && s.Notified:
 			l = fmt.Sprintf("firing since %s: a reminder at %s", stamp(s.Since), stamp(s.LastMail.Add(rule.Repeat)))
 		case s.State == alerts.Firing:

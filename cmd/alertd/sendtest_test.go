@@ -140,6 +140,18 @@ func TestSendTestSaysWhatToChange(t *testing.T) {
 	}
 }
 
+// TestSendTestRefusedRecipient: the server refuses the one recipient:
+// exit 1 and the last line names it with the server's words.
+func TestSendTestRefusedRecipient(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Users: map[string]string{mailUser: smtpPassword}})
+	srv.FailRcpt("nobody@example.org", -1, 550, [3]int{5, 1, 1}, "No such user")
+	r := alertd(t, []string{"SMTP_PASSWORD=" + smtpPassword}, "send-test", "-config", smtpFile(t, srv.Port, "starttls", srv.CAFile), "-to", "nobody@example.org")
+	want := fmt.Sprintf("FAILED: 127.0.0.1:%d refused every recipient: nobody@example.org (550 No such user)", srv.Port)
+	if r.code != 1 || lastLine(r.stdout) != want || !strings.Contains(r.stdout, "\nS: 550 5.1.1 No such user\n") {
+		t.Errorf("exit %d, last line %q, want exit 1 and %q\n%s", r.code, lastLine(r.stdout), want, r.stdout)
+	}
+}
+
 func TestSendTestWithoutSMTPWritesTheSpool(t *testing.T) {
 	dir := t.TempDir()
 	config := filepath.Join(dir, "alertd.yaml")

@@ -59,7 +59,7 @@ func (p *preflight) run(ctx context.Context) {
 	var me *mailer.Error
 	level := log.Warn
 	if errors.As(err, &me) {
-		why = explainFailure(server, me)
+		why = me.Explain(server)
 		if me.Kind == mailer.KindAuth || me.Kind == mailer.KindConfig {
 			level = log.Error // the settings, not a passing outage
 		}

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/mail"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/mailer"
@@ -33,9 +30,9 @@ func SendTest(ctx context.Context, cfg *config.Config, to []string, out io.Write
 	if err != nil {
 		return "FAILED: " + err.Error(), false
 	}
-	msg, env, err := testMail(a.from, to, a.mailTarget())
+	msg, env, err := mailer.TestMessage(a.from, to, a.mailTarget())
 	if err != nil {
-		return "FAILED: " + err.Error(), false
+		return "FAILED: -to " + err.Error(), false
 	}
 	if sp, ok := tr.(*mailer.Spool); ok {
 		if _, err := sp.Send(ctx, env, msg); err != nil {
@@ -48,7 +45,7 @@ func SendTest(ctx context.Context, cfg *config.Config, to []string, out io.Write
 	st.SetTranscript(out)
 	res, err := st.Send(ctx, env, msg)
 	_ = st.Close() // QUIT, in the transcript too
-	return sendVerdict(cfg.SMTP, res, err)
+	return sendVerdict(fmt.Sprintf("%s:%d", cfg.SMTP.Host, cfg.SMTP.Port), res, err)
 }
 
 // testRecipients are defaults.to, else the first rule's recipients.
@@ -64,82 +61,21 @@ func testRecipients(cfg *config.Config) []string {
 	return nil
 }
 
-func testMail(from string, to []string, target string) ([]byte, mailer.Envelope, error) {
-	env := mailer.Envelope{}
-	if a, err := mail.ParseAddress(from); err == nil {
-		env.From = a.Address
-	}
-	for _, t := range to {
-		a, err := mail.ParseAddress(t)
-		if err != nil {
-			return nil, env, fmt.Errorf("-to %q is not an address: %v", t, err)
-		}
-		env.To = append(env.To, a.Address)
-	}
-	host, _ := os.Hostname()
-	now := time.Now()
-	msg, err := mailer.Compose(mailer.Mail{
-		From: from, To: to, Subject: "alertd test mail", Date: now, MessageID: mailer.NewMessageID(now, from),
-		Body: fmt.Sprintf("This is a test mail from alertd send-test on %s, sent at %s through %s.\n\n"+
-			"If you can read it, alerts will reach you the same way.\n", host, now.Format(time.RFC1123Z), target),
-		Headers: map[string]string{"X-Alertd-Test": "send-test"},
-	})
-	return msg, env, err
-}
-
 // sendVerdict is the last line of send-test.
-func sendVerdict(s *config.SMTP, res mailer.Outcome, err error) (string, bool) {
-	server := fmt.Sprintf("%s:%d", s.Host, s.Port)
+func sendVerdict(server string, res mailer.Outcome, err error) (string, bool) {
 	var me *mailer.Error
 	switch {
 	case errors.As(err, &me):
-		return "FAILED: " + explainFailure(server, me), false
+		return "FAILED: " + me.Explain(server), false
 	case err != nil:
 		return "FAILED: " + err.Error(), false
 	case len(res.Accepted) == 0:
-		return "FAILED: " + server + " refused every recipient: " + rejections(res.Rejected), false
+		return "FAILED: " + server + " refused every recipient: " + mailer.Refused(res.Rejected), false
 	}
 	line := fmt.Sprintf("OK: %s accepted the test mail for %s (250): alerts can go out with these settings",
 		server, strings.Join(res.Accepted, ", "))
 	if len(res.Rejected) > 0 {
-		line += "; but it refused " + rejections(res.Rejected)
+		line += "; but it refused " + mailer.Refused(res.Rejected)
 	}
 	return line, true
-}
-
-// explainFailure says what failed and what to change, in plain words,
-// with the hint the mailer gives for the classic mistakes.
-func explainFailure(server string, me *mailer.Error) string {
-	var what string
-	switch me.Step {
-	case "connect":
-		what = "could not connect to " + server
-	case "tls", "starttls", "ehlo":
-		what = "could not set up a protected session with " + server
-	case "auth":
-		what = server + " refused the login"
-	default:
-		what = server + " refused the mail"
-	}
-	if me.Code != 0 {
-		what += fmt.Sprintf(" (it replied %d", me.Code)
-		if me.Enhanced != ([3]int{}) {
-			what += fmt.Sprintf(" %d.%d.%d", me.Enhanced[0], me.Enhanced[1], me.Enhanced[2])
-		}
-		what += fmt.Sprintf(" %q)", me.ServerText)
-	} else if me.Err != nil {
-		what += " (" + me.Err.Error() + ")"
-	}
-	if me.Hint == "" {
-		return what
-	}
-	return what + ". What to change: " + me.Hint
-}
-
-func rejections(rs []mailer.Rejection) string {
-	parts := make([]string, len(rs))
-	for i, r := range rs {
-		parts[i] = fmt.Sprintf("%s (%d %s)", r.Rcpt, r.Err.Code, r.Err.ServerText)
-	}
-	return strings.Join(parts, ", ")
 }

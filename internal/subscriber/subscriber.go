@@ -8,6 +8,10 @@
 // topics proceed in parallel. A message is acknowledged only after its
 // Handler returned nil, that is after any alert it caused is in the outbox:
 // a crash before that makes the broker deliver it again.
+//
+// Why the broker cannot be reached — its CONNACK refusal (MQTT 3.1.1
+// section 3.2.2.3), a refused connection, DNS, TLS — is logged in plain
+// words when it changes, not at every retry, and told by Why (why.go).
 package subscriber
 
 import (

@@ -2,6 +2,8 @@
 //
 //	alertd run   -config FILE   run until SIGINT/SIGTERM
 //	alertd check -config FILE   validate the configuration, connect nowhere
+//	alertd send-test -config FILE [-to ADDR]   send one test mail, showing the SMTP session
+//	alertd test -config FILE -topic T -payload P [-at TIME] | -events FILE   what the rules would do
 //	alertd reload -config FILE  make the running alertd re-read FILE (or kill -HUP)
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd silence add|list|remove -config FILE [...]
@@ -40,6 +42,12 @@ const usage = `usage: alertd <command> [flags]
 commands:
   run     -config FILE   run the service until SIGINT or SIGTERM
   check   -config FILE   validate FILE without connecting anywhere
+  send-test -config FILE [-to ADDR]
+                         send one test mail, printing the SMTP session
+  test    -config FILE -topic T -payload P|@FILE [-payload ...] [-at TIME] [-every 1m]
+  test    -config FILE -events FILE [-at TIME]
+                         what the rules would do with readings, and the mail they
+                         would send, without a broker, a store or the network
   reload  -config FILE   make the running alertd re-read FILE (as SIGHUP does)
   outbox  list|retry|drop -config FILE [ID|-all-dead]
                          show or fix the mail queue (running or stopped)
@@ -67,6 +75,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "check":
 		return cmdCheck(args[1:], stdout, stderr)
+	case "send-test":
+		return cmdSendTest(args[1:], stdout, stderr)
+	case "test":
+		return cmdTest(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
 	case "outbox":
@@ -224,7 +236,12 @@ func versionString() string {
 // should): an operator must not read a clean stop as a failure.
 type shutdownNoise struct{ slog.Handler }
 
-var pahoShutdownErrors = []string{"error triggered EOF", "disconnection already in progress"}
+var pahoShutdownErrors = []string{"error triggered EOF", "disconnection already in progress",
+	// paho's line for each failed connection attempt (every second while
+	// the broker is away): alertd logs the reason itself, in plain words,
+	// once per change.
+	"connect got error", "[client]   dial ", "[client]   tls: ", "[client]   x509: ", "[client]   websocket",
+	"CONNACK was not CONN_ACCEPTED"}
 
 func (h shutdownNoise) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.Handler.Enabled(ctx, l) || h.Handler.Enabled(ctx, slog.LevelDebug)

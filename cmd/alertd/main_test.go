@@ -123,11 +123,20 @@ func TestCheckShippedExample(t *testing.T) {
 	}
 }
 
-// TestCheckBadFile: every mistake in the file, one per line, positioned,
+// TestCheckBadFile: every mistake in each file, one per line, positioned,
 // in file order, and exit 2. Template mistakes come from compiling the
 // rules, not from loading the file, and must be among them.
 func TestCheckBadFile(t *testing.T) {
-	const file = "testdata/bad.yaml"
+	files, _ := filepath.Glob("testdata/*bad.yaml")
+	if len(files) < 3 {
+		t.Fatalf("want testdata/bad.yaml, mistakes.bad.yaml and indent.bad.yaml, found %v", files)
+	}
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) { checkBadFile(t, file) })
+	}
+}
+
+func checkBadFile(t *testing.T, file string) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)

@@ -213,7 +213,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	a.smtpIn, a.httpIn = smtpIn, httpIn
 	g, gctx := errgroup.WithContext(ctx)
-	srcs := sources{{name: "mqtt", ready: sub.Ready, why: "not subscribed yet"}}
+	srcs := sources{{name: "mqtt", ready: sub.Ready, why: "not subscribed yet", reason: sub.Why}}
 	if smtpIn != nil {
 		var up serving
 		srcs = append(srcs, source{name: "smtp", ready: up.ready, why: "not serving"})
@@ -230,9 +230,14 @@ func (a *App) Run(ctx context.Context) (err error) {
 		a.metrics.SourceUp(s.name, s.ready)
 	}
 	a.sources = srcs
+	pf, err := a.newPreflight()
+	if err != nil {
+		closeAll(smtpIn, httpIn)
+		return err
+	}
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Queue: a.outbox, Reloader: a,
+			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Queue: a.outbox, Reloader: a,
 			Silences: silenceAdmin{a.silences, a.ruleNames, func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
 			Log:      a.log,
 		}); err != nil {
@@ -241,6 +246,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
+	g.Go(func() error { pf.run(gctx); return nil })
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })
@@ -388,13 +394,15 @@ func (a *App) HTTPIngressAddr() string {
 	return a.httpIn.Addr()
 }
 
-// footer is what every mail ends with: this host, the status page, and
-// the configuration file for the silence command.
-func (a *App) footer() notify.Footer {
+func (a *App) footer() notify.Footer { return Footer(a.cfg) }
+
+// Footer is what every mail of cfg ends with: this host, the status page,
+// and the configuration file for the silence command.
+func Footer(cfg *config.Config) notify.Footer {
 	host, _ := os.Hostname()
-	cfg := a.cfg.File
-	if abs, err := filepath.Abs(cfg); err == nil && cfg != "" {
-		cfg = abs
+	file := cfg.File
+	if abs, err := filepath.Abs(file); err == nil && file != "" {
+		file = abs
 	}
-	return notify.Footer{Host: host, StatusURL: a.cfg.HTTP.ExternalURL, Config: cfg}
+	return notify.Footer{Host: host, StatusURL: cfg.HTTP.ExternalURL, Config: file}
 }

@@ -105,8 +105,11 @@ func TestPermanentRefusalGoesToDeadLetters(t *testing.T) {
 func TestAuthFailureKeepsMailQueuedAndSaysSoOnce(t *testing.T) {
 	broker := mqtttest.Start(t)
 	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Users: map[string]string{"alerts@example.org": smtpPassword}})
-	srv.Fail("AUTH", 3, 535, [3]int{5, 7, 8}, "Username and Password not accepted")
+	// The first refusal is the preflight's at start; the deliverer meets
+	// the other three.
+	srv.Fail("AUTH", 4, 535, [3]int{5, 7, 8}, "Username and Password not accepted")
 	app := startApp(t, t.TempDir(), smtpConfig(t, broker.URL(), srv.Port, "starttls", srv.CAFile, "", greenhouse))
+	waitFor(t, 5*time.Second, "preflight done", func() bool { return strings.Contains(app.logs.String(), "smtp preflight failed") })
 	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "sensors/salon/telemetry", `{"temp": 40}`)
 
 	srv.WaitMessages(t, 1, 15*time.Second)

@@ -13,6 +13,9 @@ type source struct {
 	name  string
 	ready func() bool
 	why   string // what /healthz says while it is not ready
+	// reason, when set and not "", says better than why what is wrong
+	// (the broker refused the credentials...).
+	reason func() string
 }
 
 // sources is the set Run started; it is fixed once Run has started.
@@ -22,6 +25,11 @@ func (ss sources) health() []httpapi.SourceHealth {
 	out := make([]httpapi.SourceHealth, len(ss))
 	for i, s := range ss {
 		out[i] = httpapi.SourceHealth{Name: s.name, Ready: s.ready(), Why: s.why}
+		if s.reason != nil {
+			if r := s.reason(); r != "" {
+				out[i].Why = r
+			}
+		}
 	}
 	return out
 }

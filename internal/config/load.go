@@ -89,7 +89,8 @@ func parseYAML(data []byte, file string) (*yaml.Node, Errors) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil // an empty file is the embedded default
 		}
-		errs.Add(file, syntaxPos(err), "%s", syntaxMsg(err))
+		pos, msg := syntaxError(data, err)
+		errs.Add(file, pos, "%s", msg)
 		return nil, errs
 	}
 	var extra yaml.Node
@@ -97,7 +98,8 @@ func parseYAML(data []byte, file string) (*yaml.Node, Errors) {
 		errs.Add(file, posOf(&extra), "a second YAML document is not allowed (remove the extra ---)")
 		return nil, errs
 	} else if !errors.Is(err, io.EOF) {
-		errs.Add(file, syntaxPos(err), "%s", syntaxMsg(err))
+		pos, msg := syntaxError(data, err)
+		errs.Add(file, pos, "%s", msg)
 		return nil, errs
 	}
 	if len(doc.Content) == 0 {

@@ -331,7 +331,8 @@ func TestSMTPSecurityAndPortDefaults(t *testing.T) {
 		{"security: tls", "tls", 465},
 		{"security: none", "none", 25},
 		{"security: starttls", "starttls", 587},
-		{"{security: tls, port: 587}", "tls", 587}, // as written; mailer explains the mismatch when it connects
+		{"{security: tls, port: 2465}", "tls", 2465},           // a port of one's own: as written
+		{"{security: starttls, port: 2525}", "starttls", 2525}, // (465 and 587 mismatched: port*.bad.yaml)
 	} {
 		t.Run(tc.keys, func(t *testing.T) {
 			keys := strings.Trim(tc.keys, "{}")

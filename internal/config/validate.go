@@ -160,6 +160,7 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	if !oneOf(s.Security, "starttls", "tls", "none") {
 		add(s.Pos.At("security"), "smtp.security: %q is not one of starttls, tls, none", s.Security)
 	}
+	s.validatePortSecurity(add)
 	if !oneOf(s.Auth, "auto", "plain", "login", "xoauth2", "oauthbearer", "none") {
 		add(s.Pos.At("auth"), "smtp.auth: %q is not one of auto, plain, login, xoauth2, oauthbearer, none", s.Auth)
 	}
@@ -214,6 +215,23 @@ func (s *SMTP) validate(add func(Pos, string, ...any)) {
 	s.TLS.validate("smtp.tls", add)
 }
 
+// validatePortSecurity refuses the two mixes of port and security that
+// cannot work with any provider (RFC 8314 section 3.3: 465 is implicit
+// TLS, 587 is submission with STARTTLS): the client would wait for a
+// greeting that comes only after a TLS handshake, or send a TLS handshake
+// to a server that greets in plaintext. Other ports are servers of one's
+// own, where either may be right, so an explicit security stays allowed.
+func (s *SMTP) validatePortSecurity(add func(Pos, string, ...any)) {
+	switch {
+	case s.Port == 465 && s.Security == "starttls":
+		add(s.Pos.At("security"), "smtp.security: starttls cannot work on port 465, which speaks TLS from the first byte; "+
+			"set security: tls (or port: 587 for STARTTLS)")
+	case s.Port == 587 && s.Security == "tls":
+		add(s.Pos.At("security"), "smtp.security: tls cannot work on port 587, which greets in plaintext and expects STARTTLS; "+
+			"set security: starttls (or port: 465 for implicit TLS)")
+	}
+}
+
 var ruleName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func (r *Rule) validate(i int, defaults *Rule, add func(Pos, string, ...any)) {
@@ -228,11 +246,18 @@ func (r *Rule) validate(i int, defaults *Rule, add func(Pos, string, ...any)) {
 	case !ruleName.MatchString(r.Name):
 		add(at("name"), "%s: name may use letters, digits, '_', '.' and '-' (at most 128)", label)
 	}
-	if r.Topic == "" {
-		// At the key when it is there but empty, or did not decode.
+	switch {
+	case r.Topic == "" && (r.Pos.Has("topic") || defaults.Pos.Has("topic")):
+		// Written but empty: mostly "topic: #", which YAML reads as a key
+		// with no value, the # starting a comment.
+		add(at("topic"), "%s: topic is empty: an unquoted # starts a YAML comment, so topic: # means no topic at all; "+
+			"quote the filter: topic: \"#\"", label)
+	case r.Topic == "":
 		add(at("topic"), "%s: topic is required (an MQTT filter such as sensors/+/telemetry)", label)
-	} else if err := topic.ValidateFilter(r.Topic); err != nil {
-		add(at("topic"), "%s: invalid topic filter %q: %v", label, r.Topic, err)
+	default:
+		if err := topic.ValidateFilter(r.Topic); err != nil {
+			add(at("topic"), "%s: invalid topic filter %q: %v", label, r.Topic, err)
+		}
 	}
 	if strings.HasPrefix(r.Field, ".") || strings.HasSuffix(r.Field, ".") || strings.Contains(r.Field, "..") {
 		add(at("field"), "%s: field %q is not a dot path like power.battery", label, r.Field)

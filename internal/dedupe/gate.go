@@ -150,15 +150,15 @@ func (g *Gate) Read(tx *store.Tx, c Candidate) (Window, error) {
 // rule's window and count to its group mail, and reports 0.
 func (g *Gate) Pass(tx *store.Tx, c Candidate, w Window, now time.Time) (uint64, error) {
 	var suppressed uint64
+	after := w.Passed(c, now)
 	if !c.Member {
 		suppressed = w.Held
-		sent := append(prune(w.Sent, c, now), now.UnixNano())
-		if err := saveRule(tx, c.Rule, ruleState{sent: sent}); err != nil {
+		if err := saveRule(tx, c.Rule, ruleState{sent: after.Sent, held: after.Held}); err != nil {
 			return 0, err
 		}
 	}
 	if c.Cooldown > 0 {
-		if err := tx.Bucket(store.BucketSeries).Put(seriesKey(c), encodeTime(now)); err != nil {
+		if err := tx.Bucket(store.BucketSeries).Put(seriesKey(c), encodeTime(after.LastMail)); err != nil {
 			return 0, err
 		}
 	}
@@ -168,7 +168,8 @@ func (g *Gate) Pass(tx *store.Tx, c Candidate, w Window, now time.Time) (uint64,
 // Hold records, in tx, that c's mail was held back, w being what Read
 // returned in tx: the next mail of the rule counts it.
 func (g *Gate) Hold(tx *store.Tx, c Candidate, w Window) error {
-	return saveRule(tx, c.Rule, ruleState{held: w.Held + 1, sent: w.Sent})
+	after := w.HeldBack()
+	return saveRule(tx, c.Rule, ruleState{held: after.Held, sent: after.Sent})
 }
 
 // unreadable moves a value the gate cannot decode to quarantine when tx

@@ -96,10 +96,18 @@ type SourceHealth struct {
 	Why   string // what /healthz says while it is not ready
 }
 
+// Check is one more finding /healthz?verbose=1 shows, such as the SMTP
+// preflight; it never changes the status.
+type Check struct {
+	Name   string
+	Status string
+}
+
 // Options configure the endpoint.
 type Options struct {
 	Registry *prometheus.Registry
 	Health   func() []SourceHealth // each source's readiness
+	Checks   func() []Check        // nil: none
 	Queue    Queue                 // nil: no outbox API
 	Silences Silences              // nil: no silences API
 	Reloader Reloader              // nil: no reload API
@@ -115,12 +123,17 @@ func Listen(addr string, o Options) (*Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		health := o.Health()
 		var down []string
-		for _, s := range o.Health() {
+		for _, s := range health {
 			if !s.Ready {
 				down = append(down, s.Name+": "+s.Why)
 			}
+		}
+		if r.URL.Query().Get("verbose") != "" {
+			verbose(w, health, o.Checks, len(down) == 0)
+			return
 		}
 		if len(down) > 0 {
 			http.Error(w, strings.Join(down, "\n"), http.StatusServiceUnavailable)
@@ -155,6 +168,31 @@ func Listen(addr string, o Options) (*Server, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return &Server{srv: srv, ln: ln}, nil
+}
+
+// verbose answers /healthz?verbose=1: the same status as /healthz, and a
+// line for every source, ready or not, and every check.
+func verbose(w http.ResponseWriter, health []SourceHealth, checks func() []Check, ready bool) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	status, code := "ok", http.StatusOK
+	if !ready {
+		status, code = "not ready", http.StatusServiceUnavailable
+	}
+	w.WriteHeader(code)
+	fmt.Fprintln(w, "status:", status)
+	for _, s := range health {
+		why := "ready"
+		if !s.Ready {
+			why = "not ready: " + s.Why
+		}
+		fmt.Fprintf(w, "%s: %s\n", s.Name, why)
+	}
+	if checks != nil {
+		for _, c := range checks() {
+			fmt.Fprintf(w, "%s: %s\n", c.Name, c.Status)
+		}
+	}
 }
 
 // Addr is the bound address (useful with port 0).

@@ -8,7 +8,11 @@
 // per RFC 4616 and LOGIN, per-recipient results, RSET after a failed
 // transaction as RFC 5321 section 4.1.1.5 allows) or, with no SMTP server
 // configured, a spool directory of .eml files (spool.go). Every failure is
-// classified (errors.go) as retry or permanent, keeping the server's words.
+// classified (errors.go) as retry or permanent, keeping the server's words,
+// and explained in plain words with what to change (explain.go). A session
+// can be set up and ended without sending anything (probe.go, the preflight
+// at start) and recorded as a transcript with every AUTH payload redacted
+// (transcript.go, for send-test).
 //
 // The mailer composes from rendered text and never imports the rules.
 package mailer

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/emersion/go-smtp"
 )
@@ -155,6 +156,7 @@ func (t *SMTPTransport) classify(step string, err error) *Error {
 	var hostErr x509.HostnameError
 	var invalid x509.CertificateInvalidError
 	var verify *tls.CertificateVerificationError
+	var dnsErr *net.DNSError
 	switch {
 	case errors.As(err, &rh) || strings.Contains(err.Error(), "wrong version number") ||
 		strings.Contains(err.Error(), "first record does not look like a TLS handshake"):
@@ -170,6 +172,10 @@ func (t *SMTPTransport) classify(step string, err error) *Error {
 		e.Kind = KindConfig
 		e.Err = errors.New("the server does not offer STARTTLS")
 		e.Hint = fmt.Sprintf("port %d may expect security: tls (465), or the server has no TLS (security: none, only on a trusted network)", port)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		e.Hint = fmt.Sprintf("nothing listens on port %d of %s; check smtp.host and smtp.port (587 for STARTTLS, 465 for implicit TLS)", port, t.opts.Host)
+	case errors.As(err, &dnsErr) && !dnsErr.IsTimeout:
+		e.Hint = fmt.Sprintf("the name %q does not resolve; check smtp.host and this machine's DNS", t.opts.Host)
 	case isTimeout(err) && t.opts.Security != SecurityTLS && (step == "connect" || step == "ehlo" || step == "starttls"):
 		e.Hint = fmt.Sprintf("no greeting from the server; if port %d is an implicit-TLS port (465), set security: tls", port)
 	case isTimeout(err):

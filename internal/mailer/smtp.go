@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -40,6 +41,10 @@ type SMTPOptions struct {
 	// Tokens supplies access tokens for xoauth2 and oauthbearer (and for
 	// auto, which then logs in with a token instead of Password).
 	Tokens TokenSource
+	// Transcript, when set, receives each session as it happens: "C: " and
+	// "S: " lines with every AUTH payload redacted, and the TLS in use
+	// (alertd send-test). nil costs nothing.
+	Transcript io.Writer
 }
 
 // idleCheck is how long a connection may sit unused before it is probed
@@ -180,6 +185,7 @@ func (t *SMTPTransport) dial(ctx context.Context) (*smtp.Client, error) {
 	conn := &deadlineConn{Conn: raw, timeout: o.Timeout, clamp: true}
 	stop := context.AfterFunc(ctx, func() { _ = raw.Close() })
 	defer stop()
+	tr := newTranscript(o.Transcript) // nil unless asked for
 
 	var c *smtp.Client
 	switch o.Security {
@@ -189,15 +195,17 @@ func (t *SMTPTransport) dial(ctx context.Context) (*smtp.Client, error) {
 			_ = raw.Close()
 			return nil, t.classify("tls", err)
 		}
-		c = smtp.NewClient(tc)
+		tr.encrypted(tc.ConnectionState())
+		c = smtp.NewClient(tr.plain(tc))
 	case SecurityStartTLS:
-		c, err = smtp.NewClientStartTLS(conn, o.TLSConfig)
+		c, err = smtp.NewClientStartTLS(tr.plain(conn), o.TLSConfig)
 		if err != nil {
 			_ = raw.Close()
 			return nil, t.classify("starttls", err)
 		}
+		tr.afterSTARTTLS(c)
 	default:
-		c = smtp.NewClient(conn)
+		c = smtp.NewClient(tr.plain(conn))
 	}
 	c.CommandTimeout = o.Timeout
 	c.SubmissionTimeout = 2 * o.Timeout

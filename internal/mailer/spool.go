@@ -53,6 +53,9 @@ func (s *Spool) Send(_ context.Context, env Envelope, msg []byte) (Outcome, erro
 	return Outcome{Accepted: env.To}, nil
 }
 
+// Path is where Send writes msg.
+func (s *Spool) Path(msg []byte) string { return filepath.Join(s.Dir, spoolName(msg)) }
+
 // Close has nothing to release.
 func (s *Spool) Close() error { return nil }
 

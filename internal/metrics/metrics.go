@@ -5,6 +5,8 @@
 package metrics
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -39,6 +41,9 @@ type Metrics struct {
 	ConfigReloads      *prometheus.CounterVec // by result: success, error
 	ConfigLastReloadOK prometheus.Gauge
 	ConfigLastReloadAt prometheus.Gauge
+
+	preflightOnce sync.Once
+	preflightOK   prometheus.Gauge
 }
 
 // New registers every metric on a fresh registry.
@@ -98,6 +103,22 @@ func New() *Metrics {
 		m.MailAttempts.WithLabelValues(result)
 	}
 	return m
+}
+
+// SMTPPreflight exports the outcome of the SMTP preflight at start as
+// alertd_smtp_preflight_ok (1 passed, 0 failed). The metric is absent until
+// the preflight has an outcome, and without an smtp section.
+func (m *Metrics) SMTPPreflight(ok bool) {
+	m.preflightOnce.Do(func() {
+		m.preflightOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "alertd_smtp_preflight_ok",
+			Help: "1 when the SMTP preflight at start (connect, EHLO, STARTTLS, AUTH, QUIT; no mail) passed, 0 when it failed."})
+		m.Registry.MustRegister(m.preflightOK)
+	})
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.preflightOK.Set(v)
 }
 
 // TrackSeries exports alertd_series{rule} and alertd_series_evicted_total{rule}

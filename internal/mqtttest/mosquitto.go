@@ -21,11 +21,16 @@ import (
 
 // Mosquitto is a broker process owned by one test.
 type Mosquitto struct {
-	t    testing.TB
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	exit chan struct{}
+	t     testing.TB
+	dir   string
+	port  int
+	cmd   *exec.Cmd
+	exit  chan struct{}
+	users map[string]string // nil: anonymous clients are allowed
+	// CAFile is, for a broker from StartTLS, the PEM of its self-signed
+	// certificate (mqtt.tls.ca_file).
+	CAFile string
+	tls    string // listener lines for TLS, "" for plain MQTT
 }
 
 // Binary finds the mosquitto executable.
@@ -50,6 +55,32 @@ func Start(t testing.TB) *Mosquitto {
 	return m
 }
 
+// StartWithUsers runs a broker that lets in only these users (name →
+// password), from a password file made with mosquitto_passwd, as an
+// operator sets one up.
+func StartWithUsers(t testing.TB, users map[string]string) *Mosquitto {
+	t.Helper()
+	m := &Mosquitto{t: t, dir: t.TempDir(), port: freePort(t), users: users}
+	m.start()
+	t.Cleanup(m.Stop)
+	return m
+}
+
+// StartOn runs a broker on addr (127.0.0.1:port), for a test that needs
+// it where a client already tries to connect.
+func StartOn(t testing.TB, addr string) *Mosquitto {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	port, perr := strconv.Atoi(p)
+	if err != nil || perr != nil {
+		t.Fatalf("mqtttest.StartOn(%q): not 127.0.0.1:port", addr)
+	}
+	m := &Mosquitto{t: t, dir: t.TempDir(), port: port}
+	m.start()
+	t.Cleanup(m.Stop)
+	return m
+}
+
 func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,8 +97,7 @@ func (m *Mosquitto) start() {
 		m.t.Fatal(err)
 	}
 	conf := fmt.Sprintf(`listener %d 127.0.0.1
-allow_anonymous true
-persistence true
+%s%spersistence true
 persistence_location %s/
 autosave_interval 1
 max_queued_messages 0
@@ -76,7 +106,7 @@ log_dest file %s
 log_type error
 log_type warning
 log_type notice
-`, m.port, m.dir, filepath.Join(m.dir, "mosquitto.log"))
+`, m.port, m.tls, m.access(), m.dir, filepath.Join(m.dir, "mosquitto.log"))
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // else it drops to a user that cannot write t.TempDir()
 	}
@@ -105,6 +135,24 @@ log_type notice
 		}
 	}
 	m.t.Fatalf("mosquitto did not listen on %s within 10s", m.Addr())
+}
+
+// access is the configuration lines that say who may connect.
+func (m *Mosquitto) access() string {
+	if m.users == nil {
+		return "allow_anonymous true\n"
+	}
+	file := filepath.Join(m.dir, "passwd")
+	for user, pass := range m.users {
+		args := []string{"-b", file, user, pass}
+		if _, err := os.Stat(file); err != nil {
+			args = append([]string{"-c"}, args...) // create it
+		}
+		if out, err := exec.Command("mosquitto_passwd", args...).CombinedOutput(); err != nil {
+			m.t.Fatalf("mosquitto_passwd (Debian's mosquitto package has it): %v\n%s", err, out)
+		}
+	}
+	return "allow_anonymous false\npassword_file " + file + "\n"
 }
 
 // Addr is host:port.

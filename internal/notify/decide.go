@@ -114,9 +114,11 @@ func Decide(f Facts) Decision {
 	return Decision{Route: Outbox, Suppressed: f.Window.Held}
 }
 
-// candidate is what the gate keeps for a rule's series. A grouped rule's
+// Candidate is what the gate keeps for a rule's series. A grouped rule's
 // lines are members: only the cooldown applies to them, and the rate
 // limit to the group mails.
+func Candidate(r *rules.Rule, series string) dedupe.Candidate { return candidate(r, series) }
+
 func candidate(r *rules.Rule, series string) dedupe.Candidate {
 	return dedupe.Candidate{
 		Rule: r.Name, Series: series, Cooldown: r.Cooldown,

@@ -37,6 +37,9 @@ func (f Footer) silenceCommand(rule, series string) string {
 
 // text is the plain-text footer, after the signature separator.
 func (f Footer) text(rule, series string) string {
+	if f.Host == "" {
+		f.Host = "this machine"
+	}
 	var b strings.Builder
 	b.WriteString("\n-- \nSent by alertd on " + f.Host + ".")
 	if f.StatusURL != "" {
@@ -117,11 +120,14 @@ func headline(d *rules.Data) string {
 }
 
 // alertHTMLFor renders the HTML part of n's mail.
-func (nf *Notifier) alertHTMLFor(n *rules.Notification, suppressed uint64, subject string) (string, error) {
+func alertHTMLFor(footer Footer, n *rules.Notification, suppressed uint64, subject string) (string, error) {
+	if footer.Host == "" {
+		footer.Host = "this machine"
+	}
 	d := n.Data(suppressed)
 	var b bytes.Buffer
 	err := alertTmpl.Execute(&b, alertHTML{Data: d, Subject: subject, Headline: headline(&d), Colour: colour(d.State, d.Severity),
-		Footer: nf.footer, Silence: nf.footer.silenceCommand(n.Rule.Name, n.Series)})
+		Footer: footer, Silence: footer.silenceCommand(n.Rule.Name, n.Series)})
 	return b.String(), err
 }
 

@@ -286,6 +286,41 @@ func (nf *Notifier) decided(log *slog.Logger, n *rules.Notification, kind alerts
 	return Outcome{Mailed: true, RetryAt: d.RetryAt}
 }
 
+// ComposeMail renders n's mail and builds its bytes as the outbox holds
+// them: from, the rule's recipients, the subject and body of its
+// templates with footer, an HTML part, Date the transition's time in the
+// rule's zone, Message-ID msgID, and a reply to thread when the episode
+// had a mail before. A later mail of an episode takes the first mail's
+// subject (threadSubject) with "Re: " when the rule threads: Gmail groups
+// a conversation only by the same subject, Outlook's conversation view by
+// the subject without its prefix, and both by the In-Reply-To and
+// References headers a reply also has. The state is then told by the
+// body's first line, which inbox lists show beside the subject. It also
+// returns the subject.
+func ComposeMail(from string, footer Footer, n *rules.Notification, suppressed uint64, msgID, thread, threadSubject string) (string, []byte, error) {
+	subject, body, err := n.Render(suppressed)
+	if err != nil {
+		// A template that parsed and dry-ran at load can still fail on
+		// real data ({{index .Wildcards 3}}): send the alert anyway.
+		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
+		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
+	}
+	if thread != "" && threadSubject != "" && n.Rule.Thread {
+		subject = "Re: " + strings.TrimPrefix(threadSubject, "Re: ")
+	}
+	html, err := alertHTMLFor(footer, n, suppressed, subject)
+	if err != nil {
+		return "", nil, err
+	}
+	msg, err := mailer.Compose(mailer.Mail{
+		From: from, To: n.Rule.To, Subject: subject, Body: body + footer.text(n.Rule.Name, n.Series), HTML: html,
+		Date: n.Rule.InZone(n.At), MessageID: msgID, InReplyTo: thread,
+		Urgent:  n.Rule.Severity == "critical" && n.State != rules.StateResolved,
+		Headers: map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
+	})
+	return subject, msg, err
+}
+
 // envelopeTo is the bare addresses of a rule's recipients.
 func (nf *Notifier) envelopeTo(r *rules.Rule) []string {
 	rcpts := make([]string, 0, len(r.To))
@@ -297,37 +332,13 @@ func (nf *Notifier) envelopeTo(r *rules.Rule) []string {
 	return rcpts
 }
 
-// entry renders and composes the mail for n. A later mail of an episode
-// (thread set) takes the first mail's subject with "Re: ", when the rule
-// threads: Gmail groups a conversation only by the same subject, Outlook's
-// conversation view by the subject without its prefix, and both by the
-// In-Reply-To and References headers a reply also has. The state is then
-// told by the body's first line, which inbox lists show as the preview.
+// entry renders and composes the mail for n.
 func (nf *Notifier) entry(n *rules.Notification, suppressed uint64, msgID, thread, threadSubject string) (*outbox.Entry, error) {
-	subject, body, err := n.Render(suppressed)
-	if err != nil {
-		// A template that parsed and dry-ran at load can still fail on
-		// real data ({{index .Wildcards 3}}): send the alert anyway.
-		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
-		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
-	}
-	if thread != "" && threadSubject != "" && n.Rule.Thread {
-		subject = "Re: " + strings.TrimPrefix(threadSubject, "Re: ")
-	}
-	html, err := nf.alertHTMLFor(n, suppressed, subject)
+	subject, msg, err := ComposeMail(nf.from, nf.footer, n, suppressed, msgID, thread, threadSubject)
 	if err != nil {
 		return nil, err
 	}
 	rcpts := nf.envelopeTo(n.Rule)
-	msg, err := mailer.Compose(mailer.Mail{
-		From: nf.from, To: n.Rule.To, Subject: subject, Body: body + nf.footer.text(n.Rule.Name, n.Series), HTML: html,
-		Date: n.Rule.InZone(n.At), MessageID: msgID, InReplyTo: thread,
-		Urgent:  n.Rule.Severity == "critical" && n.State != rules.StateResolved,
-		Headers: map[string]string{"X-Alertd-Rule": n.Rule.Name, "X-Alertd-State": n.State},
-	})
-	if err != nil {
-		return nil, err
-	}
 	return &outbox.Entry{
 		Rule: n.Rule.Name, Series: n.Series, From: nf.envFrom, To: rcpts, Subject: subject,
 		MessageID: msgID, Message: msg, Created: nf.now(), Next: nf.now(),

@@ -230,11 +230,35 @@ rules:
 	if !errors.As(err, &errs) || len(errs) != 2 {
 		t.Fatalf("want 2 positioned errors, got %v", err)
 	}
-	if got := errs[0].Error(); !strings.HasPrefix(got, "r.yaml:6:14: ") || !strings.Contains(got, "Vaule") {
+	if got := errs[0].Error(); !strings.HasPrefix(got, "r.yaml:6:14: ") || !strings.HasSuffix(got, "can't evaluate field Vaule in type *rules.Data (did you mean .Value?)") {
 		t.Errorf("first error %q", got)
 	}
 	if got := errs[1].Error(); !strings.HasPrefix(got, "r.yaml:10:11: ") {
 		t.Errorf("second error %q", got)
+	}
+}
+
+// TestTemplateTypoSuggestsTheField: a field the template data does not
+// have gets the nearest one, in any case; nothing close, no guess.
+func TestTemplateTypoSuggestsTheField(t *testing.T) {
+	for _, tc := range []struct{ subject, want string }{
+		{"{{.value}}", "can't evaluate field value in type *rules.Data (did you mean .Value?)"},
+		{"{{.Devce}}", "(did you mean .Device?)"},
+		{"{{.Treshold}}", "(did you mean .Threshold?)"},
+		{`{{.Time.Fromat "15:04"}}`, "can't evaluate field Fromat in type rules.Time (did you mean .Format?)"},
+		{"{{.Humidity}}", "can't evaluate field Humidity in type *rules.Data"},
+	} {
+		cfg, err := config.Load(strings.NewReader("defaults: {to: [a@example.org]}\nrules:\n  - {name: r, topic: a/b, above: 1, subject: '"+tc.subject+"'}\n"), "r.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Compile(cfg, nil)
+		if err == nil || !strings.HasSuffix(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error ending %q", tc.subject, err, tc.want)
+		}
+		if strings.HasSuffix(tc.want, "Data") && strings.Contains(err.Error(), "did you mean") {
+			t.Errorf("%s: a guess without a close field: %v", tc.subject, err)
+		}
 	}
 }
 

@@ -133,10 +133,10 @@ func parseTemplates(rc *config.Rule, r *Rule, cache map[string]*template.Templat
 		sample := sampleData(r)
 		variant(&sample)
 		if _, err := render(t.subject, &sample, maxBody); err != nil {
-			return t, &templateError{"subject", err}
+			return t, &templateError{"subject", suggestField(err)}
 		}
 		if _, err := render(t.body, &sample, maxBody); err != nil {
-			return t, &templateError{"body", err}
+			return t, &templateError{"body", suggestField(err)}
 		}
 	}
 	cache[shape] = nil

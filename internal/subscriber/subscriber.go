@@ -8,6 +8,10 @@
 // topics proceed in parallel. A message is acknowledged only after its
 // Handler returned nil, that is after any alert it caused is in the outbox:
 // a crash before that makes the broker deliver it again.
+//
+// Why the broker cannot be reached — its CONNACK refusal (MQTT 3.1.1
+// section 3.2.2.3), a refused connection, DNS, TLS — is logged in plain
+// words when it changes, not at every retry, and told by Why (why.go).
 package subscriber
 
 import (
@@ -67,6 +71,10 @@ type Subscriber struct {
 	done    chan struct{}
 	ready   atomic.Bool
 	client  mqtt.Client
+
+	why    atomic.Pointer[string] // the last failed attempt's reason; nil once connected
+	whyMu  sync.Mutex             // guards logged
+	logged string                 // the reason logged last, "" once connected
 
 	published chan published // publishes to confirm, bounded
 
@@ -206,6 +214,7 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 		SetWriteTimeout(10 * time.Second). // paho's default 0 can block forever
 		SetDefaultPublishHandler(s.onMessage).
 		SetOnConnectHandler(s.onConnect).
+		SetConnectionNotificationHandler(s.onNotification). // why an attempt failed
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.ready.Store(false)
 			s.opts.Connected(false)
@@ -220,6 +229,7 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 // onConnect (re)subscribes. Subscribing is idempotent, so it runs after
 // every connect whether or not the broker kept the session.
 func (s *Subscriber) onConnect(c mqtt.Client) {
+	s.connected()
 	s.opts.Connected(true)
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -6,9 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-version=${1:-$(git describe --tags --always --dirty 2>/dev/null | sed 's/^v//' || echo 0.0.0)}
-# Debian versions start with a digit.
-case "$version" in [0-9]*) ;; *) version="0.0.0+git${version}" ;; esac
+# The version: the argument, else the last v-tag (v1.2.0-3-gabc1234 →
+# 1.2.0-3-gabc1234), else 0.0.0+git<commit> (Debian versions must start
+# with a digit, and sort below any release).
+version=${1:-$(git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' || true)}
+[ -n "$version" ] || version="0.0.0+git$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
 nfpm="github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2"
 
 mkdir -p dist

@@ -206,6 +206,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 	a.sub = sub
 	if t := a.cfg.MQTT.StateTopic; t != "" {
 		a.notify.StateTopic, a.notify.Publish = t, sub.Publish
+		if a.cfg.MQTT.HomeAssistantDiscovery {
+			host, _ := os.Hostname()
+			a.notify.EnableDiscovery(notify.Discovery{Prefix: a.cfg.MQTT.DiscoveryPrefix, StatusTopic: statusTopic(a.cfg), Node: host})
+		}
 	}
 	smtpIn, httpIn, err := a.listenIngress()
 	if err != nil {
@@ -251,10 +255,13 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })
 	g.Go(func() error { return a.runPrune(gctx) })
-	g.Go(func() error { return a.eng.RunCheckpoints(gctx, a.cfg.Store.CheckpointInterval.D()) })
-	g.Go(func() error { return a.deliverer().Run(gctx) })
-	close(a.started)
+	// What the goroutines read of the configuration is read here, before
+	// Started lets a reload replace it.
+	checkpoint, deliverer := a.cfg.Store.CheckpointInterval.D(), a.deliverer()
+	g.Go(func() error { return a.eng.RunCheckpoints(gctx, checkpoint) })
+	g.Go(func() error { return deliverer.Run(gctx) })
 	a.log.Info("alertd running", "rules", len(a.engine.Rules()), "broker", brokerURL, "mail", a.mailTarget())
+	close(a.started)
 	err = g.Wait()
 	a.eng.SaveLastSeen() // now that no reading changes them
 	a.log.Info("alertd stopped")
@@ -281,7 +288,7 @@ func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
 	return subscriber.New(subscriber.Options{
 		Broker: brokerURL, ClientID: m.ClientID, Username: m.Username, Password: m.Password.Reveal(),
 		QoS: byte(m.QoS), TLS: tlsCfg, Filters: a.engine.Filters(), Log: a.log.With("component", "mqtt"),
-		Stale: a.sessionFilters(), Held: a.saveSessionFilters,
+		Stale: a.sessionFilters(), Held: a.saveSessionFilters, StatusTopic: statusTopic(a.cfg),
 		Connected: func(up bool) {
 			if up {
 				a.metrics.MQTTConnected.Set(1)
@@ -405,4 +412,13 @@ func Footer(cfg *config.Config) notify.Footer {
 		file = abs
 	}
 	return notify.Footer{Host: host, StatusURL: cfg.HTTP.ExternalURL, Config: file}
+}
+
+// statusTopic is where alertd says online/offline: <state_topic>/status,
+// when state_topic is set.
+func statusTopic(cfg *config.Config) string {
+	if cfg.MQTT.StateTopic == "" {
+		return ""
+	}
+	return cfg.MQTT.StateTopic + "/status"
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -353,5 +354,48 @@ func TestSecondInstanceOnSameStoreFailsFast(t *testing.T) {
 	}
 	if info, err := os.Stat(filepath.Join(dir, "alertd.db")); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("store file mode %v (err %v), want 0600", info.Mode().Perm(), err)
+	}
+}
+
+// Home Assistant discovery against a real Mosquitto: the series' retained
+// config makes a problem binary_sensor that reads its state topic and
+// alertd's online/offline status; a reload that removes the rule removes
+// the entity (an empty retained config); a clean stop says offline.
+func TestHomeAssistantDiscovery(t *testing.T) {
+	broker := mqtttest.Start(t)
+	dir := t.TempDir()
+	rule := `
+  - {name: hot, topic: "gh/+/t", field: temp, above: 30, cooldown: 0s}
+`
+	first := strings.Replace(spoolConfig(broker.URL(), rule), "mqtt:\n",
+		"mqtt:\n  state_topic: alertd/state\n  home_assistant_discovery: true\n", 1)
+	app := startApp(t, dir, first)
+	if got := mqtttest.Retained(t, broker.URL(), "alertd/state/status", 10*time.Second, func(p string) bool { return p == "online" }); got != "online" {
+		t.Fatalf("status %q, want online", got)
+	}
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	pub.Publish(t, "gh/a/t", `{"temp": 35}`)
+	raw := mqtttest.Retained(t, broker.URL(), "homeassistant/binary_sensor/+/config", 10*time.Second, func(p string) bool { return p != "" })
+	var cfg map[string]any
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		t.Fatalf("discovery config %q: %v", raw, err)
+	}
+	if cfg["state_topic"] != "alertd/state/hot/gh/a/t" || cfg["device_class"] != "problem" || cfg["availability_topic"] != "alertd/state/status" ||
+		!strings.Contains(fmt.Sprint(cfg["value_template"]), "firing") || cfg["unique_id"] == "" {
+		t.Errorf("discovery config %v", cfg)
+	}
+	configTopic := "homeassistant/binary_sensor/" + fmt.Sprint(cfg["object_id"]) + "/config"
+
+	// Remove the rule: its entity goes.
+	writeConfig(t, dir, strings.Replace(first, `name: hot, topic: "gh/+/t"`, `name: other, topic: "x/+/t"`, 1))
+	if _, err := app.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the entity removed", func() bool {
+		return mqtttest.Retained(t, broker.URL(), configTopic, 400*time.Millisecond, func(string) bool { return true }) == ""
+	})
+	app.stop(t)
+	if got := mqtttest.Retained(t, broker.URL(), "alertd/state/status", 10*time.Second, func(p string) bool { return p == "offline" }); got != "offline" {
+		t.Errorf("status after a clean stop %q, want offline", got)
 	}
 }

@@ -42,6 +42,7 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 	rep.Rules = len(eng.Rules())
 	forgotten := a.tracker.Reload(eng, seriesBudgets(cfg))
 	a.eng.SwapRules(eng)
+	a.notify.ForgetRules(rep.Removed)
 	if err := alerts.ForgetRules(a.db, rep.Removed); err != nil {
 		a.log.Error("reload: forget the stored alerts of removed rules (a restart forgets them too)", "err", err)
 	}

@@ -51,6 +51,13 @@ type MQTT struct {
 	// StateTopic, when set, is where alertd publishes each alert's state
 	// (retained JSON on <state_topic>/<rule>/<series topic>).
 	StateTopic string `yaml:"state_topic"`
+	// HomeAssistantDiscovery publishes a retained Home Assistant MQTT
+	// discovery config for each series, so it appears as a "problem"
+	// binary_sensor fed by state_topic, available while alertd is online
+	// (<state_topic>/status, its last will). Needs state_topic.
+	HomeAssistantDiscovery bool `yaml:"home_assistant_discovery"`
+	// DiscoveryPrefix is Home Assistant's discovery prefix.
+	DiscoveryPrefix string `yaml:"discovery_prefix"`
 
 	Pos Positions `yaml:"-"`
 }

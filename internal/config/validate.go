@@ -109,6 +109,14 @@ func (m *MQTT) validate(add func(Pos, string, ...any)) {
 			add(m.Pos.At("state_topic"), "mqtt.state_topic: %q must be a topic without wildcards or a trailing /, like alertd/state", m.StateTopic)
 		}
 	}
+	if m.HomeAssistantDiscovery && m.StateTopic == "" {
+		add(m.Pos.At("home_assistant_discovery"), "mqtt.home_assistant_discovery needs mqtt.state_topic (the topic the entities read), e.g. state_topic: alertd/state")
+	}
+	if m.DiscoveryPrefix != "" {
+		if err := topic.ValidateName(m.DiscoveryPrefix); err != nil || strings.HasSuffix(m.DiscoveryPrefix, "/") {
+			add(m.Pos.At("discovery_prefix"), "mqtt.discovery_prefix: %q must be a topic without wildcards or a trailing /, like homeassistant", m.DiscoveryPrefix)
+		}
+	}
 	if m.Broker != "" {
 		u, err := url.Parse(m.Broker)
 		switch {

@@ -51,6 +51,17 @@ type Notifier struct {
 	Publish    func(topic string, payload []byte)
 	// OnQuarantine hears of each group item that could not be read.
 	OnQuarantine func(store.Quarantined)
+
+	discovery *discovery // nil: no Home Assistant discovery
+}
+
+// EnableDiscovery turns on Home Assistant discovery; call it before use,
+// with StateTopic and Publish set.
+func (nf *Notifier) EnableDiscovery(d Discovery) {
+	if d.Prefix == "" {
+		d.Prefix = "homeassistant"
+	}
+	nf.discovery = &discovery{Discovery: d, announced: map[string]map[string]bool{}}
 }
 
 // Options are what a Notifier is built from.
@@ -127,7 +138,9 @@ func (nf *Notifier) publishState(tr alerts.Transition) {
 	if err != nil {
 		return
 	}
-	nf.Publish(nf.StateTopic+"/"+n.Rule.Name+"/"+n.Series, b)
+	stateTopic := nf.StateTopic + "/" + n.Rule.Name + "/" + n.Series
+	nf.announce(n.Rule.Name, n.Series, stateTopic)
+	nf.Publish(stateTopic, b)
 }
 
 // errStale: the write found stored state that asks for another mail

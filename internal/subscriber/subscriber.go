@@ -59,7 +59,18 @@ type Options struct {
 	// Held, when set, is told the filters the broker may hold for this
 	// session whenever that set changes, for the next start's Stale.
 	Held func(filters []string)
+	// StatusTopic, when set, says whether alertd is there: "online"
+	// (retained) at every connect, "offline" at a clean stop, and the same
+	// as the connection's last will, which the broker publishes when
+	// alertd vanishes. Home Assistant reads it as availability.
+	StatusTopic string
 }
+
+// Status payloads on StatusTopic.
+const (
+	StatusOnline  = "online"
+	StatusOffline = "offline"
+)
 
 // Subscriber is the MQTT ingress.
 type Subscriber struct {
@@ -182,6 +193,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	s.ready.Store(false)
+	if s.opts.StatusTopic != "" && client.IsConnectionOpen() {
+		// A clean stop sends no will: say it.
+		client.Publish(s.opts.StatusTopic, 1, true, StatusOffline).WaitTimeout(time.Second)
+	}
 	client.Disconnect(250)
 	close(s.done)
 	wg.Wait()
@@ -223,6 +238,9 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 	if s.opts.TLS != nil {
 		o.SetTLSConfig(s.opts.TLS)
 	}
+	if s.opts.StatusTopic != "" {
+		o.SetWill(s.opts.StatusTopic, StatusOffline, 1, true)
+	}
 	return o
 }
 
@@ -231,6 +249,9 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 func (s *Subscriber) onConnect(c mqtt.Client) {
 	s.connected()
 	s.opts.Connected(true)
+	if s.opts.StatusTopic != "" {
+		s.Publish(s.opts.StatusTopic, []byte(StatusOnline))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.subscribe(c, s.filters); err != nil {

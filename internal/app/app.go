@@ -82,7 +82,7 @@ type App struct {
 func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	a := &App{cfg: cfg, log: log, metrics: metrics.New(), now: time.Now, from: SpoolFrom, started: make(chan struct{})}
 	var err error
-	if a.engine, err = rules.Compile(cfg, invalidPayloads{a.metrics, log}); err != nil {
+	if a.engine, err = compile(cfg, invalidPayloads{a.metrics, log}); err != nil {
 		return nil, err
 	}
 	if len(a.engine.Rules()) == 0 {
@@ -255,6 +255,10 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })
 	g.Go(func() error { return a.runPrune(gctx) })
+	if len(selfRules(a.cfg)) > 0 {
+		every := selfCheckEvery(a.cfg)
+		g.Go(func() error { return a.runSelfCheck(gctx, srcs, every) })
+	}
 	// What the goroutines read of the configuration is read here, before
 	// Started lets a reload replace it.
 	checkpoint, deliverer := a.cfg.Store.CheckpointInterval.D(), a.deliverer()

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/alertd/alertd/internal/config"
-	"github.com/alertd/alertd/internal/rules"
 )
 
 // Check loads the file at path and compiles its rules and TLS settings
@@ -24,7 +23,7 @@ func Check(path string) (*config.Config, error) {
 	if cfg == nil {
 		return nil, err
 	}
-	if _, cerr := rules.Compile(cfg, nil); cerr != nil {
+	if _, cerr := compile(cfg, nil); cerr != nil {
 		var more config.Errors
 		if errors.As(cerr, &more) {
 			errs = append(errs, more...)

@@ -75,7 +75,7 @@ func (a *App) loadForReload() (*config.Config, *rules.Engine, error) {
 	if errs := config.Unreloadable(a.cfg, cfg); len(errs) > 0 {
 		return nil, nil, errs
 	}
-	eng, err := rules.Compile(cfg, invalidPayloads{a.metrics, a.log})
+	eng, err := compile(cfg, invalidPayloads{a.metrics, a.log})
 	if err != nil {
 		return nil, nil, err
 	}

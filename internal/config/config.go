@@ -15,15 +15,17 @@ type Config struct {
 	// File is the path the configuration was loaded from ("" for a reader).
 	File string `yaml:"-"`
 
-	MQTT     MQTT    `yaml:"mqtt"`
-	SMTP     *SMTP   `yaml:"smtp"` // nil: mail is written to the spool directory
-	Store    Store   `yaml:"store"`
-	Limits   Limits  `yaml:"limits"`
-	HTTP     HTTP    `yaml:"http"`
-	Log      Log     `yaml:"log"`
-	Ingress  Ingress `yaml:"ingress"`
-	Defaults Rule    `yaml:"defaults"`
-	Rules    []Rule  `yaml:"rules"`
+	MQTT    MQTT    `yaml:"mqtt"`
+	SMTP    *SMTP   `yaml:"smtp"` // nil: mail is written to the spool directory
+	Store   Store   `yaml:"store"`
+	Limits  Limits  `yaml:"limits"`
+	HTTP    HTTP    `yaml:"http"`
+	Log     Log     `yaml:"log"`
+	Ingress Ingress `yaml:"ingress"`
+	// SelfAlerts: alertd's own trouble, mailed.
+	SelfAlerts SelfAlerts `yaml:"self_alerts"`
+	Defaults   Rule       `yaml:"defaults"`
+	Rules      []Rule     `yaml:"rules"`
 	// Timezone is the IANA zone every time in a mail is shown in
 	// (Europe/Madrid); empty: the host's.
 	Timezone string `yaml:"timezone"`

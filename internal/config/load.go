@@ -126,6 +126,7 @@ func syntaxMsg(err error) string {
 // applyDefaults fills what the file left out: rule keys from defaults, then
 // the built-in values documented on each constant.
 func (c *Config) applyDefaults() {
+	defer c.SelfAlerts.defaults(c) // after defaults.to is known
 	c.Ingress.applyDefaults()
 	if c.MQTT.Broker == "" && c.MQTT.Listen == "" {
 		c.MQTT.Listen = DefaultListen

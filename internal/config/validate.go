@@ -48,6 +48,7 @@ func (c *Config) validate(errs *Errors) {
 	}
 	c.validateLimits(add)
 	c.Ingress.validate(add)
+	c.SelfAlerts.validate(c, add)
 	seen := map[string]Pos{}
 	for i := range c.Rules {
 		r := &c.Rules[i]

@@ -156,6 +156,9 @@ func (e *Engine) Rules() []*Rule { return e.rules }
 func (e *Engine) Filters() []string {
 	var out []string
 	for _, r := range e.rules {
+		if strings.HasPrefix(r.Filter, "$alertd/") {
+			continue // alertd's own readings: never asked of a broker
+		}
 		if !slices.Contains(out, r.Filter) {
 			out = append(out, r.Filter)
 		}

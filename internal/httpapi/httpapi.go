@@ -1,9 +1,11 @@
 // Package httpapi serves alertd's HTTP endpoint: GET /metrics (Prometheus
 // text format), GET /healthz ("ok" once every source is ready — MQTT
 // subscribed, the device listeners serving — else 503 naming each one that
-// is not), and the outbox API that `alertd outbox` uses while the service
-// runs:
+// is not), GET / (the status page, read-only HTML: see status.go), and the
+// admin API that `alertd outbox`, `silence`, `reload` and `status` use
+// while the service runs:
 //
+//	GET    /api/v1/status                  what the status page shows (JSON)
 //	GET    /api/v1/outbox                  pending, dead and unreadable entries (JSON)
 //	POST   /api/v1/outbox/{id}/retry       a dead entry back to the queue (409 if unreadable)
 //	POST   /api/v1/outbox/retry-dead       every dead entry back to the queue
@@ -18,8 +20,8 @@
 // an IP or "localhost" (a web page cannot reach them through DNS
 // rebinding); requests that change something must also carry the header
 // X-Alertd-Admin and no Origin (a web page cannot send them without a CORS
-// preflight, which is never granted). Only /metrics and /healthz are for
-// the network.
+// preflight, which is never granted). Only /metrics, /healthz and the
+// status page are for the network.
 package httpapi
 
 import (
@@ -103,6 +105,7 @@ type Options struct {
 	Queue    Queue                 // nil: no outbox API
 	Silences Silences              // nil: no silences API
 	Reloader Reloader              // nil: no reload API
+	Status   func() Status         // nil: no status page (GET /, /api/v1/status)
 	Log      *slog.Logger
 }
 
@@ -133,6 +136,9 @@ func Listen(addr string, o Options) (*Server, error) {
 	}
 	if o.Silences != nil {
 		routeSilences(mux, o.Silences)
+	}
+	if o.Status != nil {
+		routeStatus(mux, o.Status)
 	}
 	if o.Reloader != nil {
 		mux.HandleFunc("POST /api/v1/reload", local(func(w http.ResponseWriter, _ *http.Request) {

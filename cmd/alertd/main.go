@@ -6,6 +6,7 @@
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd silence add|list|remove -config FILE [...]
 //	alertd store check|salvage -config FILE [-from DAMAGED_FILE]
+//	alertd status -config FILE [-json]
 //	alertd version
 //
 // Exit status: 0 success, 1 a fatal error, 2 a usage or configuration error.
@@ -46,6 +47,8 @@ commands:
                          hold back a rule's mails for a while
   store   check|salvage -config FILE [-from DAMAGED_FILE]
                          check the store file, or recover a damaged one now
+  status  -config FILE [-json]
+                         what is firing, held back, silenced, queued (as GET / shows)
   oauth   login -config FILE
                          sign in once for smtp.oauth2 (Microsoft 365, Gmail)
   version                print the version
@@ -73,6 +76,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSilence(args[1:], stdout, stderr)
 	case "store":
 		return cmdStore(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "oauth":
 		return cmdOAuth(args[1:], stdout, stderr)
 	case "version", "-version", "--version":

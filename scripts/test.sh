@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs alertd's whole test suite on a fresh Debian machine: installs the
 # real peers the integration tests talk to (Mosquitto, Python's aiosmtpd
-# as a strict SMTP server, swaks and curl as real clients of the ingress), then gofmt, go vet, the race-enabled
+# as a strict SMTP server, swaks and curl as real clients of the ingress,
+# headless Chromium as the status page's reader), then gofmt, go vet, the race-enabled
 # tests, and a short bounded run of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""

@@ -22,7 +22,10 @@ import (
 )
 
 // The status page in a real browser, Debian's headless Chromium: what a
-// person sees, with JavaScript and without, on a phone-sized screen.
+// person sees, with JavaScript and without, on a phone-sized screen. The
+// screenshots are artefacts: keep them with
+//
+//	go test -run TestStatusPageInChromium -artifacts -outputdir /tmp/shots ./internal/app
 func TestStatusPageInChromium(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.ImplicitTLS, Users: map[string]string{"alerts@example.org": smtpPassword}})
 	srv.Fail("DATA", 1, 550, [3]int{5, 1, 1}, "<ops@example.org>: mailbox unavailable")

@@ -1,9 +1,8 @@
 // Package httpapi serves alertd's HTTP endpoint: GET /metrics (Prometheus
 // text format), GET /healthz ("ok" once every source is ready — MQTT
 // subscribed, the device listeners serving — else 503 naming each one that
-// is not), GET / (the status page, read-only HTML: see status.go), and the
-// admin API that `alertd outbox`, `silence`, `reload` and `status` use
-// while the service runs:
+// is not), and the outbox API that `alertd outbox` uses while the service
+// runs:
 //
 //	GET    /api/v1/status                  what the status page shows (JSON)
 //	GET    /api/v1/outbox                  pending, dead and unreadable entries (JSON)
@@ -21,7 +20,8 @@
 // rebinding); requests that change something must also carry the header
 // X-Alertd-Admin and no Origin (a web page cannot send them without a CORS
 // preflight, which is never granted). Only /metrics, /healthz and the
-// status page are for the network.
+// status page are for the network: GET / (status.go), read-only HTML of
+// what GET /api/v1/status answers.
 package httpapi
 
 import (

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Runs alertd's whole test suite on a fresh Debian machine: installs the
 # real peers the integration tests talk to (Mosquitto, Python's aiosmtpd
-# as a strict SMTP server, swaks and curl as real clients of the ingress;
-# systemd-analyze, setpriv and ip for the package and container checks),
-# then gofmt, go vet, the race-enabled tests, a short bounded run of every
-# fuzz target, the Debian packages (built, installed, run, purged) and a
-# smoke run of the benchmark harness.
+# as a strict SMTP server, swaks and curl as real clients of the ingress,
+# headless Chromium as the status page's reader; systemd-analyze, setpriv
+# and ip for the package and container checks), then gofmt, go vet, the
+# race-enabled tests, a short bounded run of every fuzz target, the Debian
+# packages (built, installed, run, purged) and a smoke run of the
+# benchmark harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]} from Debian's packages"
   sudo=""

@@ -8,6 +8,7 @@
 //	alertd outbox list|retry|drop -config FILE [ID|-all-dead]
 //	alertd silence add|list|remove -config FILE [...]
 //	alertd store check|salvage -config FILE [-from DAMAGED_FILE]
+//	alertd status -config FILE [-json]
 //	alertd version
 //
 // Exit status: 0 success, 1 a fatal error, 2 a usage or configuration error.
@@ -56,6 +57,8 @@ commands:
   store   check|salvage -config FILE [-from DAMAGED_FILE]
                          check the store file, or recover a damaged one now
   health  -config FILE   exit 0 if the running alertd is healthy (its /healthz)
+  status  -config FILE [-json]
+                         what is firing, held back, silenced, queued (as GET / shows)
   oauth   login -config FILE
                          sign in once for smtp.oauth2 (Microsoft 365, Gmail)
   version                print the version
@@ -87,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdSilence(args[1:], stdout, stderr)
 	case "store":
 		return cmdStore(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
 	case "oauth":
 		return cmdOAuth(args[1:], stdout, stderr)
 	case "health":

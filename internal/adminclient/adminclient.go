@@ -1,6 +1,6 @@
 // Package adminclient is the alertd command's side of the running
 // service's loopback admin API (package httpapi): the outbox, the
-// silences and reload, for when the service holds the store.
+// silences, reload and status, for when the service holds the store.
 package adminclient
 
 import (

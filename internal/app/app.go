@@ -241,7 +241,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	}
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Queue: a.outbox, Reloader: a,
+			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Queue: a.outbox, Reloader: a, Status: a.Status,
 			Silences: silenceAdmin{a.silences, a.ruleNames, func(rule string) { a.tracker.RetryHeld(rule, a.now()) }},
 			Log:      a.log,
 		}); err != nil {

@@ -4,6 +4,7 @@
 // is not), and the outbox API that `alertd outbox` uses while the service
 // runs:
 //
+//	GET    /api/v1/status                  what the status page shows (JSON)
 //	GET    /api/v1/outbox                  pending, dead and unreadable entries (JSON)
 //	POST   /api/v1/outbox/{id}/retry       a dead entry back to the queue (409 if unreadable)
 //	POST   /api/v1/outbox/retry-dead       every dead entry back to the queue
@@ -18,8 +19,9 @@
 // an IP or "localhost" (a web page cannot reach them through DNS
 // rebinding); requests that change something must also carry the header
 // X-Alertd-Admin and no Origin (a web page cannot send them without a CORS
-// preflight, which is never granted). Only /metrics and /healthz are for
-// the network.
+// preflight, which is never granted). Only /metrics, /healthz and the
+// status page are for the network: GET / (status.go), read-only HTML of
+// what GET /api/v1/status answers.
 package httpapi
 
 import (
@@ -111,6 +113,7 @@ type Options struct {
 	Queue    Queue                 // nil: no outbox API
 	Silences Silences              // nil: no silences API
 	Reloader Reloader              // nil: no reload API
+	Status   func() Status         // nil: no status page (GET /, /api/v1/status)
 	Log      *slog.Logger
 }
 
@@ -146,6 +149,9 @@ func Listen(addr string, o Options) (*Server, error) {
 	}
 	if o.Silences != nil {
 		routeSilences(mux, o.Silences)
+	}
+	if o.Status != nil {
+		routeStatus(mux, o.Status)
 	}
 	if o.Reloader != nil {
 		mux.HandleFunc("POST /api/v1/reload", local(func(w http.ResponseWriter, _ *http.Request) {

@@ -195,7 +195,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	s.ready.Store(false)
 	if s.opts.StatusTopic != "" && client.IsConnectionOpen() {
 		// A clean stop sends no will: say it.
-		client.Publish(s.opts.StatusTopic, 1, true, StatusOffline).WaitTimeout(time.Second)
+		client.Publish(s.opts.StatusTopic, 0, true, StatusOffline).WaitTimeout(time.Second)
 	}
 	client.Disconnect(250)
 	close(s.done)
@@ -250,7 +250,11 @@ func (s *Subscriber) onConnect(c mqtt.Client) {
 	s.connected()
 	s.opts.Connected(true)
 	if s.opts.StatusTopic != "" {
-		s.Publish(s.opts.StatusTopic, []byte(StatusOnline))
+		// QoS 0: a QoS 1 publish made here sits in paho's session store,
+		// which paho's own resume after the next reconnect modifies while
+		// its writer sends it (a data race inside paho 1.5.1). Each connect
+		// says it again anyway, and the will covers the other direction.
+		c.Publish(s.opts.StatusTopic, 0, true, StatusOnline)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -16,6 +16,7 @@ command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto) # password file
 /usr/bin/python3 -c 'import aiosmtpd' >/dev/null 2>&1 || need+=(python3-aiosmtpd)
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v spamassassin >/dev/null 2>&1 || need+=(spamassassin)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

@@ -145,3 +145,14 @@ func TestHealthWhenNotRunning(t *testing.T) {
 		t.Errorf("health with nothing running: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+// Every verb's -h lists its flags and an example, and exits 0.
+func TestEveryVerbHasHelpWithAnExample(t *testing.T) {
+	for _, verb := range [][]string{{"run"}, {"check"}, {"reload"}, {"health"}, {"status"}, {"send-test"}, {"test"},
+		{"oauth", "login"}, {"outbox", "list"}, {"silence", "add"}, {"store", "check"}} {
+		r := alertd(t, nil, append(verb, "-h")...)
+		if r.code != 0 || !strings.Contains(r.stderr, "-config") || !strings.Contains(r.stderr, "example") || !strings.Contains(r.stderr, "\n  alertd "+verb[0]) {
+			t.Errorf("alertd %s -h: exit %d\n%s", strings.Join(verb, " "), r.code, r.stderr)
+		}
+	}
+}

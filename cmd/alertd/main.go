@@ -109,8 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // configFlag parses "-config FILE" (or --config) for a command.
 func configFlag(name string, args []string, stderr io.Writer) (string, int) {
-	fs := flag.NewFlagSet("alertd "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags(name, stderr)
 	path := fs.String("config", "", "configuration file (YAML)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

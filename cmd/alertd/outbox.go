@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -35,8 +34,7 @@ func cmdOutbox(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "alertd outbox: unknown action %q\n\n%s", action, outboxUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("alertd outbox "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("outbox "+action, stderr)
 	path := fs.String("config", "", "configuration file (YAML)")
 	allDead := fs.Bool("all-dead", false, "retry every dead entry")
 	// Flags and the ID may come in any order.

@@ -18,8 +18,7 @@ import (
 // or what to change. Exit 0 when the server accepted the mail (250), 1
 // when not, 2 for a usage or configuration error.
 func cmdSendTest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("alertd send-test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("send-test", stderr)
 	path := fs.String("config", "", "configuration file (YAML)")
 	var to []string
 	fs.Func("to", "recipient (repeatable; default: defaults.to)", func(s string) error { to = append(to, s); return nil })

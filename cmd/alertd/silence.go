@@ -35,8 +35,7 @@ func cmdSilence(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "alertd silence: unknown action %q\n\n%s", action, silenceUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("alertd silence "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("silence "+action, stderr)
 	path := fs.String("config", "", "configuration file (YAML)")
 	rule := fs.String("rule", "", "rule to silence")
 	series := fs.String("series", "", "topic or topic filter (default: every series of the rule)")

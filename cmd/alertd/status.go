@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -29,8 +28,7 @@ example:
 `
 
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("alertd status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("status", stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, statusUsage) }
 	path := fs.String("config", "", "configuration file (YAML)")
 	asJSON := fs.Bool("json", false, "print the JSON of GET /api/v1/status")

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -35,8 +34,7 @@ func cmdStore(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "alertd store: unknown action %q\n\n%s", action, storeUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("alertd store "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("store "+action, stderr)
 	path := fs.String("config", "", "configuration file (YAML)")
 	from := fs.String("from", "", "salvage: a damaged store file to copy from")
 	pos, code := parseInterleaved(fs, args[1:])

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -15,8 +14,7 @@ import (
 // would be queued — without a broker, a store or the network. Exit 0, or 2
 // for a usage, input or configuration error.
 func cmdTest(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("alertd test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlags("test", stderr)
 	path := fs.String("config", "", "configuration file (YAML)")
 	topic := fs.String("topic", "", "the topic of the -payload readings")
 	var payloads []string

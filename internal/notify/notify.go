@@ -318,7 +318,7 @@ func ComposeMail(from string, footer Footer, n *rules.Notification, suppressed u
 		subject = strings.Join(strings.Fields(fmt.Sprintf("[%s] %s: %s %s (template error)", n.Rule.Severity, n.Rule.Name, n.Series, n.State)), " ")
 		body = fmt.Sprintf("The rule's template failed: %v\n\nData: %+v\n", err, n.Data(suppressed))
 	}
-	if thread != "" && threadSubject != "" && n.Rule.Thread {
+	if thread != "" && threadSubject != "" && n.Rule.ThreadsSubject() {
 		subject = "Re: " + strings.TrimPrefix(threadSubject, "Re: ")
 	}
 	html, err := alertHTMLFor(footer, n, suppressed, subject)

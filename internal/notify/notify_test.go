@@ -209,3 +209,27 @@ func htmlPart(t *testing.T, msg []byte) string {
 		}
 	}
 }
+
+// A rule's own subject that shows the state is kept on the resolved mail
+// (its author reads the state in the inbox); the mail still replies.
+func TestOwnStateSubjectIsKept(t *testing.T) {
+	f := newFixture(t, `rules:
+  - name: hot
+    topic: "sensors/+/t"
+    field: temp
+    above: 30
+    to: [ops@example.org]
+    subject: '{{if eq .State "resolved"}}Recuperado{{else}}Calor{{end}} en {{.Device}}'
+`)
+	first := f.fire(t, alerts.Fire, "hot", "sensors/a/t")
+	r := f.rules.Rule("hot")
+	n := rules.Notification{Rule: r, Series: "sensors/a/t", State: rules.StateResolved, Since: f.now, At: f.now}
+	if _, err := f.nf.Commit(alerts.Transition{Kind: alerts.Resolve, Notification: n, Notified: true, Thread: first.Thread,
+		ThreadSubject: first.Subject, Snapshot: alerts.Series{Rule: r, Topic: "sensors/a/t", State: alerts.OK}}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.pending(t)
+	if len(p) != 2 || p[1].Subject != "Recuperado en a" || !strings.Contains(string(p[1].Message), "In-Reply-To: <"+first.Thread+">") {
+		t.Errorf("resolved mail %q, want its own subject, replying to the first", p[1].Subject)
+	}
+}

@@ -118,3 +118,8 @@ func (r *Rule) in(t time.Time) time.Time {
 	}
 	return t.In(r.Location)
 }
+
+// ThreadsSubject reports whether an episode's later mails take its first
+// mail's subject ("Re: ..."): with thread: true, unless the rule's own
+// subject shows the state, which its author wants to read in the inbox.
+func (r *Rule) ThreadsSubject() bool { return r.Thread && !r.tmpl.ownStateSubject }

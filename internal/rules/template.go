@@ -86,6 +86,7 @@ func (t Time) String() string { return t.Format("2006-01-02 15:04:05 MST") }
 type templates struct {
 	subject, body   *template.Template
 	subjectHasState bool // the subject tells firing from resolved itself
+	ownStateSubject bool // a rule's own subject that shows the state: kept, not threaded
 }
 
 type templateError struct {
@@ -111,6 +112,7 @@ func parseTemplates(rc *config.Rule, r *Rule, cache map[string]*template.Templat
 		body = DefaultBody
 	}
 	t.subjectHasState = strings.Contains(subject, ".State")
+	t.ownStateSubject = rc.Subject != "" && t.subjectHasState
 	if t.subject, err = parseCached(cache, "subject", subject); err != nil {
 		return t, &templateError{"subject", err}
 	}

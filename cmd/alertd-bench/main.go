@@ -7,6 +7,8 @@
 //	go run ./cmd/alertd-bench                       # full run
 //	go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -rounds 1 -write ""   # smoke
 //	go run ./cmd/alertd-bench -only checkpoint -baseline-bin /tmp/old/alertd -baseline-label "alertd at abc1234"
+//	go run ./cmd/alertd-bench -only smtp-ingress    # the SMTP listener against Postfix (apt-get install postfix)
+//	go run ./cmd/alertd-bench -only http-ingress    # the HTTP listener against a bare net/http + bbolt server
 package main
 
 import (
@@ -23,6 +25,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -42,6 +45,35 @@ type options struct {
 	only                       string
 	baselineBin, baselineLabel string
 	checkpointEvery            time.Duration
+
+	ingressDuration          time.Duration
+	smtpClients, httpClients intList
+	smtpReuse, postfix       bool
+	alertdBin                string // the ingress scenarios run this alertd binary instead of building ./cmd/alertd
+	bareHTTP, bareHTTPDB     string // set: serve the HTTP ingress baseline, nothing else
+}
+
+// intList is a flag of comma-separated counts.
+type intList []int
+
+func (l *intList) String() string {
+	s := make([]string, len(*l))
+	for i, n := range *l {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *intList) Set(v string) error {
+	*l = nil
+	for f := range strings.SplitSeq(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return fmt.Errorf("%q is not a list of counts like 1,8", v)
+		}
+		*l = append(*l, n)
+	}
+	return nil
 }
 
 func main() {
@@ -55,12 +87,28 @@ func main() {
 	flag.IntVar(&o.series, "series", 10000, "series whose state is in the store for the footprint measure")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
-	flag.StringVar(&o.only, "only", "", `run only this scenario: "checkpoint"`)
+	flag.StringVar(&o.only, "only", "", `run only this scenario: "checkpoint", "smtp-ingress" or "http-ingress"`)
 	flag.StringVar(&o.baselineBin, "baseline-bin", "", "an alertd binary of an earlier commit, run through the checkpoint scenario beside this one")
 	flag.StringVar(&o.baselineLabel, "baseline-label", "baseline", "how the table names -baseline-bin")
 	flag.DurationVar(&o.checkpointEvery, "checkpoint-interval", 0,
 		"store.checkpoint_interval in the checkpoint scenario (0: alertd's default 30s when -series is at least 10000, else 1s)")
+	flag.DurationVar(&o.ingressDuration, "ingress-duration", 5*time.Second, "each closed- and open-loop measurement of the ingress scenarios")
+	o.smtpClients, o.httpClients = intList{1, 8}, intList{1, 16}
+	flag.Var(&o.smtpClients, "smtp-clients", "concurrent devices of the SMTP ingress scenario")
+	flag.Var(&o.httpClients, "http-clients", "concurrent clients of the HTTP ingress scenario (the last is the peak whose half the open loop offers)")
+	flag.BoolVar(&o.smtpReuse, "smtp-reuse", true, "also measure the SMTP ingress with one session per device (MAIL after MAIL)")
+	flag.BoolVar(&o.postfix, "postfix", true, "run Postfix beside alertd in the SMTP ingress scenario (skipped with a note when it is not installed)")
+	flag.StringVar(&o.alertdBin, "alertd-bin", "", "an alertd binary the ingress scenarios run instead of building ./cmd/alertd (a profiling build, another commit)")
+	flag.StringVar(&o.bareHTTP, "bare-http", "", "internal: serve the HTTP ingress baseline on this address")
+	flag.StringVar(&o.bareHTTPDB, "bare-http-db", "", "internal: the baseline's bbolt file")
 	flag.Parse()
+	if o.bareHTTP != "" {
+		if err := serveBareHTTP(o.bareHTTP, o.bareHTTPDB); err != nil {
+			fmt.Fprintln(os.Stderr, "alertd-bench -bare-http:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.checkpointEvery == 0 {
 		o.checkpointEvery = config.DefaultCheckpointInterval
 		if o.series < 10000 {
@@ -84,15 +132,25 @@ func run(o options) error {
 		return err
 	}
 	defer stop()
-	if o.only == "checkpoint" {
+	switch o.only {
+	case "":
+	case "checkpoint":
 		table, err := checkpoints(broker, dir, o)
 		if err != nil {
 			return err
 		}
 		fmt.Print(table)
 		return appendSection(o, "Checkpoints and alert latency", table)
-	} else if o.only != "" {
-		return fmt.Errorf("-only %q: the only scenario run alone is checkpoint", o.only)
+	case "smtp-ingress", "http-ingress":
+		table, err := ingressScenarios(broker, dir, o, o.only)
+		if err != nil {
+			return err
+		}
+		fmt.Print(table)
+		title := map[string]string{"smtp-ingress": "SMTP ingress against Postfix", "http-ingress": "HTTP ingress against a bare net/http server"}[o.only]
+		return appendSection(o, title, table)
+	default:
+		return fmt.Errorf("-only %q: the scenarios run alone are checkpoint, smtp-ingress and http-ingress", o.only)
 	}
 
 	type result struct {
@@ -247,15 +305,20 @@ func run(o options) error {
 		return err
 	}
 	b.WriteString(ck)
+	in, err := ingressScenarios(broker, dir, o, "smtp-ingress", "http-ingress")
+	if err != nil {
+		return err
+	}
+	b.WriteString(in)
 	table := b.String()
 	fmt.Print(table)
 	if o.write == "" {
 		return nil
 	}
 	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -alerts %d -series %d -rounds %d\n```\n\n"+
+	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -alerts %d -series %d -rounds %d -ingress-duration %s -postfix=%t\n```\n\n"+
 		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
-		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.series, o.rounds,
+		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.series, o.rounds, o.ingressDuration, o.postfix,
 		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
 	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {

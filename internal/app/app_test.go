@@ -322,6 +322,8 @@ func TestHealthzAndMetrics(t *testing.T) {
 	pub := mqtttest.NewPublisher(t, app.BrokerURL())
 	pub.Publish(t, "sensors/x/telemetry", `{"temp": 99}`)
 	waitSpooled(t, filepath.Join(dir, "spool"), 1)
+	// The file is in the spool a moment before the delivery is counted.
+	waitFor(t, 5*time.Second, "the delivery counted", func() bool { return app.counter("sent") == 1 })
 	metrics := httpGet(t, "http://"+app.HTTPAddr()+"/metrics", 200)
 	for _, want := range []string{
 		`alertd_messages_received_total{source="mqtt"} 1`,

@@ -274,27 +274,11 @@ rules:
 		t.Fatal(err)
 	}
 
-	var stderr syncBuffer
-	cmd := exec.Command(binary, "run", "-config", config)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("alertd's log:\n%s", stderr.String())
-		}
-	})
+	cmd, stderr, exited := launch(t, config, nil)
 
 	waitHealthy(t, "http://"+httpAddr+"/healthz", exited)
 
-	m := regexp.MustCompile(`embedded MQTT broker listening.* url=(tcp://\S+)`).FindStringSubmatch(stderr.String())
+	m := brokerOf(stderr)
 	if m == nil {
 		t.Fatal("the log does not say where the embedded broker listens")
 	}
@@ -386,3 +370,38 @@ func waitForMail(t *testing.T, dir string, exited <-chan error) string {
 		}
 	}
 }
+
+// launch starts `alertd run -config config` (env, when not nil, is the
+// whole environment) for a test that stops or signals it itself; it is
+// killed if still running when the test ends, and its log shown if the
+// test failed.
+func launch(t *testing.T, config string, env []string) (*exec.Cmd, *syncBuffer, <-chan error) {
+	t.Helper()
+	stderr := &syncBuffer{}
+	cmd := exec.Command(binary, "run", "-config", config)
+	if env != nil {
+		cmd.Env = env
+	}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("alertd's log:\n%s", stderr.String())
+		}
+	})
+	return cmd, stderr, exited
+}
+
+var brokerRE = regexp.MustCompile(`embedded MQTT broker listening.* url=(tcp://\S+)`)
+
+// brokerOf is the embedded broker's URL match from alertd's log, nil if
+// it says none.
+func brokerOf(log *syncBuffer) []string { return brokerRE.FindStringSubmatch(log.String()) }

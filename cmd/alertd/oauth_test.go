@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -120,7 +119,7 @@ rules:
 				}
 			}()
 			waitHealthy(t, "http://"+httpAddr+"/healthz", exited)
-			m := regexp.MustCompile(`embedded MQTT broker listening.* url=(tcp://\S+)`).FindStringSubmatch(stderr.String())
+			m := brokerOf(&stderr)
 			if m == nil {
 				t.Fatal("no broker URL in the log")
 			}

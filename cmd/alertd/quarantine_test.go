@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -165,23 +164,7 @@ rules:
 	})
 	db.Close()
 
-	var stderr syncBuffer
-	cmd := exec.Command(binary, "run", "-config", config)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("alertd's log:\n%s", stderr.String())
-		}
-	})
+	cmd, stderr, exited := launch(t, config, nil)
 	base := "http://" + httpAddr
 	waitHealthy(t, base+"/healthz", exited)
 

@@ -3,9 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,25 +26,9 @@ rules:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
-	cmd := exec.Command(binary, "run", "-config", config)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("alertd's log:\n%s", stderr.String())
-		}
-	})
+	cmd, stderr, exited := launch(t, config, nil)
 	waitHealthy(t, "http://"+httpAddr+"/healthz", exited)
-	m := regexp.MustCompile(`embedded MQTT broker listening.* url=(tcp://\S+)`).FindStringSubmatch(stderr.String())
+	m := brokerOf(stderr)
 	if m == nil {
 		t.Fatal("the log does not say where the embedded broker listens")
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -112,23 +111,7 @@ func TestStoreCheckAndSalvage(t *testing.T) {
 func TestRunOnADamagedStore(t *testing.T) {
 	httpAddr := freePort(t)
 	dir, config, store, damaged := damagedStore(t, "mqtt: {listen: 127.0.0.1:0}\nhttp: {listen: "+httpAddr+"}\n")
-	var stderr syncBuffer
-	cmd := exec.Command(binary, "run", "-config", config)
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("alertd's log:\n%s", stderr.String())
-		}
-	})
+	cmd, stderr, exited := launch(t, config, nil)
 	waitHealthy(t, "http://"+httpAddr+"/healthz", exited)
 
 	m := regexp.MustCompile(`level=ERROR msg="store file was damaged[^"]*" path=(\S+) moved_to=(\S+) damage="bucket outbox: page \d+ says it is page 0" salvaged="outbox=(\d+) `).FindStringSubmatch(stderr.String())

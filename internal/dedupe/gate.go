@@ -8,8 +8,7 @@
 // The gate's verdict, Check, is a pure function of a Window (what Read
 // found stored) and the clock. Its caller reads, decides and writes (Pass
 // or Hold, and the mail) in one transaction, so a crash can neither send
-// without recording nor record without sending. Admit does all of it for a
-// caller that needs nothing else.
+// without recording nor record without sending.
 //
 // A stored value the gate cannot decode is moved to the store's quarantine
 // by the next write transaction that reads it, and read as absent: the
@@ -69,23 +68,6 @@ func Check(c Candidate, w Window, now time.Time) (Reason, time.Time) {
 	return "", time.Time{}
 }
 
-// Verdict is Admit's answer.
-type Verdict struct {
-	Admitted bool
-	Reason   Reason // why it was held back, when not admitted
-	// Suppressed is, for an admitted notification, how many of this rule's
-	// notifications were held back since its previous mail.
-	Suppressed uint64
-	// RetryAt is, for one held back, when the cooldown ends or the rate
-	// window reopens.
-	RetryAt time.Time
-}
-
-// Enqueue writes the admitted notification's mail inside the gate's
-// transaction. It may run more than once (store batches retry), so it must
-// depend only on its arguments.
-type Enqueue func(tx *store.Tx, suppressed uint64) error
-
 // Gate reads and writes the gate's state. Safe for concurrent use.
 type Gate struct {
 	db  *store.DB
@@ -99,33 +81,6 @@ type Gate struct {
 // New returns a gate over db; now is the clock (time.Now in production).
 func New(db *store.DB, now func() time.Time) *Gate {
 	return &Gate{db: db, now: now}
-}
-
-// Admit decides on c in one write transaction and records the outcome:
-// admitted, the mail is recorded and enqueue runs in that transaction;
-// held back, the rule's held-back count goes up.
-func (g *Gate) Admit(c Candidate, enqueue Enqueue) (Verdict, error) {
-	now := g.now()
-	var v Verdict
-	err := g.db.Batch(func(tx *store.Tx) error {
-		v = Verdict{}
-		w, err := g.Read(tx, c)
-		if err != nil {
-			return err
-		}
-		if v.Reason, v.RetryAt = Check(c, w, now); v.Reason != "" {
-			return g.Hold(tx, c, w)
-		}
-		v.Admitted = true
-		if v.Suppressed, err = g.Pass(tx, c, w, now); err != nil {
-			return err
-		}
-		return enqueue(tx, v.Suppressed)
-	})
-	if err != nil {
-		return Verdict{}, fmt.Errorf("admit notification: %w", err)
-	}
-	return v, nil
 }
 
 // Read returns what is stored for c. A value it cannot decode is read as

@@ -278,28 +278,8 @@ type Stats struct {
 // will be sent. Only a failed read fails it: a failed move leaves the
 // count right, and Due, which meets the same entries, reports it.
 func (o *Outbox) Stats() (Stats, error) {
-	var s Stats
-	var bad []unreadable
-	err := o.db.View(func(tx *store.Tx) error {
-		b := tx.Bucket(store.BucketOutbox)
-		s.Pending = b.Len()
-		s.Dead = tx.Bucket(store.BucketDead).Len()
-		c := b.Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if e, err := decode(v); err == nil {
-				s.Oldest = e.Created
-				return nil
-			}
-			bad = append(bad, unreadable{store.BucketOutbox, bytes.Clone(k)})
-		}
-		return nil
-	})
-	if err != nil {
-		return Stats{}, err
-	}
-	s.Pending -= len(bad)
-	_ = o.quarantine(bad)
-	return s, nil
+	ov, err := o.Overview(0)
+	return ov.Stats, err
 }
 
 // List returns pending and dead entries, oldest first (without message

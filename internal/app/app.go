@@ -255,9 +255,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })
 	g.Go(func() error { return a.runPrune(gctx) })
-	if len(selfRules(a.cfg)) > 0 {
-		every := selfCheckEvery(a.cfg)
-		g.Go(func() error { return a.runSelfCheck(gctx, srcs, every) })
+	if sc := a.selfCheck(srcs); sc != nil {
+		g.Go(func() error { return sc.Run(gctx) })
 	}
 	// What the goroutines read of the configuration is read here, before
 	// Started lets a reload replace it.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/alertd/alertd/internal/mqtttest"
+	"github.com/alertd/alertd/internal/selfcheck"
 	"github.com/alertd/alertd/internal/smtptest"
 )
 
@@ -31,13 +32,13 @@ func TestSelfAlerts(t *testing.T) {
 
 	broker.Outage(3 * time.Second)
 	waitFor(t, 15*time.Second, "the source-down mail and its resolution", func() bool {
-		return len(selfMails(srv, selfSourceRule, "firing")) == 1 && len(selfMails(srv, selfSourceRule, "resolved")) == 1
+		return len(selfMails(srv, selfcheck.SourceRule, "firing")) == 1 && len(selfMails(srv, selfcheck.SourceRule, "resolved")) == 1
 	})
-	down := selfMails(srv, selfSourceRule, "firing")[0]
+	down := selfMails(srv, selfcheck.SourceRule, "firing")[0]
 	if !strings.Contains(down.Subject, "mqtt unreachable for 1s") || !strings.Contains(down.Body, "has not reached its mqtt source") {
 		t.Errorf("source-down mail %q:\n%s", down.Subject, down.Body)
 	}
-	if back := selfMails(srv, selfSourceRule, "resolved")[0]; !strings.HasPrefix(back.Subject, "Re: ") || !strings.Contains(back.Body, "reaches mqtt again") {
+	if back := selfMails(srv, selfcheck.SourceRule, "resolved")[0]; !strings.HasPrefix(back.Subject, "Re: ") || !strings.Contains(back.Body, "reaches mqtt again") {
 		t.Errorf("source-back mail %q:\n%s", back.Subject, back.Body)
 	}
 
@@ -47,14 +48,14 @@ func TestSelfAlerts(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // the alert waits past mail_delayed_after
 	srv.SetDown(false)
 	waitFor(t, 20*time.Second, "the alert, the delay mail and its resolution", func() bool {
-		return len(selfMails(srv, "greenhouse-hot", "firing")) == 1 && len(selfMails(srv, selfMailRule, "firing")) == 1 &&
-			len(selfMails(srv, selfMailRule, "resolved")) == 1
+		return len(selfMails(srv, "greenhouse-hot", "firing")) == 1 && len(selfMails(srv, selfcheck.MailRule, "firing")) == 1 &&
+			len(selfMails(srv, selfcheck.MailRule, "resolved")) == 1
 	})
-	if late := selfMails(srv, selfMailRule, "resolved")[0]; !strings.Contains(late.Body, "Alerts were delayed by up to") {
+	if late := selfMails(srv, selfcheck.MailRule, "resolved")[0]; !strings.Contains(late.Body, "Alerts were delayed by up to") {
 		t.Errorf("delivery-back mail:\n%s", late.Body)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if n := len(selfMails(srv, selfMailRule, "firing")) + len(selfMails(srv, selfSourceRule, "firing")); n != 2 {
+	if n := len(selfMails(srv, selfcheck.MailRule, "firing")) + len(selfMails(srv, selfcheck.SourceRule, "firing")); n != 2 {
 		t.Errorf("%d self-alert firing mails, want 2 (one per trouble)", n)
 	}
 }

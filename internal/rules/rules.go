@@ -157,7 +157,7 @@ func (e *Engine) Filters() []string {
 	var out []string
 	for _, r := range e.rules {
 		if strings.HasPrefix(r.Filter, "$alertd/") {
-			continue // alertd's own readings: never asked of a broker
+			continue // alertd's own readings (internal/selfcheck): never asked of a broker
 		}
 		if !slices.Contains(out, r.Filter) {
 			out = append(out, r.Filter)

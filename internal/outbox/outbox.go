@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,60 +59,16 @@ type Outbox struct {
 	wake  chan struct{}
 	retry atomic.Bool // an operator asked to retry now
 
-	doneMu     sync.Mutex // guards doneQueue and committing
-	doneQueue  []doneReq  // removals waiting for the next commit
-	committing bool       // a Done caller is committing removals
-
 	// OnQuarantine, when set (before the outbox is used), is told of each
 	// entry moved to quarantine, once the move is committed: the owner
 	// logs and counts it there.
 	OnQuarantine func(store.Quarantined)
 }
 
-type doneReq struct {
-	id  uint64
-	err chan error
-}
-
 // New returns the outbox in db (opened by store.Open). It starts nothing:
 // the outbox has no goroutine to stop.
 func New(db *store.DB) *Outbox {
 	return &Outbox{db: db, wake: make(chan struct{}, 1)}
-}
-
-// commitDone removes delivered entries, each Done waiting for its own
-// removal to be on disk. The first caller commits; removals that arrive
-// while it commits (from parallel SMTP sessions) are taken by it in the
-// next commit: one fsync for several mails, no added wait for one, and no
-// goroutine of the outbox's own.
-func (o *Outbox) commitDone(r doneReq) {
-	o.doneMu.Lock()
-	o.doneQueue = append(o.doneQueue, r)
-	if o.committing {
-		o.doneMu.Unlock()
-		return
-	}
-	o.committing = true
-	for len(o.doneQueue) > 0 {
-		reqs := o.doneQueue
-		o.doneQueue = nil
-		o.doneMu.Unlock()
-		err := o.db.Update(func(tx *store.Tx) error {
-			b := tx.Bucket(store.BucketOutbox)
-			for _, r := range reqs {
-				if err := b.Delete(key(r.id)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		for _, r := range reqs {
-			r.err <- err
-		}
-		o.doneMu.Lock()
-	}
-	o.committing = false
-	o.doneMu.Unlock()
 }
 
 // Wake returns a channel that receives after Kick: the mailer waits on it.
@@ -248,11 +203,13 @@ func (o *Outbox) Update(e *Entry) error {
 	})
 }
 
-// Done removes a delivered entry; it returns once that is on disk.
+// Done removes a delivered entry; it returns once that is on disk. The
+// removals of parallel SMTP sessions share a commit (the store's group
+// commit); a lone one does not wait for company.
 func (o *Outbox) Done(id uint64) error {
-	r := doneReq{id: id, err: make(chan error, 1)}
-	o.commitDone(r)
-	return <-r.err
+	return o.db.Batch(func(tx *store.Tx) error {
+		return tx.Bucket(store.BucketOutbox).Delete(key(id))
+	})
 }
 
 // Bury moves an entry to the dead bucket with its last error.

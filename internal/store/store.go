@@ -182,10 +182,6 @@ func openBolt(f *os.File) (db *bolt.DB, err error) {
 		_ = db.Close()
 		return nil, err
 	}
-	// Batch (one fsync for the alerts of concurrent readings) waits this
-	// long for company. bbolt's 10 ms default was most of an alert's
-	// latency; a storm still shares fsyncs at 2 ms.
-	db.MaxBatchDelay = 2 * time.Millisecond
 	return db, nil
 }
 

@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"sync"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -15,6 +14,7 @@ import (
 // batching in one place, and is the seam a replicated store would take.
 type DB struct {
 	bolt      *bolt.DB
+	group     group
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -25,13 +25,6 @@ func wrap(db *bolt.DB) *DB { return &DB{bolt: db} }
 // returns nil and rolled back otherwise.
 func (d *DB) Update(fn func(*Tx) error) error {
 	return d.bolt.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
-}
-
-// Batch is Update shared with concurrent callers: one commit (one fsync)
-// for several transactions. fn may run more than once, so it must depend
-// only on its arguments and assign its results afresh each time.
-func (d *DB) Batch(fn func(*Tx) error) error {
-	return d.bolt.Batch(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
 }
 
 // View runs fn in a read-only transaction; readers run in parallel.
@@ -47,9 +40,6 @@ func (d *DB) Close() error {
 
 // Path is the file's path.
 func (d *DB) Path() string { return d.bolt.Path() }
-
-// SetMaxBatchDelay is how long Batch waits for company.
-func (d *DB) SetMaxBatchDelay(t time.Duration) { d.bolt.MaxBatchDelay = t }
 
 // Check runs bbolt's own consistency check of the whole file (tests, and
 // alertd store check on a file alertd holds).

@@ -1,0 +1,132 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxGroup is the most transactions one commit carries (bbolt's own
+// batch limit).
+const maxGroup = 1000
+
+// group is the store's group commit. The writer that finds no commit
+// running commits at once, alone: a lone device or reading does not wait
+// for company that is not coming (bbolt's Batch always waited
+// MaxBatchDelay first, 2 ms per commit for a single SMTP client). Writers
+// that arrive while a commit and its fsync run queue up, and the first of
+// them leads the next commit with all of them. Under load the group is
+// as large as the arrivals during one fsync; idle, nobody waits.
+type group struct {
+	mu      sync.Mutex
+	queue   []*call
+	running bool
+}
+
+type call struct {
+	fn  func(*Tx) error
+	err chan error // buffered: errLead, errTrySolo or the commit's result
+}
+
+var (
+	// errLead tells a queued writer that it leads the next commit.
+	errLead = errors.New("store: lead the next commit")
+	// errTrySolo tells a writer that its function failed inside a group:
+	// the others went on without it, and it runs alone to get its error.
+	errTrySolo = errors.New("store: run alone")
+)
+
+// Batch is Update shared with concurrent callers: one commit (one fsync)
+// for the transactions of every writer that arrived while the previous
+// commit ran. fn may run more than once (a group is retried without a
+// member that failed), so it must depend only on its arguments and
+// assign its results afresh each time. A fn that fails or panics is run
+// again alone, in Update, and its error (or panic) is the caller's.
+func (d *DB) Batch(fn func(*Tx) error) error {
+	c := &call{fn: fn, err: make(chan error, 1)}
+	g := &d.group
+	g.mu.Lock()
+	g.queue = append(g.queue, c)
+	lead := !g.running
+	g.running = true
+	g.mu.Unlock()
+	if lead {
+		d.commitGroup()
+	}
+	for {
+		switch err := <-c.err; err {
+		case errLead:
+			d.commitGroup()
+		case errTrySolo:
+			return d.Update(fn)
+		default:
+			return err
+		}
+	}
+}
+
+// commitGroup commits the queued writers (at most maxGroup) in one
+// transaction, then hands the lead to the first writer still queued, or
+// ends the run when none is.
+func (d *DB) commitGroup() {
+	g := &d.group
+	g.mu.Lock()
+	n := min(len(g.queue), maxGroup)
+	calls := make([]*call, n)
+	copy(calls, g.queue)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.mu.Unlock()
+
+	d.runGroup(calls)
+
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.running = false
+		g.mu.Unlock()
+		return
+	}
+	next := g.queue[0]
+	g.mu.Unlock()
+	next.err <- errLead
+}
+
+// runGroup runs calls in one read-write transaction. A member whose fn
+// fails is taken out and told to run alone; the rest are retried.
+func (d *DB) runGroup(calls []*call) {
+	for len(calls) > 0 {
+		failed := -1
+		err := d.bolt.Update(func(tx *bolt.Tx) error {
+			t := &Tx{tx: tx}
+			for i, c := range calls {
+				if err := safely(c.fn, t); err != nil {
+					failed = i
+					return err
+				}
+			}
+			return nil
+		})
+		if failed >= 0 {
+			calls[failed].err <- errTrySolo
+			calls = append(calls[:failed], calls[failed+1:]...)
+			continue
+		}
+		for _, c := range calls {
+			c.err <- err
+		}
+		return
+	}
+}
+
+// safely runs fn, turning a panic into an error so that one writer's
+// panic does not take the group (and its leader's goroutine) down; the
+// writer's solo run panics again in its own goroutine.
+func safely(fn func(*Tx) error, tx *Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("store: transaction panicked: %v", p)
+		}
+	}()
+	return fn(tx)
+}

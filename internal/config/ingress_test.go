@@ -34,3 +34,31 @@ func TestIngressNeverAnOpenRelay(t *testing.T) {
 		t.Errorf("defaults: networks %v, max_message_bytes %d, max_body_bytes %d", s.Networks, s.MaxMessageBytes, cfg.Ingress.HTTP.MaxBodyBytes)
 	}
 }
+
+// Two listeners on one address would fail at start with "address already
+// in use"; check names the key and its line instead.
+func TestListenersNeedTheirOwnAddress(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"device http on the admin port", "http: {listen: 127.0.0.1:9464}\ningress:\n  relay_to: [ops@example.org]\n  http: {listen: 127.0.0.1:9464, tokens: [t0k3n]}\n",
+			`alertd.yaml:4:18: ingress.http.listen: "127.0.0.1:9464" and http.listen "127.0.0.1:9464" are the same address`},
+		{"wildcard against one host", "http: {listen: 127.0.0.1:2525}\ningress:\n  relay_to: [ops@example.org]\n  smtp: {listen: 0.0.0.0:2525}\n",
+			`ingress.smtp.listen: "0.0.0.0:2525" and http.listen`},
+		{"smtp and http ingress", "ingress:\n  relay_to: [ops@example.org]\n  smtp: {listen: \":9465\"}\n  http: {listen: 127.0.0.1:9465, tokens: [t0k3n]}\n",
+			`ingress.http.listen: "127.0.0.1:9465" and ingress.smtp.listen ":9465"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(strings.NewReader(tc.yaml), "alertd.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+	for _, ok := range []string{
+		"http: {listen: 127.0.0.1:9464}\ningress:\n  relay_to: [ops@example.org]\n  http: {listen: 127.0.0.2:9464, tokens: [t0k3n]}\n",
+		"http: {listen: 127.0.0.1:0}\ningress:\n  relay_to: [ops@example.org]\n  smtp: {listen: 127.0.0.1:0}\n  http: {listen: 127.0.0.1:0, tokens: [t0k3n]}\n",
+	} {
+		if _, err := Load(strings.NewReader(ok), "alertd.yaml"); err != nil {
+			t.Errorf("distinct addresses refused: %v\n%s", err, ok)
+		}
+	}
+}

@@ -48,6 +48,7 @@ func (c *Config) validate(errs *Errors) {
 	}
 	c.validateLimits(add)
 	c.Ingress.validate(add)
+	c.validateListeners(add)
 	c.SelfAlerts.validate(c, add)
 	seen := map[string]Pos{}
 	for i := range c.Rules {
@@ -353,4 +354,44 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// validateListeners refuses two listeners on one address: run would
+// otherwise stop at start with "address already in use" and no position.
+// Port 0 (any free port) never clashes; a wildcard host (0.0.0.0, ::,
+// empty) clashes with every host on the same port.
+func (c *Config) validateListeners(add func(Pos, string, ...any)) {
+	type listener struct {
+		key, addr string
+		pos       Pos
+	}
+	var ls []listener
+	if c.HTTP.Listen != "" && c.HTTP.Listen != "off" {
+		ls = append(ls, listener{"http.listen", c.HTTP.Listen, c.HTTP.Pos.At("listen")})
+	}
+	if c.MQTT.Broker == "" && c.MQTT.Listen != "" {
+		ls = append(ls, listener{"mqtt.listen", c.MQTT.Listen, c.MQTT.Pos.At("listen")})
+	}
+	if s := c.Ingress.SMTP; s != nil {
+		ls = append(ls, listener{"ingress.smtp.listen", s.Listen, s.Pos.At("listen")})
+	}
+	if h := c.Ingress.HTTP; h != nil {
+		ls = append(ls, listener{"ingress.http.listen", h.Listen, h.Pos.At("listen")})
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
+	for i, a := range ls {
+		ha, pa, err := net.SplitHostPort(a.addr)
+		if err != nil || pa == "0" {
+			continue
+		}
+		for _, b := range ls[:i] {
+			hb, pb, err := net.SplitHostPort(b.addr)
+			if err != nil || pb != pa {
+				continue
+			}
+			if ha == hb || wildcard(ha) || wildcard(hb) {
+				add(a.pos, "%s: %q and %s %q are the same address: each listener needs its own port", a.key, a.addr, b.key, b.addr)
+			}
+		}
+	}
 }

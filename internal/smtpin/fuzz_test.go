@@ -79,7 +79,11 @@ func checkRelayedHeader(t *testing.T, msg []byte) {
 }
 
 // TestPrepareIsFastOnHostileMail: a mail of max_message_bytes built to
-// make parsing slow must still be prepared in about linear time.
+// make parsing slow must still be prepared in about linear time. The
+// bound is not a speed target (BENCHMARKS.md has those): quadratic work
+// on 1 MiB takes hours, linear work takes well under a second alone and
+// a few seconds under -race on a busy 2-core machine, so 30 s separates
+// the two without failing on a loaded CI runner.
 func TestPrepareIsFastOnHostileMail(t *testing.T) {
 	const size = 1 << 20
 	rep := func(s string) string { return strings.Repeat(s, size/len(s)) }
@@ -98,7 +102,7 @@ func TestPrepareIsFastOnHostileMail(t *testing.T) {
 	for name, data := range cases {
 		begun := time.Now()
 		m := srv.prepare(envelope{from: "a@b.c", to: []string{"ops@example.org"}, relay: []string{"ops@example.org"}}, []byte(data))
-		if d := time.Since(begun); d > 3*time.Second {
+		if d := time.Since(begun); d > 30*time.Second {
 			t.Errorf("%s: %s", name, d)
 		}
 		checkRelayedHeader(t, m.Relayed)

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -144,6 +145,7 @@ func Listen(addr string, o Options) (*Server, error) {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	routeProfiles(mux)
 	if q != nil {
 		routeQueue(mux, q)
 	}
@@ -216,6 +218,18 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("http: %w", err)
 	}
 	return nil
+}
+
+// routeProfiles serves Go's profiles (go tool pprof
+// http://127.0.0.1:9464/debug/pprof/profile?seconds=30) to this machine
+// only, like /api: stack traces are not for the LAN. They cost nothing
+// until asked for. The command line is not served: it is nobody's
+// business off the machine and the profiles do not need it.
+func routeProfiles(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", reader(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/profile", reader(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", reader(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", reader(pprof.Trace))
 }
 
 func routeQueue(mux *http.ServeMux, q Queue) {

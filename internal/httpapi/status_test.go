@@ -145,3 +145,22 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+// Profiles are for this machine, like /api: an operator runs go tool
+// pprof against them; nobody on the LAN reads stack traces.
+func TestProfilesAreForThisMachineOnly(t *testing.T) {
+	base := serveStatus(t, func() Status { return Status{Host: "pi", At: t0} })
+	resp, body := get(t, base+"/debug/pprof/heap", "")
+	if resp.StatusCode != 200 || len(body) == 0 {
+		t.Fatalf("GET /debug/pprof/heap: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	if resp, body := get(t, base+"/debug/pprof/", ""); resp.StatusCode != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("GET /debug/pprof/: %d %.80q", resp.StatusCode, body)
+	}
+	if resp, _ := get(t, base+"/debug/pprof/heap", "evil.example"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("through a DNS name: %d, want 403 as for /api", resp.StatusCode)
+	}
+	if resp, _ := get(t, base+"/debug/pprof/cmdline", ""); resp.StatusCode == 200 {
+		t.Errorf("the command line is served")
+	}
+}

@@ -31,6 +31,9 @@ type Mosquitto struct {
 	// certificate (mqtt.tls.ca_file).
 	CAFile string
 	tls    string // listener lines for TLS, "" for plain MQTT
+	// plain is a second, plain MQTT listener's port beside a TLS or
+	// websocket one (0: none), for a test's publisher.
+	plain int
 }
 
 // Binary finds the mosquitto executable.
@@ -107,6 +110,9 @@ log_type error
 log_type warning
 log_type notice
 `, m.port, m.tls, m.access(), m.dir, filepath.Join(m.dir, "mosquitto.log"))
+	if m.plain != 0 {
+		conf += fmt.Sprintf("listener %d 127.0.0.1\n", m.plain)
+	}
 	if os.Geteuid() == 0 {
 		conf += "user root\n" // else it drops to a user that cannot write t.TempDir()
 	}
@@ -157,6 +163,11 @@ func (m *Mosquitto) access() string {
 
 // Addr is host:port.
 func (m *Mosquitto) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.port)) }
+
+// PlainURL is the plain MQTT listener beside a TLS or websocket one.
+func (m *Mosquitto) PlainURL() string {
+	return "tcp://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(m.plain))
+}
 
 // URL is tcp://host:port.
 func (m *Mosquitto) URL() string { return "tcp://" + m.Addr() }

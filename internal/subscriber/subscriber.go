@@ -226,7 +226,8 @@ func (s *Subscriber) clientOptions() *mqtt.ClientOptions {
 		SetKeepAlive(30 * time.Second). // a Duration: SetKeepAlive(30) would be 30ns
 		SetPingTimeout(10 * time.Second).
 		SetConnectTimeout(10 * time.Second).
-		SetWriteTimeout(10 * time.Second). // paho's default 0 can block forever
+		SetWriteTimeout(10 * time.Second).         // paho's default 0 can block forever
+		SetCustomOpenConnectionFn(openConnection). // paho's dial, reads buffered
 		SetDefaultPublishHandler(s.onMessage).
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionNotificationHandler(s.onNotification). // why an attempt failed

@@ -179,8 +179,8 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 		slices.SortFunc(matched, func(a, b *Rule) int { return a.order - b.order })
 		matched = slices.Compact(matched) // overlapping filters of one rule cannot happen, but be safe
 	}
-	var payloadErr error
-	checked := false
+	var payloadErr, jsonErr error
+	checked, jsonChecked := false, false
 	for _, r := range matched {
 		if r.Silence() {
 			// Any message, even one no rule could parse, shows the device
@@ -204,7 +204,18 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 			dst = append(dst, Reading{Rule: r, Event: ev, Value: Value{Text: r.when.src, Kind: KindText}, Breach: breach, Clear: !breach})
 			continue
 		}
-		v, err := extract(ev.Payload, r.path)
+		var v Value
+		var err error
+		if len(r.path) == 0 {
+			v = rawValue(ev.Payload)
+		} else {
+			if !jsonChecked {
+				jsonErr, jsonChecked = checkJSON(ev.Payload), true
+			}
+			if err = jsonErr; err == nil {
+				v, err = field(ev.Payload, r.path)
+			}
+		}
 		if err == nil {
 			var breach, clear bool
 			if breach, clear, err = r.cond.eval(v); err == nil {

@@ -88,12 +88,27 @@ func extract(p []byte, path []string) (Value, error) {
 	if len(path) == 0 {
 		return rawValue(p), nil
 	}
+	if err := checkJSON(p); err != nil {
+		return Value{}, err
+	}
+	return field(p, path)
+}
+
+// checkJSON says whether p is JSON alertd reads fields from: not nested
+// too deep, and valid. Evaluate checks a payload once for all the rules
+// that read fields of it.
+func checkJSON(p []byte) error {
 	if payload.Depth(p) > MaxDepth {
-		return Value{}, ErrTooDeep
+		return ErrTooDeep
 	}
 	if !json.Valid(p) {
-		return Value{}, ErrNotJSON
+		return ErrNotJSON
 	}
+	return nil
+}
+
+// field finds path (not empty) in p, which has passed checkJSON.
+func field(p []byte, path []string) (Value, error) {
 	s := scanner{p: p}
 	s.space()
 	if s.peek() != '{' {

@@ -32,6 +32,9 @@ import (
 )
 
 // Handler processes one event. An error leaves the message unacknowledged.
+// ev is valid only during the call: each worker reuses its own, so a
+// reading costs no allocation of its event; what must outlive the call
+// (a topic, a copy of the payload) is copied out.
 type Handler interface {
 	Handle(ev *event.Event) error
 }
@@ -388,15 +391,18 @@ func (s *Subscriber) onMessage(_ mqtt.Client, m mqtt.Message) {
 }
 
 func (s *Subscriber) work(ch chan work) {
+	ev := new(event.Event) // this worker's, reused: see Handler
 	for {
 		select {
 		case w := <-ch:
-			s.handle(w)
+			*ev = w.ev
+			s.handle(ev, w.msg)
 		case <-s.done:
 			for {
 				select {
 				case w := <-ch:
-					s.handle(w)
+					*ev = w.ev
+					s.handle(ev, w.msg)
 				default:
 					return
 				}
@@ -411,16 +417,16 @@ func (s *Subscriber) work(ch chan work) {
 // the broker) back instead of dropping readings; at shutdown the message
 // is left unacknowledged and the broker delivers it again to the next
 // session.
-func (s *Subscriber) handle(w work) {
+func (s *Subscriber) handle(ev *event.Event, msg mqtt.Message) {
 	delay := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := s.handler.Handle(&w.ev)
+		err := s.handler.Handle(ev)
 		if err == nil {
-			w.msg.Ack()
+			msg.Ack()
 			return
 		}
 		if attempt == 1 || attempt%20 == 0 {
-			s.log.Error("cannot store what this message causes; retrying, not acknowledged", "topic", w.ev.Topic, "attempt", attempt, "err", err)
+			s.log.Error("cannot store what this message causes; retrying, not acknowledged", "topic", ev.Topic, "attempt", attempt, "err", err)
 		}
 		select {
 		case <-time.After(delay):

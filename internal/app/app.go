@@ -311,7 +311,7 @@ func (a *App) deliverer() *mailer.Deliverer {
 	}
 	d := &mailer.Deliverer{
 		Queue: a.outbox, Transport: a.transport, Parallel: a.parallel, Retry: retry, Metrics: a.metrics,
-		Log: a.log.With("component", "mailer"), Now: a.now,
+		Log: a.log.With("component", "mailer"), Now: a.now, Linger: mailer.DefaultLinger,
 	}
 	d.OnIdle = a.refreshQueueMetrics
 	return d

@@ -43,6 +43,7 @@ func TestSelfAlerts(t *testing.T) {
 	}
 
 	srv.SetDown(true)
+	srv.Drop() // the session the mailer keeps open between mails goes down too
 	waitFor(t, 15*time.Second, "subscribed again", app.Ready)
 	mqtttest.NewPublisher(t, broker.URL()).Publish(t, "sensors/salon/telemetry", `{"temp": 31.5}`)
 	time.Sleep(2500 * time.Millisecond) // the alert waits past mail_delayed_after

@@ -53,6 +53,10 @@ type Deliverer struct {
 	Now      func() time.Time
 	// OnIdle runs each time the queue has nothing due (metrics refresh).
 	OnIdle func()
+	// Linger is how long idle sessions stay open for the next mail
+	// before they are closed (0: closed at once). DefaultLinger is
+	// Postfix's connection cache time.
+	Linger time.Duration
 
 	mu          sync.Mutex // guards lastProblem and blockedUntil
 	lastProblem string     // the last auth/config problem logged, to log it once
@@ -62,6 +66,10 @@ type Deliverer struct {
 	// raised once the server is back.
 	blockedUntil time.Time
 }
+
+// DefaultLinger keeps an idle session open for the next mail of a burst,
+// as long as Postfix's smtp_connection_cache_time_limit.
+const DefaultLinger = 2 * time.Second
 
 // batch bounds how many entries one pass reads from bbolt.
 const batch = 64
@@ -84,7 +92,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			if d.OnIdle != nil {
 				d.OnIdle() // the queue metrics show the stuck mail
 			}
-			if err := d.wait(ctx, until); err != nil {
+			if _, err := d.wait(ctx, until); err != nil {
 				return nil
 			}
 			continue
@@ -101,11 +109,27 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if len(due) > 0 {
 			continue // look again: more may be due, or were added meanwhile
 		}
-		closeAll() // nothing due: do not hold the server's connections
 		if d.OnIdle != nil {
 			d.OnIdle()
 		}
-		if err := d.wait(ctx, next); err != nil {
+		if d.Linger > 0 {
+			// Alerts come in bursts: keep the sessions open a moment for
+			// the next mail (no new connection, TLS handshake and login),
+			// then let go of the server's connections.
+			until := d.Now().Add(d.Linger)
+			if !next.IsZero() && next.Before(until) {
+				until = next
+			}
+			kicked, err := d.wait(ctx, until)
+			if err != nil {
+				return nil
+			}
+			if kicked || until.Equal(next) {
+				continue // mail to send, on the open sessions
+			}
+		}
+		closeAll() // nothing due: do not hold the server's connections
+		if _, err := d.wait(ctx, next); err != nil {
 			return nil
 		}
 	}
@@ -155,7 +179,9 @@ func (d *Deliverer) setBlocked(t time.Time) {
 	d.mu.Unlock()
 }
 
-func (d *Deliverer) wait(ctx context.Context, next time.Time) error {
+// wait returns when next comes (zero: never), or when the outbox was
+// kicked (kicked true), or with ctx's error.
+func (d *Deliverer) wait(ctx context.Context, next time.Time) (kicked bool, err error) {
 	var timer <-chan time.Time
 	if !next.IsZero() {
 		t := time.NewTimer(max(next.Sub(d.Now()), 10*time.Millisecond))
@@ -164,11 +190,12 @@ func (d *Deliverer) wait(ctx context.Context, next time.Time) error {
 	}
 	select {
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	case <-d.Queue.Wake():
+		return true, nil
 	case <-timer:
+		return false, nil
 	}
-	return nil
 }
 
 func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {

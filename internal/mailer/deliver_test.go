@@ -2,6 +2,7 @@ package mailer
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -41,7 +42,7 @@ func startDeliverer(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry ...
 	return startDelivererN(t, srv, o, append(retry, fastRetry)[0], 1)
 }
 
-func startDelivererN(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry Retry, sessions int) *delivery {
+func startDelivererN(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry Retry, sessions int, tweak ...func(*Deliverer)) *delivery {
 	t.Helper()
 	db, recovered, err := store.Open(filepath.Join(t.TempDir(), "alertd.db"))
 	if err != nil || recovered != nil {
@@ -67,6 +68,9 @@ func startDelivererN(t *testing.T, srv *smtptest.Server, o SMTPOptions, retry Re
 			default:
 			}
 		},
+	}
+	for _, f := range tweak {
+		f(dl)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -368,5 +372,33 @@ func TestDelivererBuriesARecipientRefusedPermanently(t *testing.T) {
 	msgs = srv.Messages()
 	if len(msgs) != 2 || !slices.Equal(msgs[1].To, []string{"gone@example.org"}) {
 		t.Fatalf("deliveries %v, want the retry to reach gone@ alone", recipients(msgs))
+	}
+}
+
+// A mail that follows the last within Linger goes over the same session;
+// once Linger has passed with nothing to send the session is closed, and
+// the next mail opens a new one.
+func TestIdleSessionLingersForTheNextMailThenCloses(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	d := startDelivererN(t, srv, SMTPOptions{Security: SecurityNone}, fastRetry, 1, func(dl *Deliverer) { dl.Linger = 700 * time.Millisecond })
+	delivered := func(n int) {
+		t.Helper()
+		d.waitQueue(t, fmt.Sprintf("%d delivered", n), func(outbox.Stats) bool { return len(srv.Messages()) == n })
+	}
+	d.enqueue(t, time.Now(), "ops@example.org")
+	delivered(1)
+	time.Sleep(100 * time.Millisecond)
+	d.enqueue(t, time.Now(), "ops@example.org")
+	d.box.Kick()
+	delivered(2)
+	if c := srv.Conns(); c != 1 {
+		t.Fatalf("two mails 100 ms apart used %d sessions, want 1 kept open between them", c)
+	}
+	time.Sleep(2 * time.Second)
+	d.enqueue(t, time.Now(), "ops@example.org")
+	d.box.Kick()
+	delivered(3)
+	if c := srv.Conns(); c != 2 {
+		t.Fatalf("a mail 2 s after the last used %d sessions in all, want a new one (the idle one closed after Linger)", c)
 	}
 }

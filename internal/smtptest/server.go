@@ -84,6 +84,9 @@ type Server struct {
 	srv  *smtp.Server
 	down atomic.Bool
 
+	connsMu sync.Mutex
+	open    map[net.Conn]bool // accepted and not yet closed, for Drop
+
 	mu      sync.Mutex
 	msgs    []Message
 	arrived chan struct{} // closed and replaced at each accepted mail
@@ -158,6 +161,18 @@ func (s *Server) Close() {
 // connection is closed as soon as it is accepted, before the greeting, so
 // clients see a dropped connection. Sessions already open keep working.
 func (s *Server) SetDown(down bool) { s.down.Store(down) }
+
+// Drop closes every open connection, as a server that restarts or
+// crashes does; with SetDown(true) it is a whole outage, for clients
+// that keep an idle session open.
+func (s *Server) Drop() {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	for c := range s.open {
+		_ = c.Close()
+	}
+	clear(s.open)
+}
 
 // Fail makes the next times occurrences of step ("MAIL", "RCPT", "DATA" or
 // "AUTH") answer code, enhanced and text instead of succeeding; times < 0
@@ -311,9 +326,32 @@ type downListener struct {
 func (d *downListener) Accept() (net.Conn, error) {
 	for {
 		c, err := d.Listener.Accept()
-		if err != nil || !d.s.down.Load() {
+		if err != nil {
 			return c, err
+		}
+		if !d.s.down.Load() {
+			s := d.s
+			s.connsMu.Lock()
+			if s.open == nil {
+				s.open = map[net.Conn]bool{}
+			}
+			s.open[c] = true
+			s.connsMu.Unlock()
+			return &trackedConn{Conn: c, s: s}, nil
 		}
 		_ = c.Close()
 	}
+}
+
+// trackedConn leaves the server's open set when closed.
+type trackedConn struct {
+	net.Conn
+	s *Server
+}
+
+func (c *trackedConn) Close() error {
+	c.s.connsMu.Lock()
+	delete(c.s.open, c.Conn)
+	c.s.connsMu.Unlock()
+	return c.Conn.Close()
 }

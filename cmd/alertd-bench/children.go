@@ -256,8 +256,8 @@ func runSubscriber(s childSpec) error {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
 	switch s.Client {
-	case "paho":
-		b, err := newBare(s.Broker, s.ID, s.QoS, s.Clean)
+	case "paho", "paho-ordered":
+		b, err := newBare(s.Broker, s.ID, s.QoS, s.Clean, s.Client == "paho-ordered")
 		if err != nil {
 			return err
 		}
@@ -279,7 +279,10 @@ func runSubscriber(s childSpec) error {
 		}
 		counter.Store(&rr.n)
 		stop = func() {
-			rr.rc.disconnect()
+			// Not through rc.w, which the reader flushes acknowledgements
+			// through: one Write of a net.Conn is not interleaved with another.
+			_, _ = rr.rc.c.Write([]byte{mqttDisconnect << 4, 0})
+			rr.rc.c.Close()
 			<-failed
 		}
 	default:

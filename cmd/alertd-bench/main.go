@@ -97,7 +97,7 @@ func main() {
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
 	flag.StringVar(&o.only, "only", "", "run only these scenarios, comma-separated: "+strings.Join(scenarios, ", ")+
 		" (ingest: the QoS 0 burst and QoS 1 backlog for the bare paho subscriber, the raw-socket reader and alertd)")
-	flag.IntVar(&o.publishers, "publishers", 3, "publisher processes offering the ingest scenarios' stream")
+	flag.IntVar(&o.publishers, "publishers", 4, "publisher processes offering the ingest scenarios' stream")
 	flag.StringVar(&o.pubClient, "pub-client", "raw", "the publishers' MQTT client: raw (the harness's own, cheapest per message) or paho")
 	flag.DurationVar(&o.sample, "sample", 100*time.Millisecond, "how often the ingest scenarios read each contender's count (and CPU)")
 	flag.StringVar(&o.profile, "profile", "", "after the ingest rounds, run alertd once more under a burst and write its CPU and allocation profiles into this directory")
@@ -395,10 +395,10 @@ type bare struct {
 	n atomic.Int64
 }
 
-func newBare(broker, id string, qos byte, clean bool) (*bare, error) {
+func newBare(broker, id string, qos byte, clean, ordered bool) (*bare, error) {
 	b := &bare{}
 	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
-		SetConnectTimeout(5 * time.Second).SetOrderMatters(false)
+		SetConnectTimeout(5 * time.Second).SetOrderMatters(ordered)
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		var v struct {
 			Temp float64 `json:"temp"`

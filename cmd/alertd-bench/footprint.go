@@ -155,9 +155,17 @@ func procStatus(pid int, field string) int {
 	return 0
 }
 
-// metricValue reads one sample from a Prometheus text endpoint.
+// metricValue reads one sample from a Prometheus text endpoint. It asks
+// for the text uncompressed: Go's client would ask for gzip, and alertd
+// would spend CPU compressing every scrape that the references, which
+// serve one line, do not.
 func metricValue(url, sample string) float64 {
-	resp, err := http.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return -1
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1
 	}

@@ -58,6 +58,7 @@ type options struct {
 	sample         time.Duration // how often the ingest scenarios read a contender's count
 	profile        string        // a directory: profile the alertd binary under the burst into it
 	profileSeconds int           // the CPU profile's length
+	trace          bool          // print every sample of the ingest runs
 }
 
 // intList is a flag of comma-separated counts.
@@ -99,9 +100,10 @@ func main() {
 		" (ingest: the QoS 0 burst and QoS 1 backlog for the bare paho subscriber, the raw-socket reader and alertd)")
 	flag.IntVar(&o.publishers, "publishers", 4, "publisher processes offering the ingest scenarios' stream")
 	flag.StringVar(&o.pubClient, "pub-client", "raw", "the publishers' MQTT client: raw (the harness's own, cheapest per message) or paho")
-	flag.DurationVar(&o.sample, "sample", 100*time.Millisecond, "how often the ingest scenarios read each contender's count (and CPU)")
+	flag.DurationVar(&o.sample, "sample", 200*time.Millisecond, "how often the ingest scenarios read each contender's count (and CPU)")
 	flag.StringVar(&o.profile, "profile", "", "after the ingest rounds, run alertd once more under a burst and write its CPU and allocation profiles into this directory")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 30, "the length of -profile's burst and CPU profile")
+	flag.BoolVar(&o.trace, "trace", false, "print each ingest run's samples (time, count, CPU of the contender and of Mosquitto) to stderr")
 	flag.StringVar(&o.baselineBin, "baseline-bin", "", "an alertd binary of an earlier commit, run through the checkpoint scenario beside this one")
 	flag.StringVar(&o.baselineLabel, "baseline-label", "baseline", "how the table names -baseline-bin")
 	flag.DurationVar(&o.checkpointEvery, "checkpoint-interval", 0,
@@ -112,7 +114,7 @@ func main() {
 	flag.Var(&o.httpClients, "http-clients", "concurrent clients of the HTTP ingress scenario (the last is the peak whose half the open loop offers)")
 	flag.BoolVar(&o.smtpReuse, "smtp-reuse", true, "also measure the SMTP ingress with one session per device (MAIL after MAIL)")
 	flag.BoolVar(&o.postfix, "postfix", true, "run Postfix beside alertd in the SMTP ingress scenario (skipped with a note when it is not installed)")
-	flag.StringVar(&o.alertdBin, "alertd-bin", "", "an alertd binary the ingress scenarios run instead of building ./cmd/alertd (a profiling build, another commit)")
+	flag.StringVar(&o.alertdBin, "alertd-bin", "", "an alertd binary the ingest, storm and ingress scenarios run instead of building ./cmd/alertd (a profiling build, another commit)")
 	flag.StringVar(&o.bareHTTP, "bare-http", "", "internal: serve the HTTP ingress baseline on this address")
 	flag.StringVar(&o.bareHTTPDB, "bare-http-db", "", "internal: the baseline's bbolt file")
 	flag.Parse()
@@ -168,9 +170,11 @@ func run(o options) error {
 	var b strings.Builder
 	var targets []targetRow
 	if want["ingest"] || want["storm"] {
-		bin, err := buildAlertd(dir)
-		if err != nil {
-			return err
+		bin := o.alertdBin
+		if bin == "" {
+			if bin, err = buildAlertd(dir); err != nil {
+				return err
+			}
 		}
 		env := &ingestEnv{broker: broker, mosqPid: mosqPid, dir: dir, alertdBin: bin, o: o}
 		table, ts, err := env.ingestScenarios(want["ingest"], want["storm"])

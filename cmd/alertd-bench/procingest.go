@@ -123,11 +123,51 @@ func cpuOf(pid int) float64 {
 	return (u + s) / 100
 }
 
+// schedOf is a single-threaded process's time on a CPU and time runnable
+// but waiting for one, in seconds, from /proc/PID/schedstat (-1 when it
+// cannot be read). Together they say whether Mosquitto is the ceiling:
+// near 100 % between them, it always had work.
+func schedOf(pid int) (run, wait float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	f := strings.Fields(string(b))
+	if err != nil || len(f) < 2 {
+		return -1, -1
+	}
+	r, _ := strconv.ParseFloat(f[0], 64)
+	w, _ := strconv.ParseFloat(f[1], 64)
+	return r / 1e9, w / 1e9
+}
+
+// machineBusy is the CPU seconds all cores have spent busy since boot,
+// from /proc/stat (USER_HZ 100; -1 when it cannot be read).
+func machineBusy() float64 {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return -1
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return -1
+	}
+	busy := 0.0
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, _ := strconv.ParseFloat(v, 64)
+		busy += n
+	}
+	return busy / 100
+}
+
 // sample is one look at a run.
 type sample struct {
 	at         time.Time
 	count      float64
 	cpu, mosqu float64 // CPU seconds of the contender and of Mosquitto
+	mosqWait   float64 // seconds Mosquitto was runnable but waiting for a CPU
+	busy       float64 // CPU seconds of the whole machine
 }
 
 type sampler struct {
@@ -147,7 +187,8 @@ func startSampler(every time.Duration, count func() float64, pid, mosqPid int) *
 				return // not serving yet
 			}
 		}
-		s := sample{at: time.Now(), count: n, cpu: cpuOf(pid), mosqu: cpuOf(mosqPid)}
+		s := sample{at: time.Now(), count: n, cpu: cpuOf(pid), busy: machineBusy()}
+		s.mosqu, s.mosqWait = schedOf(mosqPid)
 		sp.mu.Lock()
 		sp.s = append(sp.s, s)
 		sp.mu.Unlock()
@@ -194,7 +235,8 @@ func crossing(s []sample, x float64) sample {
 		}
 		f := (x - a.count) / (b.count - a.count)
 		lerp := func(p, q float64) float64 { return p + f*(q-p) }
-		return sample{at: a.at.Add(time.Duration(f * float64(b.at.Sub(a.at)))), count: x, cpu: lerp(a.cpu, b.cpu), mosqu: lerp(a.mosqu, b.mosqu)}
+		return sample{at: a.at.Add(time.Duration(f * float64(b.at.Sub(a.at)))), count: x,
+			cpu: lerp(a.cpu, b.cpu), mosqu: lerp(a.mosqu, b.mosqu), mosqWait: lerp(a.mosqWait, b.mosqWait), busy: lerp(a.busy, b.busy)}
 	}
 	return s[len(s)-1]
 }
@@ -207,6 +249,8 @@ type ingestResult struct {
 	whole   float64 // msg/s from the start (go; at QoS 1 the contender's start) to the last message
 	cpu     float64 // the contender's CPU seconds per 100k, middle 80 %
 	mosq    float64 // Mosquitto's CPU, % of one core, middle 80 %
+	mosqW   float64 // Mosquitto runnable but waiting for a CPU, % of the time, middle 80 %
+	rest    float64 // cores busy with anything but the contender and Mosquitto (publishers, harness, other work on the machine), middle 80 %
 	got, n  int
 	mails   int // alertd: mails queued (the storm)
 }
@@ -226,6 +270,8 @@ func (r *ingestResult) steady(s []sample) {
 	r.rate = msgs / secs
 	r.cpu = (b.cpu - a.cpu) / msgs * 100000
 	r.mosq = (b.mosqu - a.mosqu) / secs * 100
+	r.mosqW = (b.mosqWait - a.mosqWait) / secs * 100
+	r.rest = ((b.busy - a.busy) - (b.cpu - a.cpu) - (b.mosqu - a.mosqu)) / secs
 }
 
 // contenderProc is a contender running as a process.
@@ -689,16 +735,16 @@ func (e *ingestEnv) ingestScenarios(ingest, storm bool) (string, []targetRow, er
 				stormRatios = append(stormRatios, ratio)
 				extra = fmt.Sprintf("  %.2f of calm  mails queued %d", ratio, r.mails)
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-15s offered %7.0f msg/s  took %7.0f msg/s (whole run %7.0f)  %.2f CPU s/100k  Mosquitto %3.0f%%  publishers %.2f CPU s/100k  got %d of %d  load %s%s\n",
-				round+1, key, r.offered, r.rate, r.whole, r.cpu, r.mosq, r.pubCPU, r.got, r.n, loadAvg(), extra)
+			fmt.Fprintf(os.Stderr, "round %d %-15s offered %7.0f msg/s  took %7.0f msg/s (whole run %7.0f)  %.2f CPU s/100k  Mosquitto %3.0f%% (+%2.0f%% waiting for a CPU)  rest of the machine %.2f cores  publishers %.2f CPU s/100k  got %d of %d  load %s%s\n",
+				round+1, key, r.offered, r.rate, r.whole, r.cpu, r.mosq, r.mosqW, r.rest, r.pubCPU, r.got, r.n, loadAvg(), extra)
 		}
 	}
 	e.alertdRate = medianOf(results["burst/alertd"], func(r ingestResult) float64 { return r.rate })
 
 	rate := func(r ingestResult) float64 { return r.rate }
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| ingest: %d device topics, %d rules (%d on the stream), %d publisher processes (%s client) | contender | offered msg/s | msg/s, middle 80 %% (median) | per round | msg/s, whole run (median) | ratio to bare paho | CPU s per 100k | Mosquitto CPU %% | publishers' CPU s per 100k | dropped |\n"+
-		"|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|\n", o.devices, o.rules, streamRules(o.rules), o.publishers, o.pubClient)
+	fmt.Fprintf(&b, "\n| ingest: %d device topics, %d rules (%d on the stream), %d publisher processes (%s client) | contender | offered msg/s | msg/s, middle 80 %% (median) | per round | msg/s, whole run (median) | ratio to bare paho | CPU s per 100k | Mosquitto CPU %% (+ waiting for a CPU) | rest of the machine, cores | publishers' CPU s per 100k | dropped |\n"+
+		"|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n", o.devices, o.rules, streamRules(o.rules), o.publishers, o.pubClient)
 	names := map[string]string{"bare": "bare paho, in order (the reference)", "bare-unordered": "bare paho, OrderMatters(false) (the old reference)",
 		"raw": "raw-socket reader", "alertd": "alertd binary"}
 	row := func(label, scen, kind, ratio, offered string) {
@@ -717,9 +763,10 @@ func (e *ingestEnv) ingestScenarios(ingest, storm bool) (string, []targetRow, er
 		if offered == "" {
 			offered = fmt.Sprintf("%.0f", medianOf(rs, func(r ingestResult) float64 { return r.offered }))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %.0f | %s | %.2f | %.0f | %.2f | %d |\n", label, names[kind], offered, medianOf(rs, rate), strings.Join(each, " / "),
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %s | %.0f | %s | %.2f | %.0f (+%.0f) | %.2f | %.2f | %d |\n", label, names[kind], offered, medianOf(rs, rate), strings.Join(each, " / "),
 			medianOf(rs, func(r ingestResult) float64 { return r.whole }), ratio,
 			medianOf(rs, func(r ingestResult) float64 { return r.cpu }), medianOf(rs, func(r ingestResult) float64 { return r.mosq }),
+			medianOf(rs, func(r ingestResult) float64 { return r.mosqW }), medianOf(rs, func(r ingestResult) float64 { return r.rest }),
 			medianOf(rs, func(r ingestResult) float64 { return r.pubCPU }), dropped)
 	}
 	ratioTo := func(scen, kind string) (float64, string) {
@@ -775,7 +822,7 @@ func (e *ingestEnv) ingestScenarios(ingest, storm bool) (string, []targetRow, er
 	}
 	fmt.Fprintf(&b, "\nOffered: the sum over the publishers of readings published / publish wall time (at QoS 0 to the broker's PINGRESP after the last reading). "+
 		"The storm is compared on whole runs (go → last reading), since its first breach of each series, which commits, comes at its start. Rates, CPU (from /proc/PID/stat) "+
-		"and Mosquitto's CPU (%% of one core) are taken over the middle 80 %% of what arrived (10 %% → 90 %%), each contender's count read every %s "+
+		"and Mosquitto's CPU (%% of one core; and, from /proc/PID/schedstat, the time it was runnable but waiting for a CPU) and the rest of the machine (all cores busy, from /proc/stat, less the contender and Mosquitto: the publishers, the harness and whatever else ran) are taken over the middle 80 %% of what arrived (10 %% → 90 %%), each contender's count read every %s "+
 		"(alertd: alertd_messages_received_total from /metrics; the references: a counter on HTTP). Medians of %d rounds.\n", o.sample, o.rounds)
 	return b.String(), targets, nil
 }

@@ -23,14 +23,21 @@ import (
 // footprint builds the alertd binary, gives it a store holding the state
 // of `series` series (half of them firing, half silence rules' last-seen
 // times), and measures start → /healthz 200 and the idle RSS.
-func footprint(broker, dir string, series, nrules int) (start time.Duration, rssKiB, peakKiB int, err error) {
+// footprintResult is one round of the footprint scenario.
+type footprintResult struct {
+	start           time.Duration
+	rssKiB, peakKiB int
+	stormOffered    float64 // the storm's readings published per second
+}
+
+func footprint(broker, dir string, series, nrules int) (res footprintResult, err error) {
 	bin := filepath.Join(dir, "alertd")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/alertd").CombinedOutput(); err != nil {
-		return 0, 0, 0, fmt.Errorf("build: %v: %s", err, out)
+		return res, fmt.Errorf("build: %v: %s", err, out)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	httpAddr := l.Addr().String()
 	l.Close()
@@ -46,20 +53,20 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 	}
 	path := filepath.Join(dir, "alertd.yaml")
 	if err := os.WriteFile(path, []byte(y.String()), 0o600); err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	cfg, err := config.LoadFile(path)
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	engine, err := rules.Compile(cfg, nil)
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	hot, silent := engine.Rules()[0], engine.Rules()[1]
 	db, _, err := store.Open(cfg.Store.Path)
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	now := time.Now()
 	err = db.Update(func(tx *store.Tx) error {
@@ -77,12 +84,12 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 	})
 	db.Close()
 	if err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	cmd := exec.Command(bin, "run", "-config", path)
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, err
+		return res, err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	for {
@@ -94,27 +101,29 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 			}
 		}
 		if time.Since(t0) > 30*time.Second {
-			return 0, 0, 0, fmt.Errorf("not healthy after 30s")
+			return res, fmt.Errorf("not healthy after 30s")
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
-	start = time.Since(t0)
+	res.start = time.Since(t0)
 	time.Sleep(3 * time.Second) // idle
-	rssKiB = procStatus(cmd.Process.Pid, "VmRSS:")
+	res.rssKiB = procStatus(cmd.Process.Pid, "VmRSS:")
 
 	// Then a storm: every one of 10 readings from each of `series`
 	// devices breaches; the peak RSS of the process is what a Raspberry
 	// Pi must have room for.
 	pub, err := connect(broker, fmt.Sprintf("bench-storm-pub-%d", time.Now().UnixNano()), true)
 	if err != nil {
-		return start, rssKiB, 0, err
+		return res, err
 	}
 	defer pub.Disconnect(50)
 	var last mqtt.Token
+	p0 := time.Now()
 	for i := range 10 * series {
 		last = pub.Publish(fmt.Sprintf("storm/dev%05d/telemetry", i%series), 0, false, []byte(`{"temp": 39.5, "hum": 12}`))
 	}
 	last.Wait()
+	res.stormOffered = float64(10*series) / time.Since(p0).Seconds()
 	prev, still := -1.0, 0
 	for still < 10 { // until received stops moving for a second
 		v := metricValue("http://"+httpAddr+"/metrics", `alertd_messages_received_total{source="mqtt"}`)
@@ -125,7 +134,8 @@ func footprint(broker, dir string, series, nrules int) (start time.Duration, rss
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return start, rssKiB, procStatus(cmd.Process.Pid, "VmHWM:"), nil
+	res.peakKiB = procStatus(cmd.Process.Pid, "VmHWM:")
+	return res, nil
 }
 
 // procStatus reads a kB field of /proc/PID/status.
@@ -145,9 +155,17 @@ func procStatus(pid int, field string) int {
 	return 0
 }
 
-// metricValue reads one sample from a Prometheus text endpoint.
+// metricValue reads one sample from a Prometheus text endpoint. It asks
+// for the text uncompressed: Go's client would ask for gzip, and alertd
+// would spend CPU compressing every scrape that the references, which
+// serve one line, do not.
 func metricValue(url, sample string) float64 {
-	resp, err := http.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		return -1
+	}
+	req.Header.Set("Accept-Encoding", "identity")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return -1
 	}

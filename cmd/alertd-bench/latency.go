@@ -51,13 +51,19 @@ func (x latencySession) Logout() error { return nil }
 // latency publishes n breaching readings at rate per second on distinct
 // topics (each one a new alert: no for, no grouping) and measures publish
 // → DATA accepted.
-func latency(broker, dir string, n, rate int) (p50, p99 time.Duration, err error) {
+// latencyResult is one round of the latency scenario.
+type latencyResult struct {
+	p50, p99 time.Duration
+	offered  float64 // alerts published per second (n over the publishing time)
+}
+
+func latency(broker, dir string, n, rate int) (res latencyResult, err error) {
 	ls := &latencySink{seen: map[string]time.Time{}}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return latencySession{ls}, nil }))
 	srv.Domain = "sink.localhost"
 	sk, err := startSinkWith(srv)
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	defer srv.Close()
 	y := fmt.Sprintf(`mqtt: {broker: %q, client_id: bench-latency-%d}
@@ -71,11 +77,11 @@ rules:
 `, broker, time.Now().UnixNano(), sk, filepath.Join(dir, "alertd.db"))
 	cfg, err := config.Load(strings.NewReader(y), filepath.Join(dir, "alertd.yaml"))
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -86,17 +92,24 @@ rules:
 	}
 	pub, err := connect(broker, fmt.Sprintf("bench-latency-pub-%d", time.Now().UnixNano()), true)
 	if err != nil {
-		return 0, 0, err
+		return res, err
 	}
 	defer pub.Disconnect(50)
 	sent := make(map[string]time.Time, n)
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
+	var first time.Time
 	for i := range n {
 		<-tick.C
 		id := fmt.Sprint(i)
 		sent[id] = time.Now()
+		if i == 0 {
+			first = sent[id]
+		}
 		pub.Publish("lat/"+id+"/t", 1, false, []byte(`{"temp": 31.5}`))
+	}
+	if n > 1 {
+		res.offered = float64(n-1) / time.Since(first).Seconds()
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -107,7 +120,7 @@ rules:
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("only %d of %d alerts arrived", got, n)
+			return res, fmt.Errorf("only %d of %d alerts arrived", got, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -118,5 +131,6 @@ rules:
 	}
 	ls.mu.Unlock()
 	slices.Sort(lat)
-	return lat[len(lat)/2], lat[len(lat)*99/100], nil
+	res.p50, res.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+	return res, nil
 }

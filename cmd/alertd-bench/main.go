@@ -1,10 +1,17 @@
-// Command alertd-bench measures alertd against the physical reference: a
-// bare paho subscriber that only parses the JSON. It starts its own
-// Mosquitto on a free port, runs the reference and alertd alternately
-// (medians of several rounds, ratios taken within the same run), prints
-// one table and can append it to BENCHMARKS.md.
+// Command alertd-bench measures alertd against the physical references: a
+// bare paho subscriber that only parses the JSON, and a raw-socket MQTT
+// reader (the harness's own minimal MQTT 3.1.1 client) that does the same
+// without paho. It starts its own Mosquitto on a free port; in the ingest
+// scenarios several publisher processes offer the stream faster than any
+// contender takes it, and each contender (the two references and the
+// alertd binary) runs as a process of its own, alternating within each
+// round, so its rate and CPU time can be read beside the broker's. It
+// prints one table (medians of the rounds, ratios within the same run)
+// and can append it to BENCHMARKS.md.
 //
 //	go run ./cmd/alertd-bench                       # full run
+//	go run ./cmd/alertd-bench -only ingest -write ""  # burst and backlog: bare paho, raw reader, alertd
+//	go run ./cmd/alertd-bench -only ingest -profile /tmp/prof -write ""  # and alertd's pprof profiles under the burst
 //	go run ./cmd/alertd-bench -messages 2000 -backlog 1000 -devices 100 -rules 50 -rounds 1 -write ""   # smoke
 //	go run ./cmd/alertd-bench -only checkpoint -baseline-bin /tmp/old/alertd -baseline-label "alertd at abc1234"
 //	go run ./cmd/alertd-bench -only smtp-ingress    # the SMTP listener against Postfix (apt-get install postfix)
@@ -12,13 +19,10 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -28,13 +32,10 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	dto "github.com/prometheus/client_model/go"
 
-	"github.com/alertd/alertd/internal/app"
 	"github.com/alertd/alertd/internal/config"
 )
 
@@ -51,6 +52,13 @@ type options struct {
 	smtpReuse, postfix       bool
 	alertdBin                string // the ingress scenarios run this alertd binary instead of building ./cmd/alertd
 	bareHTTP, bareHTTPDB     string // set: serve the HTTP ingress baseline, nothing else
+
+	publishers     int           // publisher processes of the ingest scenarios
+	pubClient      string        // their MQTT client: raw or paho
+	sample         time.Duration // how often the ingest scenarios read a contender's count
+	profile        string        // a directory: profile the alertd binary under the burst into it
+	profileSeconds int           // the CPU profile's length
+	trace          bool          // print every sample of the ingest runs
 }
 
 // intList is a flag of comma-separated counts.
@@ -77,17 +85,25 @@ func (l *intList) Set(v string) error {
 }
 
 func main() {
+	childMain() // a publisher or reference subscriber of the harness: runs and exits
 	var o options
 	flag.IntVar(&o.messages, "messages", 200000, "QoS 0 burst size")
 	flag.IntVar(&o.backlog, "backlog", 100000, "QoS 1 backlog queued while the subscriber is offline")
 	flag.IntVar(&o.devices, "devices", 10000, "device topics the stream spreads over")
-	flag.IntVar(&o.rules, "rules", 1000, "rules loaded in alertd (one matches the stream)")
+	flag.IntVar(&o.rules, "rules", 1000, "rules loaded in alertd (ten of them watch the stream)")
 	flag.IntVar(&o.mails, "mails", 10000, "outbox backlog drained to a local SMTP server")
 	flag.IntVar(&o.alerts, "alerts", 1000, "alerts published at 100/s for the latency measure")
 	flag.IntVar(&o.series, "series", 10000, "series whose state is in the store for the footprint measure")
 	flag.IntVar(&o.rounds, "rounds", 3, "rounds per contender (medians are reported)")
 	flag.StringVar(&o.write, "write", "BENCHMARKS.md", "file to append the table to (empty: print only)")
-	flag.StringVar(&o.only, "only", "", `run only this scenario: "checkpoint", "smtp-ingress" or "http-ingress"`)
+	flag.StringVar(&o.only, "only", "", "run only these scenarios, comma-separated: "+strings.Join(scenarios, ", ")+
+		" (ingest: the QoS 0 burst and QoS 1 backlog for the bare paho subscriber, the raw-socket reader and alertd)")
+	flag.IntVar(&o.publishers, "publishers", 4, "publisher processes offering the ingest scenarios' stream")
+	flag.StringVar(&o.pubClient, "pub-client", "raw", "the publishers' MQTT client: raw (the harness's own, cheapest per message) or paho")
+	flag.DurationVar(&o.sample, "sample", 200*time.Millisecond, "how often the ingest scenarios read each contender's count (and CPU)")
+	flag.StringVar(&o.profile, "profile", "", "after the ingest rounds, run alertd once more under a burst and write its CPU and allocation profiles into this directory")
+	flag.IntVar(&o.profileSeconds, "profile-seconds", 30, "the length of -profile's burst and CPU profile")
+	flag.BoolVar(&o.trace, "trace", false, "print each ingest run's samples (time, count, CPU of the contender and of Mosquitto) to stderr")
 	flag.StringVar(&o.baselineBin, "baseline-bin", "", "an alertd binary of an earlier commit, run through the checkpoint scenario beside this one")
 	flag.StringVar(&o.baselineLabel, "baseline-label", "baseline", "how the table names -baseline-bin")
 	flag.DurationVar(&o.checkpointEvery, "checkpoint-interval", 0,
@@ -98,7 +114,7 @@ func main() {
 	flag.Var(&o.httpClients, "http-clients", "concurrent clients of the HTTP ingress scenario (the last is the peak whose half the open loop offers)")
 	flag.BoolVar(&o.smtpReuse, "smtp-reuse", true, "also measure the SMTP ingress with one session per device (MAIL after MAIL)")
 	flag.BoolVar(&o.postfix, "postfix", true, "run Postfix beside alertd in the SMTP ingress scenario (skipped with a note when it is not installed)")
-	flag.StringVar(&o.alertdBin, "alertd-bin", "", "an alertd binary the ingress scenarios run instead of building ./cmd/alertd (a profiling build, another commit)")
+	flag.StringVar(&o.alertdBin, "alertd-bin", "", "an alertd binary the ingest, storm and ingress scenarios run instead of building ./cmd/alertd (a profiling build, another commit)")
 	flag.StringVar(&o.bareHTTP, "bare-http", "", "internal: serve the HTTP ingress baseline on this address")
 	flag.StringVar(&o.bareHTTPDB, "bare-http-db", "", "internal: the baseline's bbolt file")
 	flag.Parse()
@@ -121,212 +137,172 @@ func main() {
 	}
 }
 
+// scenarios are what -only may name, in the order a full run runs them.
+var scenarios = []string{"ingest", "storm", "drain", "latency", "footprint", "checkpoint", "smtp-ingress", "http-ingress"}
+
 func run(o options) error {
+	want := map[string]bool{}
+	for _, s := range strings.Split(o.only, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		if !slices.Contains(scenarios, s) {
+			return fmt.Errorf("-only %q: the scenarios are %s", s, strings.Join(scenarios, ", "))
+		}
+		want[s] = true
+	}
+	if len(want) == 0 {
+		for _, s := range scenarios {
+			want[s] = true
+		}
+	}
 	dir, err := os.MkdirTemp("", "alertd-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	broker, stop, err := startMosquitto(dir)
+	broker, mosqPid, stop, err := startMosquitto(dir)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	switch o.only {
-	case "":
-	case "checkpoint":
-		table, err := checkpoints(broker, dir, o)
-		if err != nil {
-			return err
-		}
-		fmt.Print(table)
-		return appendSection(o, "Checkpoints and alert latency", table)
-	case "smtp-ingress", "http-ingress":
-		table, err := ingressScenarios(broker, dir, o, o.only)
-		if err != nil {
-			return err
-		}
-		fmt.Print(table)
-		title := map[string]string{"smtp-ingress": "SMTP ingress against Postfix", "http-ingress": "HTTP ingress against a bare net/http server"}[o.only]
-		return appendSection(o, title, table)
-	default:
-		return fmt.Errorf("-only %q: the scenarios run alone are checkpoint, smtp-ingress and http-ingress", o.only)
-	}
-
-	type result struct {
-		rate, cpu float64 // messages per second; CPU seconds per 100k messages
-		dropped   int
-	}
-	results := map[string][]result{}
-	for round := range o.rounds {
-		for _, c := range []struct {
-			name string
-			sub  func(qos byte, id string) (contender, error)
-		}{
-			{"bare", func(qos byte, id string) (contender, error) { return newBare(broker, id, qos) }},
-			{"alertd", func(qos byte, id string) (contender, error) {
-				return newAlertd(broker, id, qos, filepath.Join(dir, fmt.Sprintf("r%d-%s-%d", round, id, qos)), o)
-			}},
-		} {
-			for _, s := range []struct {
-				name string
-				qos  byte
-				n    int
-			}{{"burst", 0, o.messages}, {"backlog", 1, o.backlog}} {
-				id := fmt.Sprintf("bench-%s-%s-%d", c.name, s.name, round)
-				rate, cpu, dropped, err := measure(broker, c.sub, id, s.qos, s.n, o.devices)
-				if err != nil {
-					return fmt.Errorf("%s %s round %d: %w", c.name, s.name, round+1, err)
-				}
-				key := s.name + "/" + c.name
-				results[key] = append(results[key], result{rate, cpu, dropped})
-				fmt.Fprintf(os.Stderr, "round %d %-14s %9.0f msg/s  %.2f CPU s/100k  dropped %d\n", round+1, key, rate, cpu, dropped)
-			}
-		}
-	}
-	// Storm: every reading breaches, against the non-breaching burst of
-	// the same size measured just before it.
-	var stormRatios []float64
-	var stormMails []int
-	for round := range o.rounds {
-		var calm, storm float64
-		var mails int
-		for _, breach := range []bool{false, true} {
-			id := fmt.Sprintf("bench-storm-%d-%t", round, breach)
-			sdir := filepath.Join(dir, id)
-			var last *alertdRun
-			start := func(qos byte, cid string) (contender, error) {
-				c, err := newAlertd(broker, cid, qos, sdir, o)
-				if err == nil {
-					last = c.(*alertdRun)
-				}
-				return c, err
-			}
-			rate, _, dropped, err := measure(broker, start, id, 0, o.messages, o.devices, breach)
-			if err != nil {
-				return fmt.Errorf("storm: %w", err)
-			}
-			if breach {
-				storm = rate
-				mails = last.queued
-			} else {
-				calm = rate
-			}
-			_ = dropped
-		}
-		stormRatios, stormMails = append(stormRatios, storm/calm), append(stormMails, mails)
-		fmt.Fprintf(os.Stderr, "round %d storm          calm %7.0f msg/s  storm %7.0f msg/s  mails queued %d\n", round+1, calm, storm, mails)
-	}
-	slices.Sort(stormRatios)
-	slices.Sort(stormMails)
-	var drainBareRates, drainRates, drain4Rates []float64
-	for round := range o.rounds {
-		br, err := drainBare(o.mails)
-		if err != nil {
-			return fmt.Errorf("drain bare: %w", err)
-		}
-		ar, err := drainAlertd(broker, filepath.Join(dir, fmt.Sprintf("drain%d", round)), o.mails, 1)
-		if err != nil {
-			return fmt.Errorf("drain alertd: %w", err)
-		}
-		ar4, err := drainAlertd(broker, filepath.Join(dir, fmt.Sprintf("drain4-%d", round)), o.mails, 4)
-		if err != nil {
-			return fmt.Errorf("drain alertd, 4 sessions: %w", err)
-		}
-		drainBareRates, drainRates, drain4Rates = append(drainBareRates, br), append(drainRates, ar), append(drain4Rates, ar4)
-		fmt.Fprintf(os.Stderr, "round %d drain          bare %7.0f mails/s  alertd %7.0f mails/s  alertd 4 sessions %7.0f mails/s\n", round+1, br, ar, ar4)
-	}
-	slices.Sort(drain4Rates)
-	var p50s, p99s []time.Duration
-	for round := range o.rounds {
-		p50, p99, err := latency(broker, filepath.Join(dir, fmt.Sprintf("latency%d", round)), o.alerts, 100)
-		if err != nil {
-			return fmt.Errorf("latency: %w", err)
-		}
-		p50s, p99s = append(p50s, p50), append(p99s, p99)
-		fmt.Fprintf(os.Stderr, "round %d latency        p50 %v  p99 %v\n", round+1, p50, p99)
-	}
-	var starts []time.Duration
-	var rsses, peaks []int
-	for round := range o.rounds {
-		st, rss, peak, err := footprint(broker, filepath.Join(dir, fmt.Sprintf("footprint%d", round)), o.series, o.rules)
-		if err != nil {
-			return fmt.Errorf("footprint: %w", err)
-		}
-		starts, rsses, peaks = append(starts, st), append(rsses, rss), append(peaks, peak)
-		fmt.Fprintf(os.Stderr, "round %d footprint      start→healthy %v  idle RSS %d KiB  peak RSS after a storm %d KiB\n", round+1, st, rss, peak)
-	}
-	slices.Sort(starts)
-	slices.Sort(rsses)
-	slices.Sort(peaks)
-	slices.Sort(p50s)
-	slices.Sort(p99s)
-	slices.Sort(drainBareRates)
-	slices.Sort(drainRates)
-	median := func(rs []result, f func(result) float64) float64 {
-		v := make([]float64, len(rs))
-		for i, r := range rs {
-			v[i] = f(r)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
-	}
+	load0 := loadAvg()
 	var b strings.Builder
-	fmt.Fprintf(&b, "| scenario | bare subscriber msg/s | alertd msg/s | ratio | target | CPU s per 100k (whole harness) | alertd dropped |\n|---|---:|---:|---:|---:|---:|---:|\n")
-	for _, s := range []struct{ name, target string }{{"burst", "≥ 0.9"}, {"backlog", "≥ 0.8"}} {
-		bare, ad := results[s.name+"/bare"], results[s.name+"/alertd"]
-		br, ar := median(bare, func(r result) float64 { return r.rate }), median(ad, func(r result) float64 { return r.rate })
-		dropped := 0
-		for _, r := range ad {
-			dropped += r.dropped
+	var targets []targetRow
+	if want["ingest"] || want["storm"] {
+		bin := o.alertdBin
+		if bin == "" {
+			if bin, err = buildAlertd(dir); err != nil {
+				return err
+			}
 		}
-		label := map[string]string{
-			"burst":   fmt.Sprintf("QoS 0 burst, %d msgs", o.messages),
-			"backlog": fmt.Sprintf("QoS 1 backlog, %d msgs", o.backlog),
-		}[s.name]
-		fmt.Fprintf(&b, "| %s | %.0f | %.0f | %.2f | %s | %.2f | %d |\n", label, br, ar, ar/br, s.target,
-			median(ad, func(r result) float64 { return r.cpu }), dropped)
+		env := &ingestEnv{broker: broker, mosqPid: mosqPid, dir: dir, alertdBin: bin, o: o}
+		table, ts, err := env.ingestScenarios(want["ingest"], want["storm"])
+		if err != nil {
+			return err
+		}
+		b.WriteString(table)
+		targets = append(targets, ts...)
+		if o.profile != "" {
+			note, err := env.profileRun()
+			if err != nil {
+				return err
+			}
+			b.WriteString(note)
+		}
 	}
-	db, da := drainBareRates[len(drainBareRates)/2], drainRates[len(drainRates)/2]
-	fmt.Fprintf(&b, "| outbox drain, %d mails (mails/s), 1 session | %.0f | %.0f | %.2f | ≥ 500/s | | |\n", o.mails, db, da, da/db)
-	d4 := drain4Rates[len(drain4Rates)/2]
-	fmt.Fprintf(&b, "| outbox drain, %d mails (mails/s), smtp.max_connections: 4 | %.0f | %.0f | %.2f | ≥ 500/s | | |\n", o.mails, db, d4, d4/db)
-	fmt.Fprintf(&b, "| storm: %d breaching readings from %d devices (rate vs the same burst not breaching) | | | %.2f | ≥ 0.5 | | mails queued: %d (rate limit 20/h) |\n",
-		o.messages, o.devices, stormRatios[len(stormRatios)/2], stormMails[len(stormMails)/2])
-	fmt.Fprintf(&b, "\n| latency, publish → SMTP DATA accepted, %d alerts at 100/s | p50 | p99 |\n|---|---:|---:|\n| alertd (median of rounds) | %.2f ms | %.2f ms |\n| target | ≤ 5 ms | ≤ 25 ms |\n",
-		o.alerts, float64(p50s[len(p50s)/2].Microseconds())/1000, float64(p99s[len(p99s)/2].Microseconds())/1000)
-	fmt.Fprintf(&b, "\n| footprint, alertd binary, %d series in the store, %d rules | measured | target |\n|---|---:|---:|\n"+
-		"| start → /healthz 200 (median) | %.0f ms | ≤ 300 ms |\n| idle RSS (median) | %.1f MiB | ≤ 30 MB |\n"+
-		"| peak RSS through a storm of %d breaching readings from %d new devices (median) | %.1f MiB | ≤ 150 MB |\n",
-		o.series, o.rules, float64(starts[len(starts)/2].Microseconds())/1000, float64(rsses[len(rsses)/2])/1024,
-		10*o.series, o.series, float64(peaks[len(peaks)/2])/1024)
-	ck, err := checkpoints(broker, dir, o)
-	if err != nil {
-		return err
+	if want["drain"] {
+		var drainBareRates, drainRates, drain4Rates []float64
+		for round := range o.rounds {
+			br, err := drainBare(o.mails)
+			if err != nil {
+				return fmt.Errorf("drain bare: %w", err)
+			}
+			ar, err := drainAlertd(broker, filepath.Join(dir, fmt.Sprintf("drain%d", round)), o.mails, 1)
+			if err != nil {
+				return fmt.Errorf("drain alertd: %w", err)
+			}
+			ar4, err := drainAlertd(broker, filepath.Join(dir, fmt.Sprintf("drain4-%d", round)), o.mails, 4)
+			if err != nil {
+				return fmt.Errorf("drain alertd, 4 sessions: %w", err)
+			}
+			drainBareRates, drainRates, drain4Rates = append(drainBareRates, br), append(drainRates, ar), append(drain4Rates, ar4)
+			fmt.Fprintf(os.Stderr, "round %d drain          bare %7.0f mails/s  alertd %7.0f mails/s  alertd 4 sessions %7.0f mails/s\n", round+1, br, ar, ar4)
+		}
+		id := func(v float64) float64 { return v }
+		db, da, d4 := medianOf(drainBareRates, id), medianOf(drainRates, id), medianOf(drain4Rates, id)
+		fmt.Fprintf(&b, "\n| outbox drain (in-process alertd), %d mails | offered | bare go-smtp client mails/s | alertd mails/s | ratio | target |\n|---|---|---:|---:|---:|---:|\n", o.mails)
+		fmt.Fprintf(&b, "| 1 session | all %d queued at start | %.0f | %.0f | %.2f | ≥ 500/s |\n", o.mails, db, da, da/db)
+		fmt.Fprintf(&b, "| smtp.max_connections: 4 | all %d queued at start | %.0f | %.0f | %.2f | ≥ 500/s |\n", o.mails, db, d4, d4/db)
 	}
-	b.WriteString(ck)
-	in, err := ingressScenarios(broker, dir, o, "smtp-ingress", "http-ingress")
-	if err != nil {
-		return err
+	if want["latency"] {
+		var rs []latencyResult
+		for round := range o.rounds {
+			r, err := latency(broker, filepath.Join(dir, fmt.Sprintf("latency%d", round)), o.alerts, 100)
+			if err != nil {
+				return fmt.Errorf("latency: %w", err)
+			}
+			rs = append(rs, r)
+			fmt.Fprintf(os.Stderr, "round %d latency        offered %.1f/s  p50 %v  p99 %v\n", round+1, r.offered, r.p50, r.p99)
+		}
+		p50 := medianOf(rs, func(r latencyResult) float64 { return msOf(r.p50) })
+		p99 := medianOf(rs, func(r latencyResult) float64 { return msOf(r.p99) })
+		fmt.Fprintf(&b, "\n| latency (in-process alertd), publish → SMTP DATA accepted, %d alerts | offered alerts/s | p50 | p99 |\n|---|---:|---:|---:|\n"+
+			"| alertd (median of rounds) | %.1f | %.2f ms | %.2f ms |\n| target | 100 | ≤ 3 ms | ≤ 10 ms |\n",
+			o.alerts, medianOf(rs, func(r latencyResult) float64 { return r.offered }), p50, p99)
+		targets = append(targets,
+			targetRow{"latency publish → DATA accepted, 100 alerts/s, p50", fmt.Sprintf("%.2f ms", p50), "≤ 3 ms", yesNo(p50 <= 3)},
+			targetRow{"latency publish → DATA accepted, 100 alerts/s, p99", fmt.Sprintf("%.2f ms", p99), "≤ 10 ms", yesNo(p99 <= 10)})
 	}
-	b.WriteString(in)
+	if want["footprint"] {
+		var rs []footprintResult
+		for round := range o.rounds {
+			r, err := footprint(broker, filepath.Join(dir, fmt.Sprintf("footprint%d", round)), o.series, o.rules)
+			if err != nil {
+				return fmt.Errorf("footprint: %w", err)
+			}
+			rs = append(rs, r)
+			fmt.Fprintf(os.Stderr, "round %d footprint      start→healthy %v  idle RSS %d KiB  storm offered %.0f msg/s  peak RSS after a storm %d KiB\n",
+				round+1, r.start, r.rssKiB, r.stormOffered, r.peakKiB)
+		}
+		start := medianOf(rs, func(r footprintResult) float64 { return msOf(r.start) })
+		rss := medianOf(rs, func(r footprintResult) float64 { return float64(r.rssKiB) })
+		fmt.Fprintf(&b, "\n| footprint, alertd binary, %d series in the store, %d rules | offered | measured | target |\n|---|---|---:|---:|\n"+
+			"| start → /healthz 200 (median) | idle | %.0f ms | ≤ 300 ms |\n| idle RSS (median) | idle | %.1f MiB (%.1f MB) | ≤ 30 MB |\n"+
+			"| peak RSS through a storm of %d breaching readings from %d new devices (median) | %.0f msg/s (one paho publisher) | %.1f MiB | ≤ 150 MB |\n",
+			o.series, o.rules, start, rss/1024, rss*1024/1e6,
+			10*o.series, o.series, medianOf(rs, func(r footprintResult) float64 { return r.stormOffered }),
+			medianOf(rs, func(r footprintResult) float64 { return float64(r.peakKiB) })/1024)
+		targets = append(targets, targetRow{fmt.Sprintf("idle RSS, %d series, %d rules", o.series, o.rules),
+			fmt.Sprintf("%.1f MB", rss*1024/1e6), "≤ 30 MB", yesNo(rss*1024 <= 30e6)})
+	}
+	if want["checkpoint"] {
+		ck, err := checkpoints(broker, dir, o)
+		if err != nil {
+			return err
+		}
+		b.WriteString(ck)
+	}
+	var ingress []string
+	for _, s := range []string{"smtp-ingress", "http-ingress"} {
+		if want[s] {
+			ingress = append(ingress, s)
+		}
+	}
+	if len(ingress) > 0 {
+		in, err := ingressScenarios(broker, dir, o, ingress...)
+		if err != nil {
+			return err
+		}
+		b.WriteString(in)
+	}
+	if len(targets) > 0 {
+		fmt.Fprintf(&b, "\n| target (issue 14) | measured | goal | met |\n|---|---:|---:|---|\n")
+		for _, t := range targets {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.name, t.measured, t.goal, t.met)
+		}
+	}
+	fmt.Fprintf(&b, "\nLoad average (1 min) at the start and the end of the run: %s / %s.\n", load0, loadAvg())
 	table := b.String()
 	fmt.Print(table)
-	if o.write == "" {
-		return nil
+	title := "Benchmark harness run"
+	if o.only != "" {
+		title += ": " + o.only
 	}
-	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
-	section := fmt.Sprintf("\n## Ingest against a bare subscriber (%s)\n\n```\ngo run ./cmd/alertd-bench -messages %d -backlog %d -devices %d -rules %d -mails %d -alerts %d -series %d -rounds %d -ingress-duration %s -postfix=%t\n```\n\n"+
-		"Commit %s, %d cores, %d device topics, %d rules loaded (one matches the stream), medians of %d rounds.\n\n%s",
-		time.Now().UTC().Format("2006-01-02"), o.messages, o.backlog, o.devices, o.rules, o.mails, o.alerts, o.series, o.rounds, o.ingressDuration, o.postfix,
-		strings.TrimSpace(string(commit)), runtime.NumCPU(), o.devices, o.rules, o.rounds, table)
-	f, err := os.OpenFile(o.write, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return err
+	return appendSection(o, title, table)
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
 	}
-	defer f.Close()
-	_, err = f.WriteString(section)
-	return err
+	return "no"
+}
+
+// targetRow is one of issue 14's targets against what this run measured.
+type targetRow struct {
+	name, measured, goal string
+	met                  string // yes, no, or empty: not judged within one run
 }
 
 // checkpoints runs the checkpoint scenario at -series, nine and ten times
@@ -406,92 +382,6 @@ func appendSection(o options, title, table string) error {
 	return err
 }
 
-// contender is a subscriber under test.
-type contender interface {
-	count() int
-	stop()
-}
-
-// measure runs one scenario: for QoS 0 the contender is subscribed and
-// the burst is published; for QoS 1 the contender's session is created,
-// it goes away, the backlog is published, and it comes back to drain it.
-func measure(broker string, start func(byte, string) (contender, error), id string, qos byte, n, devices int, breach ...bool) (rate, cpu float64, dropped int, err error) {
-	pub, err := connect(broker, id+"-pub", true)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer pub.Disconnect(50)
-	payloads := make([][]byte, 8)
-	for i := range payloads {
-		temp := 18 + float64(i)/2
-		if len(breach) > 0 && breach[0] {
-			temp += 20 // above the fleet-hot threshold: every reading breaches
-		}
-		payloads[i] = fmt.Appendf(nil, `{"temp": %.1f, "hum": %d}`, temp, 40+i)
-	}
-	publish := func() error {
-		var last mqtt.Token
-		for i := range n {
-			last = pub.Publish(fmt.Sprintf("fleet/dev%05d/telemetry", i%devices), qos, false, payloads[i%len(payloads)])
-			if qos > 0 && i%1000 == 999 {
-				last.Wait() // keep the publisher's in-flight window bounded
-			}
-		}
-		last.Wait()
-		return last.Error()
-	}
-	var c contender
-	if qos == 0 {
-		if c, err = start(qos, id); err != nil {
-			return 0, 0, 0, err
-		}
-	} else {
-		if c, err = start(qos, id); err != nil { // creates the persistent session
-			return 0, 0, 0, err
-		}
-		c.stop()
-		if err := publish(); err != nil {
-			return 0, 0, 0, err
-		}
-	}
-	cpu0 := cpuSeconds()
-	t0 := time.Now()
-	if qos == 0 {
-		if err := publish(); err != nil {
-			return 0, 0, 0, err
-		}
-	} else if c, err = start(qos, id); err != nil {
-		return 0, 0, 0, err
-	}
-	defer c.stop()
-	last, lastChange := 0, time.Now()
-	for c.count() < n {
-		if got := c.count(); got != last {
-			last, lastChange = got, time.Now()
-		}
-		if time.Since(lastChange) > 5*time.Second {
-			break // nothing more is coming: the rest was dropped
-		}
-		time.Sleep(time.Millisecond)
-	}
-	elapsed := time.Since(t0)
-	got := c.count()
-	if qos == 0 {
-		// Every reading the broker had time to send counts; a QoS 0 loss
-		// on either side shows as dropped.
-		dropped = n - got
-	} else if got < n {
-		return 0, 0, 0, fmt.Errorf("drained %d of %d", got, n)
-	}
-	return float64(got) / elapsed.Seconds(), (cpuSeconds() - cpu0) / float64(got) * 100000, dropped, nil
-}
-
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
 func connect(broker, id string, clean bool) (mqtt.Client, error) {
 	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
 		SetConnectTimeout(5 * time.Second).SetOrderMatters(false).SetMaxResumePubInFlight(1000)
@@ -509,10 +399,10 @@ type bare struct {
 	n atomic.Int64
 }
 
-func newBare(broker, id string, qos byte) (contender, error) {
+func newBare(broker, id string, qos byte, clean, ordered bool) (*bare, error) {
 	b := &bare{}
-	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(qos == 0).
-		SetConnectTimeout(5 * time.Second).SetOrderMatters(false)
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(clean).
+		SetConnectTimeout(5 * time.Second).SetOrderMatters(ordered)
 	handler := func(_ mqtt.Client, m mqtt.Message) {
 		var v struct {
 			Temp float64 `json:"temp"`
@@ -533,76 +423,14 @@ func newBare(broker, id string, qos byte) (contender, error) {
 	return b, nil
 }
 
-func (b *bare) count() int { return int(b.n.Load()) }
-func (b *bare) stop()      { b.c.Disconnect(50) }
-
-// alertdRun is alertd in-process with its whole pipeline, writing any
-// mail to a spool.
-type alertdRun struct {
-	a      *app.App
-	cancel context.CancelFunc
-	done   chan error
-	queued int // mails queued, read at stop
-}
-
-// queuedMails reads alertd_mail_queued_total.
-func queuedMails(a *app.App) float64 {
-	var m dto.Metric
-	if err := a.Metrics().MailQueued.Write(&m); err != nil {
-		return 0
-	}
-	return m.GetCounter().GetValue()
-}
-
-func newAlertd(broker, id string, qos byte, dir string, o options) (contender, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	var y strings.Builder
-	fmt.Fprintf(&y, "mqtt: {broker: %q, client_id: %q, qos: %d}\nstore: {path: %q}\nhttp: {listen: \"off\"}\nlog: {level: error}\n",
-		broker, id, qos, filepath.Join(dir, "alertd.db"))
-	y.WriteString("defaults: {to: [ops@example.org]}\nrules:\n")
-	y.WriteString("  - {name: fleet-hot, topic: \"fleet/+/telemetry\", field: temp, above: 30}\n")
-	for i := 1; i < o.rules; i++ {
-		fmt.Fprintf(&y, "  - {name: other%d, topic: \"site%d/+/dev%d/#\", field: v, above: %d}\n", i, i%97, i, i)
-	}
-	cfg, err := config.Load(strings.NewReader(y.String()), filepath.Join(dir, "alertd.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	a, err := app.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &alertdRun{a: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
-	deadline := time.Now().Add(15 * time.Second)
-	for !a.Ready() {
-		if time.Now().After(deadline) {
-			cancel()
-			return nil, errors.New("alertd did not subscribe")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return r, nil
-}
-
-func (r *alertdRun) count() int { return int(r.a.Handled()) }
-func (r *alertdRun) stop() {
-	r.queued = int(queuedMails(r.a))
-	r.cancel()
-	<-r.done
-}
-
-func startMosquitto(dir string) (url string, stop func(), err error) {
+func startMosquitto(dir string) (url string, pid int, stop func(), err error) {
 	bin := "/usr/sbin/mosquitto"
 	if p, err := exec.LookPath("mosquitto"); err == nil {
 		bin = p
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
@@ -612,20 +440,20 @@ func startMosquitto(dir string) (url string, stop func(), err error) {
 	}
 	path := filepath.Join(dir, "mosquitto.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command(bin, "-c", path)
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start mosquitto (apt-get install mosquitto): %w", err)
+		return "", 0, nil, fmt.Errorf("start mosquitto (apt-get install mosquitto): %w", err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", fmt.Sprint(port))
 	for range 200 {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return "tcp://" + addr, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+			return "tcp://" + addr, cmd.Process.Pid, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 	_ = cmd.Process.Kill()
-	return "", nil, errors.New("mosquitto did not start")
+	return "", 0, nil, errors.New("mosquitto did not start")
 }

@@ -379,13 +379,10 @@ func spawnAlertd(bin, dir, cfg, admin string) (*alertdProc, error) {
 // nothing publishes to.
 func alertdIngestConfig(broker, id string, qos byte, dir, admin string, rules int, pprof bool) string {
 	var y strings.Builder
-	httpKeys := ""
-	if pprof {
-		httpKeys = ", pprof: true"
-	}
+	_ = pprof // alertd serves /debug/pprof on its admin listener to this machine, no key needed
 	fmt.Fprintf(&y, "mqtt: {broker: %q, client_id: %q, qos: %d}\nstore: {path: %q, spool: %q}\n"+
-		"limits: {max_series: 250000}\nhttp: {listen: %q%s}\nlog: {level: error}\n",
-		broker, id, qos, filepath.Join(dir, "alertd.db"), filepath.Join(dir, "spool"), admin, httpKeys)
+		"limits: {max_series: 250000}\nhttp: {listen: %q}\nlog: {level: error}\n",
+		broker, id, qos, filepath.Join(dir, "alertd.db"), filepath.Join(dir, "spool"), admin)
 	y.WriteString("defaults: {to: [ops@example.org]}\nrules:\n")
 	stream := []string{
 		"{name: fleet-hot, topic: \"fleet/+/telemetry\", field: temp, above: 30}",
@@ -659,8 +656,7 @@ func (e *ingestEnv) profileRun() (string, error) {
 	if err != nil {
 		note := fmt.Sprintf("\n-profile: no profile taken: %v\n", err)
 		if strings.Contains(err.Error(), "pprof") {
-			note += "alertd has no pprof endpoint: it needs `http: {pprof: true}` to serve net/http/pprof's /debug/pprof/ " +
-				"(profile?seconds=N, allocs) on its admin listener.\n"
+			note += "alertd did not serve /debug/pprof/ (profile?seconds=N, allocs) on its admin listener.\n"
 		}
 		fmt.Fprint(os.Stderr, note)
 		return note, nil

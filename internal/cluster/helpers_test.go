@@ -42,16 +42,20 @@ type instance struct {
 }
 
 // startInstance runs an Ingest named id on its own NATS connection.
-func startInstance(t *testing.T, c *natstest.Cluster, cfg Config, id string, handle Handler) *instance {
+// setup, if given, changes the Ingest before it runs.
+func startInstance(t *testing.T, c *natstest.Cluster, cfg Config, id string, handle Handler, setup ...func(*Ingest)) *instance {
 	t.Helper()
 	nc, js := connect(t, c)
 	cfg.JS, cfg.Instance = js, id
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t, nil)
+		cfg.Logger, _ = testLogger(t)
 	}
 	in, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(in)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	x := &instance{Ingest: in, nc: nc, cancel: cancel, done: make(chan error, 1)}
@@ -171,6 +175,12 @@ func (l *ledger) seenCount(p string) int {
 	return l.seen[p]
 }
 
+func (l *ledger) ackedBy(p string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acked[p]
+}
+
 // device is an MQTT client as a sensor would be: QoS 1, reconnecting.
 type device struct {
 	c mqtt.Client
@@ -242,11 +252,9 @@ type recorder struct {
 	attrs string
 }
 
-func testLogger(t *testing.T, lines *[]string) *slog.Logger {
-	if lines == nil {
-		lines = new([]string)
-	}
-	return slog.New(&recorder{t: t, mu: new(sync.Mutex), lines: lines})
+func testLogger(t *testing.T) (*slog.Logger, *recorder) {
+	r := &recorder{t: t, mu: new(sync.Mutex), lines: new([]string)}
+	return slog.New(r), r
 }
 
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }

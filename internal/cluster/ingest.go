@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,9 +126,7 @@ func (i *Ingest) Run(ctx context.Context, handle Handler) error {
 	if !i.running.CompareAndSwap(false, true) {
 		return errors.New("cluster: Ingest already running")
 	}
-	setup, cancel := context.WithTimeout(ctx, 4*i.cfg.LeaseTTL)
-	kv, err := ensureTopology(setup, i.cfg, i.names)
-	cancel()
+	kv, err := i.setup(ctx)
 	if err != nil {
 		return err
 	}
@@ -139,6 +138,30 @@ func (i *Ingest) Run(ctx context.Context, handle Handler) error {
 	err = i.coordinate(ctx, kv, w, handle)
 	i.stopAll(kv)
 	return err
+}
+
+// setup retries ensureTopology until it succeeds or ctx ends: NATS may be
+// electing leaders, or another instance creating the same stream.
+func (i *Ingest) setup(ctx context.Context) (jetstream.KeyValue, error) {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 2*i.cfg.LeaseTTL)
+		kv, err := ensureTopology(attempt, i.cfg, i.names)
+		cancel()
+		if err == nil {
+			i.noteKV(nil)
+			return kv, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if i.cfg.JS.Conn().IsClosed() {
+			return nil, fmt.Errorf("cluster: set up: %w", err)
+		}
+		i.noteKV(fmt.Errorf("set up stream, consumers and lease bucket: %w", err))
+		if !sleepCtx(ctx, retryAfter) {
+			return nil, err
+		}
+	}
 }
 
 // coordinate is the one goroutine that writes the bucket: heartbeats,
@@ -156,6 +179,7 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 			if !ok {
 				return errors.New("cluster: lease bucket watch ended")
 			}
+			i.step()
 			if e != nil {
 				i.mu.Lock()
 				i.view.apply(e)
@@ -192,7 +216,9 @@ func (i *Ingest) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 	defer cancel()
 	v, _ := jsonValue(memberValue{Started: time.Now().UTC()})
 	_, err := kv.Put(op, memberKey(i.cfg.Instance), v)
-	i.noteKV(err)
+	if ctx.Err() == nil {
+		i.noteKV(err)
+	}
 }
 
 // renew extends every held lease with a compare-and-set on its last
@@ -216,6 +242,10 @@ func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, handle Handle
 			op, cancel := context.WithTimeout(ctx, i.cfg.opTimeout())
 			defer cancel()
 			rev, err := kv.Update(op, leaseKey(l.p), val, l.revision())
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) && i.adopt(op, kv, l) {
+				// A renewal that timed out here had been applied there.
+				rev, err = kv.Update(op, leaseKey(l.p), val, l.revision())
+			}
 			results[k] = result{rev, sent, err}
 		})
 	}
@@ -230,9 +260,29 @@ func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, handle Handle
 		case errors.Is(r.err, jetstream.ErrKeyRevisionMismatch), errors.Is(r.err, jetstream.ErrKeyNotFound):
 			i.drop(l, fmt.Sprintf("renewal refused (%v): the lease expired or another instance took it", r.err))
 		default:
-			i.noteKV(r.err)
+			if ctx.Err() == nil {
+				i.noteKV(r.err)
+			}
 		}
 	}
+}
+
+// adopt takes up the key's current revision if the entry still carries
+// this lease's owner and term: nobody else writes our term, a new owner's
+// first write makes its own.
+func (i *Ingest) adopt(ctx context.Context, kv jetstream.KeyValue, l *lease) bool {
+	e, err := kv.Get(ctx, leaseKey(l.p))
+	if err != nil {
+		return false
+	}
+	var val leaseValue
+	if json.Unmarshal(e.Value(), &val) != nil || val.Owner != i.cfg.Instance || val.Term != l.term {
+		return false
+	}
+	l.mu.Lock()
+	l.rev = e.Revision()
+	l.mu.Unlock()
+	return true
 }
 
 // reconcile gives up partitions beyond this instance's share and tries to

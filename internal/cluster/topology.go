@@ -12,6 +12,12 @@ import (
 // ensureTopology creates, or brings up to date, the ingest stream, one
 // durable consumer per partition and the lease bucket. Every instance runs
 // it at start; it is idempotent, so instances starting together agree.
+//
+// Each is created first and updated only if it exists with another
+// configuration, never CreateOrUpdate*: that sends an update first, and in
+// nats-server 2.15.3 an update racing another instance's create of the
+// same stream got no reply at all (three instances starting together all
+// timed out; TestTakeoverAfterCrash found it).
 func ensureTopology(ctx context.Context, c Config, n names) (jetstream.KeyValue, error) {
 	if err := ensureStream(ctx, c, n); err != nil {
 		return nil, err
@@ -27,7 +33,7 @@ func ensureTopology(ctx context.Context, c Config, n names) (jetstream.KeyValue,
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	kv, err := c.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kcfg := jetstream.KeyValueConfig{
 		Bucket:      n.bucket,
 		Description: "alertd cluster membership and partition leases",
 		History:     1,
@@ -38,7 +44,11 @@ func ensureTopology(ctx context.Context, c Config, n names) (jetstream.KeyValue,
 		// Leases are worth nothing after a few seconds: memory, not disk.
 		Storage:  jetstream.MemoryStorage,
 		Replicas: c.Replicas,
-	})
+	}
+	kv, err := c.JS.CreateKeyValue(ctx, kcfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = c.JS.UpdateKeyValue(ctx, kcfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create lease bucket %s: %w", n.bucket, err)
 	}
@@ -70,7 +80,7 @@ func ensureStream(ctx context.Context, c Config, n names) error {
 	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return fmt.Errorf("look up stream %s: %w", n.stream, err)
 	}
-	_, err := c.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	scfg := jetstream.StreamConfig{
 		Name:        n.stream,
 		Description: "alertd: device readings by partition",
 		Subjects:    subjects,
@@ -84,7 +94,11 @@ func ensureStream(ctx context.Context, c Config, n names) error {
 		MaxAge:    c.MaxAge,
 		Storage:   jetstream.FileStorage,
 		Replicas:  c.Replicas,
-	})
+	}
+	_, err := c.JS.CreateStream(ctx, scfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		_, err = c.JS.UpdateStream(ctx, scfg)
+	}
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", n.stream, err)
 	}
@@ -92,7 +106,7 @@ func ensureStream(ctx context.Context, c Config, n names) error {
 }
 
 func ensureConsumer(ctx context.Context, c Config, n names, p int) error {
-	_, err := c.JS.CreateOrUpdateConsumer(ctx, n.stream, jetstream.ConsumerConfig{
+	ccfg := jetstream.ConsumerConfig{
 		Durable:       n.consumer(p),
 		Description:   fmt.Sprintf("alertd partition %d", p),
 		FilterSubject: n.ingestSubject(p),
@@ -106,7 +120,11 @@ func ensureConsumer(ctx context.Context, c Config, n names, p int) error {
 		// a group commit's worth without letting a stuck owner hoard.
 		MaxAckPending: 1024,
 		Replicas:      c.Replicas,
-	})
+	}
+	_, err := c.JS.CreateConsumer(ctx, n.stream, ccfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		_, err = c.JS.UpdateConsumer(ctx, n.stream, ccfg)
+	}
 	if err != nil {
 		return fmt.Errorf("create consumer %s: %w", n.consumer(p), err)
 	}

@@ -1,0 +1,101 @@
+package cluster
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alertd/alertd/internal/cluster/natstest"
+)
+
+// (b) Three instances share the 16 partitions within ±1. One of them dies
+// holding readings it handled but never acknowledged (its commit did not
+// happen): the survivors take its partitions over, those readings are
+// redelivered to them, and no reading is lost. The time from the death to
+// the last redelivered reading handled is the takeover time; issue 15 asks
+// for at most 10 s with the default settings.
+func TestTakeoverAfterCrash(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration // 0: the default, 5s
+		kill func(*instance)
+	}{
+		// The process stops without handing back or releasing anything.
+		{"crash", 0, func(x *instance) { x.crash.Store(true); x.cancel() }},
+		// Its NATS connection goes away under it (a network cut, kill -9
+		// seen from the server), on a shorter TTL to keep CI quick.
+		{"connection closed", 2 * time.Second, func(x *instance) { x.nc.Close() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testTakeover(t, tc.ttl, tc.kill)
+		})
+	}
+}
+
+func testTakeover(t *testing.T, ttl time.Duration, kill func(*instance)) {
+	c := natstest.Start(t, 3)
+	cfg := fleetConfig(3)
+	cfg.LeaseTTL = ttl
+	l := newLedger()
+	var victimHolds atomic.Bool // the victim handles but never acks
+	hold := func(Reading) bool { return victimHolds.Load() }
+	a := startInstance(t, c, cfg, "a", l.handler("a", nil))
+	b := startInstance(t, c, cfg, "b", l.handler("b", nil))
+	v := startInstance(t, c, cfg, "v", l.handler("v", hold))
+	took := eventually(t, 20*time.Second, "three instances balanced: "+owned(a, b, v), func() bool { return balanced(16, a, b, v) })
+	t.Logf("balanced in %v: %s", took.Round(time.Millisecond), owned(a, b, v))
+
+	topics := fleetTopics(200)
+	dev := newDevice(t, "dev", c.MQTTURL(0))
+	msgs, first := readings("1", topics)
+	dev.mustPublish(t, msgs)
+	eventually(t, 20*time.Second, "batch 1 acked", func() bool { return len(l.missing(first)) == 0 })
+
+	victimHolds.Store(true)
+	msgs, second := readings("2", topics)
+	dev.mustPublish(t, msgs)
+	eventually(t, 20*time.Second, "batch 2 handled (the victim's share unacked)", func() bool {
+		for _, p := range second {
+			if l.ackedBy(p) == "" && l.seenCount(p) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	held := len(l.missing(second))
+	victims := v.Owned()
+	if held == 0 {
+		t.Fatal("the victim holds no unacked reading; the test proves nothing")
+	}
+
+	start := time.Now()
+	kill(v)
+	owns := eventually(t, 20*time.Second, "survivors own every partition: "+owned(a, b), func() bool { return balanced(16, a, b) })
+	done := eventually(t, 20*time.Second, "the victim's unacked readings redelivered and acked", func() bool {
+		return len(l.missing(second)) == 0
+	})
+	total := owns + done
+	t.Logf("victim held partitions %v with %d unacked readings; survivors owned them after %v, all handled after %v",
+		victims, held, owns.Round(time.Millisecond), total.Round(time.Millisecond))
+	if total > 10*time.Second {
+		t.Errorf("takeover took %v; issue 15 asks for at most 10 s", total)
+	}
+	if time.Since(start) < total {
+		t.Fatal("clock went backwards")
+	}
+
+	msgs, third := readings("3", topics)
+	dev.mustPublish(t, msgs)
+	eventually(t, 20*time.Second, "batch 3 acked by the survivors", func() bool { return len(l.missing(third)) == 0 })
+	for _, p := range append(second, third...) {
+		if by := l.ackedBy(p); by == "v" {
+			t.Errorf("reading %s acked by the dead instance", p)
+		}
+	}
+	for _, topic := range topics {
+		if n := len(l.partition[topic]); n != 1 {
+			t.Errorf("topic %s arrived in %d partitions", topic, n)
+		}
+	}
+}

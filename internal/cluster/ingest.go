@@ -187,8 +187,10 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 			}
 		case <-tick.C:
 			i.step()
-			i.heartbeat(ctx, kv)
+			// Renewals first: an instance back from a pause learns what
+			// it lost before it tells its peers it is alive.
 			i.renew(ctx, kv, handle)
+			i.heartbeat(ctx, kv)
 		case <-i.stepped:
 			i.step()
 			i.renew(ctx, kv, handle)
@@ -258,7 +260,10 @@ func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, handle Handle
 				i.startConsumer(ctx, l, handle)
 			}
 		case errors.Is(r.err, jetstream.ErrKeyRevisionMismatch), errors.Is(r.err, jetstream.ErrKeyNotFound):
-			i.drop(l, fmt.Sprintf("renewal refused (%v): the lease expired or another instance took it", r.err))
+			op, cancel := context.WithTimeout(ctx, i.cfg.opTimeout())
+			now, _ := holder(op, kv, l.p)
+			cancel()
+			i.drop(l, now)
 		default:
 			if ctx.Err() == nil {
 				i.noteKV(r.err)
@@ -271,18 +276,31 @@ func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, handle Handle
 // this lease's owner and term: nobody else writes our term, a new owner's
 // first write makes its own.
 func (i *Ingest) adopt(ctx context.Context, kv jetstream.KeyValue, l *lease) bool {
-	e, err := kv.Get(ctx, leaseKey(l.p))
-	if err != nil {
-		return false
-	}
-	var val leaseValue
-	if json.Unmarshal(e.Value(), &val) != nil || val.Owner != i.cfg.Instance || val.Term != l.term {
+	e, ok := holder(ctx, kv, l.p)
+	if !ok || e.owner != i.cfg.Instance || e.term != l.term {
 		return false
 	}
 	l.mu.Lock()
-	l.rev = e.Revision()
+	l.rev = e.rev
 	l.mu.Unlock()
 	return true
+}
+
+// holder reads partition p's lease from the bucket, not from the view,
+// which a paused instance has not caught up on.
+func holder(ctx context.Context, kv jetstream.KeyValue, p int) (leaseEntry, bool) {
+	e, err := kv.Get(ctx, leaseKey(p))
+	if err != nil {
+		return leaseEntry{}, false
+	}
+	var val leaseValue
+	if json.Unmarshal(e.Value(), &val) != nil {
+		return leaseEntry{}, false
+	}
+	if val.Term == 0 {
+		val.Term = e.Revision()
+	}
+	return leaseEntry{owner: val.Owner, term: val.Term, rev: e.Revision()}, true
 }
 
 // reconcile gives up partitions beyond this instance's share and tries to
@@ -366,16 +384,16 @@ func (i *Ingest) release(ctx context.Context, kv jetstream.KeyValue, p int) {
 	i.log.Info("partition released", "partition", p, "term", l.term)
 }
 
-// drop steps back from a partition whose lease is no longer ours.
-func (i *Ingest) drop(l *lease, why string) {
+// drop steps back from a partition whose renewal was refused: the lease
+// expired, and now has another owner or none.
+func (i *Ingest) drop(l *lease, now leaseEntry) {
 	i.mu.Lock()
 	delete(i.held, l.p)
-	holder := i.view.leases[l.p]
 	i.mu.Unlock()
 	l.revoke()
 	i.stopConsumer(l)
-	i.log.Warn("partition lost; stepping back", "partition", l.p, "term", l.term,
-		"owner", holder.owner, "owner_term", holder.term, "reason", why)
+	i.log.Warn("partition lost; stepping back: the renewal's compare-and-set was refused",
+		"partition", l.p, "term", l.term, "owner", now.owner, "owner_term", now.term)
 }
 
 func (i *Ingest) heldLeases() []*lease {

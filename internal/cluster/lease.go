@@ -43,6 +43,16 @@ func (l *lease) valid(now time.Time) bool {
 	return !l.lost && now.Before(l.deadline)
 }
 
+// remaining is how long the lease stays valid after now; 0 once lost.
+func (l *lease) remaining(now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.lost {
+		return 0
+	}
+	return max(l.deadline.Sub(now), 0)
+}
+
 func (l *lease) revision() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -67,6 +67,9 @@ func (i *Ingest) consume(ctx context.Context, l *lease, handle Handler) {
 		}
 	}
 	defer i.handBack(it)
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go i.watchdog(wctx, l, it)
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -97,6 +100,24 @@ func (i *Ingest) consume(ctx context.Context, l *lease, handle Handler) {
 		if err := handle(ctx, r); err != nil {
 			log.Warn("handler refused a reading; retrying it", "topic", r.Topic, "err", err)
 			_ = m.NakWithDelay(retryAfter)
+		}
+	}
+}
+
+// watchdog stops pulling the moment the lease runs out unrenewed, even
+// while the handler is stuck: the iterator's open pull requests would
+// otherwise keep taking readings, redeliveries included, away from the new
+// owner, each then waiting AckWait. Drain keeps what is buffered for the
+// loop, which hands it back.
+func (i *Ingest) watchdog(ctx context.Context, l *lease, it jetstream.MessagesContext) {
+	for {
+		left := l.remaining(i.cfg.now())
+		if left <= 0 {
+			it.Drain()
+			return
+		}
+		if !sleepCtx(ctx, left) {
+			return
 		}
 	}
 }

@@ -188,8 +188,11 @@ type device struct {
 
 func newDevice(t *testing.T, id string, brokers ...string) *device {
 	t.Helper()
+	// ConnectRetry: a node that has just restarted accepts MQTT
+	// connections only once its $MQTT streams are reachable.
 	o := mqtt.NewClientOptions().SetClientID(id).SetCleanSession(true).
-		SetAutoReconnect(true).SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second)
+		SetAutoReconnect(true).SetConnectTimeout(5 * time.Second).SetWriteTimeout(5 * time.Second).
+		SetConnectRetry(true).SetConnectRetryInterval(200 * time.Millisecond)
 	for _, b := range brokers {
 		o.AddBroker(b)
 	}
@@ -260,7 +263,7 @@ func testLogger(t *testing.T) (*slog.Logger, *recorder) {
 func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
 func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s%s", rec.Level, rec.Message, r.attrs)
+	fmt.Fprintf(&b, "%s %s %s%s", rec.Time.Format("15:04:05.000"), rec.Level, rec.Message, r.attrs)
 	rec.Attrs(func(a slog.Attr) bool {
 		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
 		return true

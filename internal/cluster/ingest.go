@@ -130,14 +130,35 @@ func (i *Ingest) Run(ctx context.Context, handle Handler) error {
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch lease bucket: %w", err)
+	for {
+		err = i.watch(ctx, kv, handle)
+		if !errors.Is(err, errWatchEnded) || ctx.Err() != nil {
+			break
+		}
+		// nats.go ends a KV watch whose ordered consumer it could not
+		// recreate, as after a NATS node's loss; the leases are unharmed.
+		i.log.Warn("lease bucket watch ended; watching again")
+		if !sleepCtx(ctx, retryAfter/10) {
+			break
+		}
 	}
-	defer w.Stop()
-	err = i.coordinate(ctx, kv, w, handle)
 	i.stopAll(kv)
 	return err
+}
+
+var errWatchEnded = errors.New("cluster: lease bucket watch ended")
+
+func (i *Ingest) watch(ctx context.Context, kv jetstream.KeyValue, handle Handler) error {
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		if i.cfg.JS.Conn().IsClosed() {
+			return fmt.Errorf("watch lease bucket: %w", err)
+		}
+		i.noteKV(fmt.Errorf("watch lease bucket: %w", err))
+		return errWatchEnded
+	}
+	defer w.Stop()
+	return i.coordinate(ctx, kv, w, handle)
 }
 
 // setup retries ensureTopology until it succeeds or ctx ends: NATS may be
@@ -171,16 +192,26 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 	tick := time.NewTicker(i.cfg.renewEvery())
 	defer tick.Stop()
 	i.heartbeat(ctx, kv)
+	// The watch replays every key, then sends nil; until then the view
+	// being built is partial and taking partitions waits for it.
+	fresh, synced := newView(), false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case e, ok := <-w.Updates():
 			if !ok {
-				return errors.New("cluster: lease bucket watch ended")
+				return errWatchEnded
 			}
 			i.step()
-			if e != nil {
+			switch {
+			case !synced && e == nil:
+				i.mu.Lock()
+				i.view, synced = fresh, true
+				i.mu.Unlock()
+			case !synced:
+				fresh.apply(e)
+			case e != nil:
 				i.mu.Lock()
 				i.view.apply(e)
 				i.mu.Unlock()
@@ -201,7 +232,9 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 		if ctx.Err() != nil {
 			return nil
 		}
-		i.reconcile(ctx, kv, handle)
+		if synced {
+			i.reconcile(ctx, kv, handle)
+		}
 	}
 }
 

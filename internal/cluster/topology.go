@@ -13,11 +13,11 @@ import (
 // durable consumer per partition and the lease bucket. Every instance runs
 // it at start; it is idempotent, so instances starting together agree.
 //
-// Each is created first and updated only if it exists with another
-// configuration, never CreateOrUpdate*: that sends an update first, and in
-// nats-server 2.15.3 an update racing another instance's create of the
-// same stream got no reply at all (three instances starting together all
-// timed out; TestTakeoverAfterCrash found it).
+// Each is created first and looked up or updated only if it exists with
+// another configuration, never CreateOrUpdate*: that sends an update
+// first, and in nats-server 2.15.3 a request about a stream racing another
+// instance's create of it got no reply at all (three instances starting
+// together all timed out; TestTakeoverAfterCrash found it).
 func ensureTopology(ctx context.Context, c Config, n names) (jetstream.KeyValue, error) {
 	if err := ensureStream(ctx, c, n); err != nil {
 		return nil, err
@@ -41,8 +41,11 @@ func ensureTopology(ctx context.Context, c Config, n names) (jetstream.KeyValue,
 		// last renewal; the expiry marker is what tells the watchers.
 		TTL:            c.LeaseTTL,
 		LimitMarkerTTL: c.LeaseTTL,
-		// Leases are worth nothing after a few seconds: memory, not disk.
-		Storage:  jetstream.MemoryStorage,
+		// On disk although a lease is worth nothing after a few seconds:
+		// a memory replica restarts empty, and its Raft log with it, so
+		// losing another node while it catches up lost the bucket's
+		// quorum for good in TestNATSNodeLoss.
+		Storage:  jetstream.FileStorage,
 		Replicas: c.Replicas,
 	}
 	kv, err := c.JS.CreateKeyValue(ctx, kcfg)
@@ -71,15 +74,6 @@ func ensureStream(ctx context.Context, c Config, n names) error {
 		subjects = append(subjects, s)
 	}
 	dest := n.transformDest(c.Partitions)
-	if s, err := c.JS.Stream(ctx, n.stream); err == nil {
-		// A different count would put one topic in two partitions while
-		// old readings drain: refused until re-partitioning exists.
-		if tr := s.CachedInfo().Config.SubjectTransform; tr != nil && tr.Destination != dest {
-			return fmt.Errorf("stream %s partitions by %q, config says %q: changing the partition count is not supported yet", n.stream, tr.Destination, dest)
-		}
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", n.stream, err)
-	}
 	scfg := jetstream.StreamConfig{
 		Name:        n.stream,
 		Description: "alertd: device readings by partition",
@@ -96,11 +90,24 @@ func ensureStream(ctx context.Context, c Config, n names) error {
 		Replicas:  c.Replicas,
 	}
 	_, err := c.JS.CreateStream(ctx, scfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		_, err = c.JS.UpdateStream(ctx, scfg)
+	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", n.stream, err)
+		}
+		return nil
 	}
+	// It exists with another configuration.
+	s, err := c.JS.Stream(ctx, n.stream)
 	if err != nil {
-		return fmt.Errorf("create stream %s: %w", n.stream, err)
+		return fmt.Errorf("look up stream %s: %w", n.stream, err)
+	}
+	// A different count would put one topic in two partitions while old
+	// readings drain: refused until re-partitioning exists.
+	if tr := s.CachedInfo().Config.SubjectTransform; tr != nil && tr.Destination != dest {
+		return fmt.Errorf("stream %s partitions by %q, config says %q: changing the partition count is not supported yet", n.stream, tr.Destination, dest)
+	}
+	if _, err := c.JS.UpdateStream(ctx, scfg); err != nil {
+		return fmt.Errorf("update stream %s: %w", n.stream, err)
 	}
 	return nil
 }

@@ -232,6 +232,35 @@ func (c *Cluster) ready() bool {
 	return leader
 }
 
+// WaitHealthy waits until every running node's /healthz is ok: besides
+// WaitReady, every stream and consumer replica it hosts has caught up. An
+// operator waits for this between the restarts of a rolling upgrade;
+// losing another node before it holds is losing a quorum's data.
+func (c *Cluster) WaitHealthy() {
+	c.t.Helper()
+	deadline := time.Now().Add(readyTimeout)
+	for time.Now().Before(deadline) {
+		if c.ready() && c.healthy() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.t.Fatalf("natstest: nodes not healthy after %v", readyTimeout)
+}
+
+func (c *Cluster) healthy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.nodes {
+		if nd.srv != nil {
+			if h := nd.srv.Healthz(&server.HealthzOptions{}); h.Status != "ok" {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // freePort asks the kernel for a free loopback port. Another process may
 // take it before the server binds it; on loopback in a test that is rare
 // enough to accept, and it keeps a node's ports stable across restarts.

@@ -297,3 +297,16 @@ func (r *recorder) has(substrs ...string) bool {
 		return true
 	})
 }
+
+func (c Config) withDefaultsT(t *testing.T) Config {
+	t.Helper()
+	c.JS = noJS{}
+	d, err := c.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// noJS stands in for a JetStream context where only defaults are read.
+type noJS struct{ jetstream.JetStream }

@@ -99,3 +99,28 @@ func testTakeover(t *testing.T, ttl time.Duration, kill func(*instance)) {
 		}
 	}
 }
+
+// A graceful stop releases the leases: the peer takes over at once rather
+// than after LeaseTTL, and readings published meanwhile all arrive.
+func TestGracefulStopHandsOver(t *testing.T) {
+	t.Parallel()
+	c := natstest.Start(t, 1)
+	cfg := fleetConfig(1)
+	cfg.Partitions = 4 // the default LeaseTTL, 5s, is what is beaten
+	l := newLedger()
+	a := startInstance(t, c, cfg, "a", l.handler("a", nil))
+	b := startInstance(t, c, cfg, "b", l.handler("b", nil))
+	eventually(t, 20*time.Second, "a and b balanced: "+owned(a, b), func() bool { return balanced(4, a, b) })
+
+	start := time.Now()
+	a.stop(t)
+	eventually(t, 10*time.Second, "b owns every partition: "+owned(b), func() bool { return balanced(4, b) })
+	took := time.Since(start)
+	t.Logf("b owned a's partitions %v after a was told to stop", took.Round(time.Millisecond))
+	if took >= cfg.withDefaultsT(t).LeaseTTL {
+		t.Errorf("takeover after a graceful stop took %v, as long as an expiry", took)
+	}
+	msgs, payloads := readings("after", fleetTopics(50))
+	newDevice(t, "dev", c.MQTTURL(0)).mustPublish(t, msgs)
+	eventually(t, 10*time.Second, "readings after the handover acked by b", func() bool { return len(l.missing(payloads)) == 0 })
+}

@@ -406,7 +406,7 @@ func (i *Ingest) release(ctx context.Context, kv jetstream.KeyValue, p int) {
 	if l == nil {
 		return
 	}
-	i.stopConsumer(l)
+	i.stopConsumers(l)
 	l.revoke()
 	op, cancel := context.WithTimeout(ctx, i.cfg.opTimeout())
 	defer cancel()
@@ -424,7 +424,11 @@ func (i *Ingest) drop(l *lease, now leaseEntry) {
 	delete(i.held, l.p)
 	i.mu.Unlock()
 	l.revoke()
-	i.stopConsumer(l)
+	// Not waited for: the lease is gone already, and the consumer, which
+	// sees it revoked, hands nothing more to the handler and acks nothing.
+	if l.cancel != nil {
+		l.cancel()
+	}
 	i.log.Warn("partition lost; stepping back: the renewal's compare-and-set was refused",
 		"partition", l.p, "term", l.term, "owner", now.owner, "owner_term", now.term)
 }
@@ -444,9 +448,7 @@ func (i *Ingest) heldLeases() []*lease {
 // lease and the member key so peers take over without waiting for expiry.
 func (i *Ingest) stopAll(kv jetstream.KeyValue) {
 	leases := i.heldLeases()
-	for _, l := range leases {
-		i.stopConsumer(l)
-	}
+	i.stopConsumers(leases...)
 	if i.crash.Load() || i.cfg.JS.Conn().IsClosed() {
 		return
 	}

@@ -17,8 +17,9 @@ const (
 	// retryAfter is how long a reading the handler refused waits, and how
 	// long a consumer waits before it tries JetStream again.
 	retryAfter = time.Second
-	// stopWait bounds how long giving a partition up waits for its handler
-	// to return: a handler ignoring ctx must not stall the renewals of
+	// stopWait bounds how long handing a partition over waits for its
+	// handler to return, so the readings it buffered go back before the
+	// lease does: a handler ignoring ctx must not stall the renewals of
 	// every other partition. The late handler's ack is then refused.
 	stopWait = 2 * time.Second
 )
@@ -33,15 +34,26 @@ func (i *Ingest) startConsumer(ctx context.Context, l *lease, handle Handler) {
 	}()
 }
 
-func (i *Ingest) stopConsumer(l *lease) {
-	if l.cancel == nil {
-		return
+// stopConsumers cancels the consumers of leases and waits, together and
+// for at most stopWait, for them to hand back what they buffered.
+func (i *Ingest) stopConsumers(leases ...*lease) {
+	for _, l := range leases {
+		if l.cancel != nil {
+			l.cancel()
+		}
 	}
-	l.cancel()
-	select {
-	case <-l.done:
-	case <-time.After(stopWait):
-		i.log.Warn("partition handler did not return in time; its ack will be refused", "partition", l.p)
+	timeout := time.NewTimer(stopWait)
+	defer timeout.Stop()
+	for _, l := range leases {
+		if l.done == nil {
+			continue
+		}
+		select {
+		case <-l.done:
+		case <-timeout.C:
+			i.log.Warn("partition handler did not return in time; its ack will be refused", "partition", l.p)
+			return
+		}
 	}
 }
 

@@ -89,8 +89,12 @@ func (i *Ingest) consume(ctx context.Context, l *lease, handle Handler) {
 				return
 			}
 			// A missed heartbeat or a leader election: the iterator
-			// keeps pulling by itself.
+			// keeps pulling by itself; a pause keeps an error that
+			// repeats from spinning.
 			log.Debug("partition consumer", "err", err)
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) && !sleepCtx(ctx, retryAfter/10) {
+				return
+			}
 			continue
 		}
 		if !l.valid(i.cfg.now()) {

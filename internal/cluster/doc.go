@@ -3,7 +3,9 @@
 // nats-server's MQTT listener, are spread over N partitions by a hash of
 // the whole topic, and each partition is consumed by exactly one live
 // alertd instance at a time, which a peer replaces within LeaseTTL when it
-// dies. docs/cluster.md is the operator's account, with the failure model.
+// dies. It also owns the clustered outbox (outbox.go): rendered mails in a
+// work-queue stream, deduplicated by Message-ID, delivered by any instance.
+// docs/cluster.md is the operator's account, with the failure model.
 //
 // # Partitioning
 //

@@ -119,6 +119,10 @@ func newNames(prefix string) names {
 	}
 }
 
+// outbox is the outbox stream's name, mailer its consumer's.
+func (n names) outbox() string { return n.prefix + "_outbox" }
+func (n names) mailer() string { return n.prefix + "_mailer" }
+
 // ingestSubject is where partition p's readings are stored:
 // "<prefix>.in.<p>.<the device's subject>".
 func (n names) ingestSubject(p int) string {

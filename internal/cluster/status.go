@@ -26,15 +26,21 @@ type PartitionStatus struct {
 }
 
 // Status reads the owners from this instance's view of the lease bucket
-// and each partition's lag from its consumer.
+// (its own leases from itself) and each partition's lag from its consumer.
 func (i *Ingest) Status(ctx context.Context) (Status, error) {
 	i.mu.Lock()
 	st := Status{
 		Instance: i.cfg.Instance,
 		Members:  i.view.liveMembers(i.cfg.Instance),
 	}
+	now := i.cfg.now()
 	for p := range i.cfg.Partitions {
 		e := i.view.leases[p]
+		// Our own leases we know first hand; the view learns of them
+		// through the watch, a moment later.
+		if l := i.held[p]; l != nil && l.valid(now) {
+			e = leaseEntry{owner: i.cfg.Instance, term: l.term}
+		}
 		st.Partitions = append(st.Partitions, PartitionStatus{Partition: p, Owner: e.owner, Term: e.term})
 	}
 	i.mu.Unlock()

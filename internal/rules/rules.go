@@ -144,6 +144,9 @@ type Reading struct {
 	// threshold by the rule's hysteresis (without hysteresis, !Breach). A
 	// silence rule's readings are always Clear: the series is alive.
 	Breach, Clear bool
+	// Err: the rule could not read the payload (Readings only; Evaluate
+	// reports such readings and leaves them out).
+	Err error
 }
 
 // Rule returns the rule named name, or nil.
@@ -167,10 +170,26 @@ func (e *Engine) Filters() []string {
 }
 
 // Evaluate appends to dst a Reading for every rule whose filter matches
-// ev's topic and which could read its payload. A topic no rule watches
-// costs one trie walk and no allocation.
+// ev's topic and which could read its payload, and reports to the
+// observer each rule that could not. A topic no rule watches costs one
+// trie walk and no allocation.
 func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
-	var buf [8]*Rule
+	n := len(dst)
+	dst = e.Readings(ev, dst)
+	e.Report(dst[n:])
+	kept := dst[:n]
+	for _, rd := range dst[n:] {
+		if rd.Err == nil {
+			kept = append(kept, rd)
+		}
+	}
+	return kept
+}
+
+// Readings is Evaluate without side effects: the rules that could not
+// read the payload are readings too, with Err set, for Report.
+func (e *Engine) Readings(ev *event.Event, dst []Reading) []Reading {
+	var buf [16]*Rule
 	matched := e.index.match(ev.Topic, buf[:0])
 	if len(matched) == 0 {
 		return dst
@@ -192,13 +211,13 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 			payloadErr, checked = checkPayload(ev.Payload), true
 		}
 		if payloadErr != nil {
-			e.invalid(r, ev, payloadErr)
+			dst = append(dst, Reading{Rule: r, Event: ev, Err: payloadErr})
 			continue
 		}
 		if r.when != nil {
 			breach, err := r.when.eval(ev.Payload)
 			if err != nil {
-				e.invalid(r, ev, err)
+				dst = append(dst, Reading{Rule: r, Event: ev, Err: err})
 				continue
 			}
 			dst = append(dst, Reading{Rule: r, Event: ev, Value: Value{Text: r.when.src, Kind: KindText}, Breach: breach, Clear: !breach})
@@ -220,13 +239,22 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 			var breach, clear bool
 			if breach, clear, err = r.cond.eval(v); err == nil {
 				dst = append(dst, Reading{Rule: r, Event: ev, Value: v, Breach: breach, Clear: clear})
+				continue
 			}
 		}
-		if err != nil {
-			e.invalid(r, ev, err)
-		}
+		dst = append(dst, Reading{Rule: r, Event: ev, Err: err})
 	}
 	return dst
+}
+
+// Report tells the observer of each reading whose rule could not read
+// its payload (Err set).
+func (e *Engine) Report(rds []Reading) {
+	for i := range rds {
+		if rd := &rds[i]; rd.Err != nil {
+			e.invalid(rd.Rule, rd.Event, rd.Err)
+		}
+	}
 }
 
 func (e *Engine) invalid(r *Rule, ev *event.Event, err error) {

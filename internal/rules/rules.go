@@ -43,6 +43,7 @@ type Rule struct {
 
 	order int // position in the file, for a stable notification order
 	path  []string
+	field string // the path as written, to share one lookup among the rules that read it
 	cond  condition
 	when  *whenCond // a when: expression instead of cond
 	tmpl  templates
@@ -97,7 +98,7 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 		r.Thread = rc.Thread == nil || *rc.Thread
 		r.Location = loc
 		if rc.Field != "" {
-			r.path = strings.Split(rc.Field, ".")
+			r.path, r.field = strings.Split(rc.Field, "."), rc.Field
 		}
 		if rc.When != "" {
 			w, err := compileWhen(rc.When)
@@ -200,6 +201,16 @@ func (e *Engine) Readings(ev *event.Event, dst []Reading) []Reading {
 	}
 	var payloadErr, jsonErr error
 	checked, jsonChecked := false, false
+	// Rules reading the same field of one payload share its lookup: a
+	// fleet's rules often watch the same temp or battery at several
+	// thresholds.
+	type found struct {
+		field string
+		v     Value
+		err   error
+	}
+	var seen [4]found
+	nseen := 0
 	for _, r := range matched {
 		if r.Silence() {
 			// Any message, even one no rule could parse, shows the device
@@ -232,7 +243,19 @@ func (e *Engine) Readings(ev *event.Event, dst []Reading) []Reading {
 				jsonErr, jsonChecked = checkJSON(ev.Payload), true
 			}
 			if err = jsonErr; err == nil {
-				v, err = field(ev.Payload, r.path)
+				i := 0
+				for i < nseen && seen[i].field != r.field {
+					i++
+				}
+				if i < nseen {
+					v, err = seen[i].v, seen[i].err
+				} else {
+					v, err = field(ev.Payload, r.path)
+					if nseen < len(seen) {
+						seen[nseen] = found{r.field, v, err}
+						nseen++
+					}
+				}
 			}
 		}
 		if err == nil {

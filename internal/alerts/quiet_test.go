@@ -42,7 +42,7 @@ func TestObserveQuietChangesNothingObserveWouldNot(t *testing.T) {
 		for _, rule := range []string{"hot", "slow", "quiet", "once"} {
 			sa, oka := a.tracker.Lookup(rule, topic)
 			sb, okb := b.tracker.Lookup(rule, topic)
-			if oka != okb || sa.State != sb.State || !sa.LastSeen.Equal(sb.LastSeen) || !sa.Since.Equal(sb.Since) {
+			if oka != okb || sa.State != sb.State || !sa.LastSeen.Equal(sb.LastSeen) || !sa.Since.Equal(sb.Since) || sa.Value != sb.Value {
 				t.Errorf("%s %s: Observe left %v %+v, quick handling %v %+v", rule, topic, oka, sa, okb, sb)
 			}
 		}

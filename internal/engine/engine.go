@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -39,6 +40,7 @@ type Engine struct {
 	log      *slog.Logger
 	m        *metrics.Metrics
 	received map[string]prometheus.Counter // per source, looked up once
+	matches  sync.Map                      // rule name → its alertd_rule_matches_total, looked up once
 
 	handled atomic.Uint64 // events fully processed (benchmarks, tests)
 }
@@ -112,7 +114,7 @@ func (e *Engine) Handle(ev *event.Event) error {
 	var buf [16]rules.Reading
 	for _, rd := range e.rules.Load().Evaluate(ev, buf[:0]) {
 		if rd.Breach {
-			e.m.RuleMatches.WithLabelValues(rd.Rule.Name).Inc()
+			e.matched(rd.Rule.Name)
 		}
 		tr, ok, err := e.observe(&rd)
 		if errors.Is(err, alerts.ErrTooManySeries) {
@@ -153,6 +155,11 @@ func (e *Engine) Quick(ev *event.Event) bool {
 		return false
 	}
 	rs.Report(rds)
+	for i := range rds {
+		if rds[i].Breach && rds[i].Err == nil {
+			e.matched(rds[i].Rule.Name)
+		}
+	}
 	if c := e.received[ev.Source]; c != nil {
 		c.Inc()
 	} else {
@@ -160,6 +167,16 @@ func (e *Engine) Quick(ev *event.Event) bool {
 	}
 	e.handled.Add(1)
 	return true
+}
+
+// matched counts a breaching reading of rule, without building the
+// metric's labels for each one.
+func (e *Engine) matched(rule string) {
+	c, ok := e.matches.Load(rule)
+	if !ok {
+		c, _ = e.matches.LoadOrStore(rule, e.m.RuleMatches.WithLabelValues(rule))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // observe applies a reading to its series, waiting while a transition of

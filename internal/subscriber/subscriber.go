@@ -126,7 +126,7 @@ const queueDepth = 256
 // New returns a subscriber that passes events to h.
 func New(opts Options, h Handler) *Subscriber {
 	if opts.Workers <= 0 {
-		opts.Workers = 32
+		opts.Workers = 128
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()

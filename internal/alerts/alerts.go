@@ -230,6 +230,62 @@ func (t *Tracker) Observe(rd *rules.Reading) (Transition, bool, error) {
 	return tr, ok, err
 }
 
+// ObserveQuiet applies rds, all of one event, only if none of them can
+// make a transition or create a series, and says whether it did: a normal
+// reading of a series that is ok, a reading of a firing series that does
+// not clear it (a storm: only its value changes), or a device showing it
+// is alive to a silence rule's series that is not firing. The readings
+// are then done, under one lock, with nothing to commit; otherwise
+// nothing is applied and each goes through Observe. Readings with Err are
+// skipped.
+func (t *Tracker) ObserveQuiet(rds []rules.Reading) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	apply := false
+	for i := range rds {
+		rd := &rds[i]
+		if rd.Err != nil {
+			continue
+		}
+		r := rd.Rule
+		if t.current(r) != r {
+			return false // a reload's rules, or a rule removed: Observe sorts it out
+		}
+		s := t.series[key{r.Name, rd.Event.Topic}]
+		switch {
+		case s != nil && s.busy:
+			return false
+		case r.Silence():
+			if s == nil || s.State == Firing {
+				return false
+			}
+			apply = true
+		case s != nil && s.State == Firing:
+			if rd.Clear {
+				return false
+			}
+			apply = true
+		case rd.Breach || (s != nil && s.State != OK):
+			return false
+		}
+	}
+	if apply {
+		for i := range rds {
+			rd := &rds[i]
+			if rd.Err != nil {
+				continue
+			}
+			if s := t.series[key{rd.Rule.Name, rd.Event.Topic}]; s != nil && (rd.Rule.Silence() || s.State == Firing) {
+				t.decide(s, rd) // no transition, as checked above
+				if rd.Rule.Silence() {
+					t.relist(s)
+				}
+			}
+		}
+	}
+	return true
+}
+
 func (t *Tracker) observe(rd *rules.Reading) (Transition, bool, *Warning, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -43,6 +43,7 @@ type Rule struct {
 
 	order int // position in the file, for a stable notification order
 	path  []string
+	field string // the path as written, to share one lookup among the rules that read it
 	cond  condition
 	when  *whenCond // a when: expression instead of cond
 	tmpl  templates
@@ -97,7 +98,7 @@ func Compile(cfg *config.Config, obs Observer) (*Engine, error) {
 		r.Thread = rc.Thread == nil || *rc.Thread
 		r.Location = loc
 		if rc.Field != "" {
-			r.path = strings.Split(rc.Field, ".")
+			r.path, r.field = strings.Split(rc.Field, "."), rc.Field
 		}
 		if rc.When != "" {
 			w, err := compileWhen(rc.When)
@@ -144,6 +145,9 @@ type Reading struct {
 	// threshold by the rule's hysteresis (without hysteresis, !Breach). A
 	// silence rule's readings are always Clear: the series is alive.
 	Breach, Clear bool
+	// Err: the rule could not read the payload (Readings only; Evaluate
+	// reports such readings and leaves them out).
+	Err error
 }
 
 // Rule returns the rule named name, or nil.
@@ -167,10 +171,26 @@ func (e *Engine) Filters() []string {
 }
 
 // Evaluate appends to dst a Reading for every rule whose filter matches
-// ev's topic and which could read its payload. A topic no rule watches
-// costs one trie walk and no allocation.
+// ev's topic and which could read its payload, and reports to the
+// observer each rule that could not. A topic no rule watches costs one
+// trie walk and no allocation.
 func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
-	var buf [8]*Rule
+	n := len(dst)
+	dst = e.Readings(ev, dst)
+	e.Report(dst[n:])
+	kept := dst[:n]
+	for _, rd := range dst[n:] {
+		if rd.Err == nil {
+			kept = append(kept, rd)
+		}
+	}
+	return kept
+}
+
+// Readings is Evaluate without side effects: the rules that could not
+// read the payload are readings too, with Err set, for Report.
+func (e *Engine) Readings(ev *event.Event, dst []Reading) []Reading {
+	var buf [16]*Rule
 	matched := e.index.match(ev.Topic, buf[:0])
 	if len(matched) == 0 {
 		return dst
@@ -181,6 +201,16 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 	}
 	var payloadErr, jsonErr error
 	checked, jsonChecked := false, false
+	// Rules reading the same field of one payload share its lookup: a
+	// fleet's rules often watch the same temp or battery at several
+	// thresholds.
+	type found struct {
+		field string
+		v     Value
+		err   error
+	}
+	var seen [4]found
+	nseen := 0
 	for _, r := range matched {
 		if r.Silence() {
 			// Any message, even one no rule could parse, shows the device
@@ -192,13 +222,13 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 			payloadErr, checked = checkPayload(ev.Payload), true
 		}
 		if payloadErr != nil {
-			e.invalid(r, ev, payloadErr)
+			dst = append(dst, Reading{Rule: r, Event: ev, Err: payloadErr})
 			continue
 		}
 		if r.when != nil {
 			breach, err := r.when.eval(ev.Payload)
 			if err != nil {
-				e.invalid(r, ev, err)
+				dst = append(dst, Reading{Rule: r, Event: ev, Err: err})
 				continue
 			}
 			dst = append(dst, Reading{Rule: r, Event: ev, Value: Value{Text: r.when.src, Kind: KindText}, Breach: breach, Clear: !breach})
@@ -213,20 +243,41 @@ func (e *Engine) Evaluate(ev *event.Event, dst []Reading) []Reading {
 				jsonErr, jsonChecked = checkJSON(ev.Payload), true
 			}
 			if err = jsonErr; err == nil {
-				v, err = field(ev.Payload, r.path)
+				i := 0
+				for i < nseen && seen[i].field != r.field {
+					i++
+				}
+				if i < nseen {
+					v, err = seen[i].v, seen[i].err
+				} else {
+					v, err = field(ev.Payload, r.path)
+					if nseen < len(seen) {
+						seen[nseen] = found{r.field, v, err}
+						nseen++
+					}
+				}
 			}
 		}
 		if err == nil {
 			var breach, clear bool
 			if breach, clear, err = r.cond.eval(v); err == nil {
 				dst = append(dst, Reading{Rule: r, Event: ev, Value: v, Breach: breach, Clear: clear})
+				continue
 			}
 		}
-		if err != nil {
-			e.invalid(r, ev, err)
-		}
+		dst = append(dst, Reading{Rule: r, Event: ev, Err: err})
 	}
 	return dst
+}
+
+// Report tells the observer of each reading whose rule could not read
+// its payload (Err set).
+func (e *Engine) Report(rds []Reading) {
+	for i := range rds {
+		if rd := &rds[i]; rd.Err != nil {
+			e.invalid(rd.Rule, rd.Event, rd.Err)
+		}
+	}
 }
 
 func (e *Engine) invalid(r *Rule, ev *event.Event, err error) {

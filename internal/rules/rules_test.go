@@ -371,3 +371,31 @@ rules:
 		t.Errorf("second error %q", got)
 	}
 }
+
+// Rules that read the same field share one lookup per payload; each still
+// gets its own verdict, and a field of the same name deeper down, or
+// another field, is looked up on its own.
+func TestRulesOnTheSameFieldEachJudgeIt(t *testing.T) {
+	e, rec := compile(t, `
+defaults: {to: [ops@example.org]}
+rules:
+  - {name: warm, topic: "s/+/t", field: temp, above: 25}
+  - {name: hot, topic: "s/+/t", field: temp, above: 30}
+  - {name: very-hot, topic: "s/+/t", field: temp, above: 40}
+  - {name: box-hot, topic: "s/+/t", field: box.temp, above: 50}
+  - {name: dry, topic: "s/+/t", field: hum, below: 30}
+  - {name: wet, topic: "s/+/t", field: hum, above: 80}
+  - {name: low, topic: "s/+/t", field: battery, below: 10}
+`)
+	if got := names(evaluate(e, "s/a/t", `{"temp": 31, "hum": 20, "box": {"temp": 55}}`)); got != "warm,hot,box-hot,dry" {
+		t.Errorf("breaching: %s, want warm,hot,box-hot,dry", got)
+	}
+	if got := names(evaluate(e, "s/a/t", `{"hum": 90, "temp": 26}`)); got != "warm,wet" {
+		t.Errorf("breaching: %s, want warm,wet", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.errs["low"]) != 2 || len(rec.errs["box-hot"]) != 1 || len(rec.errs["hot"]) != 0 {
+		t.Errorf("missing fields reported: %v", rec.errs)
+	}
+}

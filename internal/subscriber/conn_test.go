@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -99,5 +100,68 @@ func TestBurstArrivesWholeOverEachTransport(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// quickRecorder finishes "q…" payloads in Quick and sends the rest to
+// Handle, which takes its time: the order in which each payload was
+// finished is what a topic's series would see.
+type quickRecorder struct {
+	mu    sync.Mutex
+	order []string
+	quick int
+}
+
+func (h *quickRecorder) Quick(ev *event.Event) bool {
+	if !strings.HasPrefix(string(ev.Payload), "q") {
+		return false
+	}
+	h.mu.Lock()
+	h.order = append(h.order, string(ev.Payload))
+	h.quick++
+	h.mu.Unlock()
+	return true
+}
+
+func (h *quickRecorder) Handle(ev *event.Event) error {
+	time.Sleep(30 * time.Millisecond) // a commit
+	h.mu.Lock()
+	h.order = append(h.order, string(ev.Payload))
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *quickRecorder) done() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.order)
+}
+
+// A message finished at once on the receiving goroutine never overtakes
+// an earlier one of its topic that is still with a worker; with nothing
+// in flight, messages are finished there without a worker.
+func TestQuickMessagesKeepTheirTopicsOrder(t *testing.T) {
+	broker := mqtttest.Start(t)
+	h := &quickRecorder{}
+	s := New(Options{Broker: broker.URL(), ClientID: "quick", QoS: 1, Filters: []string{"s/#"}, Workers: 1}, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "subscribed", s.Ready)
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	want := []string{"q1", "q2", "slow3", "q4", "q5", "slow6", "q7"}
+	for _, p := range want {
+		pub.Publish(t, "s/a", p)
+	}
+	waitFor(t, "every message finished", func() bool { return len(h.done()) == len(want) })
+	if got := h.done(); !slices.Equal(got, want) {
+		t.Fatalf("finished in the order %v, want %v", got, want)
+	}
+	h.mu.Lock()
+	quick := h.quick
+	h.mu.Unlock()
+	if quick < 2 {
+		t.Errorf("%d messages finished at once, want at least q1 and q2 (nothing was in flight)", quick)
 	}
 }

@@ -39,6 +39,15 @@ type Handler interface {
 	Handle(ev *event.Event) error
 }
 
+// Quick is a Handler that can finish some events at once, on paho's
+// receiving goroutine, without blocking: Quick returns false for an event
+// that needs Handle (a write to the store), and did nothing with it then.
+// The subscriber tries Quick only when no earlier message of the same
+// shard is still with a worker, so a topic's messages keep their order.
+type Quick interface {
+	Quick(ev *event.Event) bool
+}
+
 // Options configure the subscriber.
 type Options struct {
 	Broker   string // tcp://host:1883, ssl://, ws://, wss://
@@ -77,14 +86,18 @@ const (
 
 // Subscriber is the MQTT ingress.
 type Subscriber struct {
-	opts    Options
-	handler Handler
-	log     *slog.Logger
-	shards  []chan work
-	seed    maphash.Seed
-	done    chan struct{}
-	ready   atomic.Bool
-	client  mqtt.Client
+	opts       Options
+	handler    Handler
+	log        *slog.Logger
+	shards     []chan work
+	pending    []atomic.Int32 // per shard: messages handed to its worker and not yet done
+	quick      Quick          // nil: every message goes to a worker
+	routed     event.Event    // the receiving goroutine's event for quick, reused
+	routedBusy atomic.Bool    // routed is in use
+	seed       maphash.Seed
+	done       chan struct{}
+	ready      atomic.Bool
+	client     mqtt.Client
 
 	why    atomic.Pointer[string] // the last failed attempt's reason; nil once connected
 	whyMu  sync.Mutex             // guards logged
@@ -113,7 +126,7 @@ const queueDepth = 256
 // New returns a subscriber that passes events to h.
 func New(opts Options, h Handler) *Subscriber {
 	if opts.Workers <= 0 {
-		opts.Workers = 32
+		opts.Workers = 128
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -135,6 +148,8 @@ func New(opts Options, h Handler) *Subscriber {
 	for range opts.Workers {
 		s.shards = append(s.shards, make(chan work, queueDepth))
 	}
+	s.pending = make([]atomic.Int32, opts.Workers)
+	s.quick, _ = h.(Quick)
 	return s
 }
 
@@ -180,9 +195,9 @@ func (s *Subscriber) Ready() bool { return s.ready.Load() }
 func (s *Subscriber) Run(ctx context.Context) error {
 	client := s.client
 	var wg sync.WaitGroup
-	for _, ch := range s.shards {
+	for i, ch := range s.shards {
 		wg.Add(1)
-		go func() { defer wg.Done(); s.work(ch) }()
+		go func() { defer wg.Done(); s.work(ch, &s.pending[i]) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.confirm() }()
@@ -377,32 +392,58 @@ func (s *Subscriber) subscribe(c mqtt.Client, filters []string) error {
 	return nil
 }
 
-// onMessage runs on paho's router goroutine: it only hands off.
+// onMessage runs on paho's router goroutine (one, in order: OrderMatters)
+// and must not block on the store. A message the handler can finish at
+// once (Quick) is finished here, when its shard has nothing in flight;
+// the rest are handed to the shard's worker. Most readings of a calm
+// fleet change nothing, and the hand-off (a channel send and a goroutine
+// wake-up per message) cost more than their rules.
 func (s *Subscriber) onMessage(_ mqtt.Client, m mqtt.Message) {
-	w := work{msg: m, ev: event.Event{
+	ev := event.Event{
 		Source: "mqtt", Topic: m.Topic(), Payload: m.Payload(),
 		Received: time.Now(), Retained: m.Retained(),
-	}}
-	ch := s.shards[maphash.String(s.seed, w.ev.Topic)%uint64(len(s.shards))]
+	}
+	i := maphash.String(s.seed, ev.Topic) % uint64(len(s.shards))
+	if s.quick != nil && s.pending[i].Load() == 0 && s.tryQuick(&ev) {
+		m.Ack()
+		return
+	}
+	s.pending[i].Add(1)
 	select {
-	case ch <- w:
+	case s.shards[i] <- work{ev: ev, msg: m}:
 	case <-s.done:
+		s.pending[i].Add(-1)
 	}
 }
 
-func (s *Subscriber) work(ch chan work) {
+// tryQuick offers ev to the handler's Quick in the receiving goroutine's
+// reused event (a fresh one in the unlikely case that paho runs two
+// receiving goroutines across a reconnect).
+func (s *Subscriber) tryQuick(ev *event.Event) bool {
+	if !s.routedBusy.CompareAndSwap(false, true) {
+		fresh := *ev
+		return s.quick.Quick(&fresh)
+	}
+	defer s.routedBusy.Store(false)
+	s.routed = *ev
+	return s.quick.Quick(&s.routed)
+}
+
+func (s *Subscriber) work(ch chan work, pending *atomic.Int32) {
 	ev := new(event.Event) // this worker's, reused: see Handler
 	for {
 		select {
 		case w := <-ch:
 			*ev = w.ev
 			s.handle(ev, w.msg)
+			pending.Add(-1)
 		case <-s.done:
 			for {
 				select {
 				case w := <-ch:
 					*ev = w.ev
 					s.handle(ev, w.msg)
+					pending.Add(-1)
 				default:
 					return
 				}

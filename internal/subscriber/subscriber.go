@@ -57,7 +57,7 @@ type Options struct {
 	QoS      byte
 	TLS      *tls.Config
 	Filters  []string
-	// Workers is the number of parallel handlers (default 32). Readings of
+	// Workers is the number of parallel handlers (default 128). Readings of
 	// one topic always go to the same worker, in order.
 	Workers int
 	Log     *slog.Logger

@@ -36,9 +36,17 @@ rules:
 	publish(t, m[1], "sensors/\x1b[2Jgreenhouse/telemetry", `{"temp": 31.5}`)
 	waitForMail(t, filepath.Join(dir, "spool"), exited)
 
-	r := alertd(t, nil, "status", "-config", config)
-	if r.code != 0 {
-		t.Fatalf("status: exit %d, %q", r.code, r.stderr)
+	// The spool file is written before the delivered mail leaves the
+	// outbox (its removal commits after it): ask until it has.
+	var r result
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		r = alertd(t, nil, "status", "-config", config)
+		if r.code != 0 {
+			t.Fatalf("status: exit %d, %q", r.code, r.stderr)
+		}
+		if strings.Contains(r.stdout, "outbox: no mail waiting") || time.Now().After(deadline) {
+			break
+		}
 	}
 	for _, want := range []string{"1 firing, 0 pending", "sources: mqtt up", "greenhouse-hot  sensors/\\x1b[2Jgreenhouse/telemetry  31.5 (threshold 30)",
 		"nothing pending", "no active silences", "outbox: no mail waiting", "configuration: " + config + ", 1 rules"} {

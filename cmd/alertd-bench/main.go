@@ -58,6 +58,7 @@ type options struct {
 	sample         time.Duration // how often the ingest scenarios read a contender's count
 	profile        string        // a directory: profile the alertd binary under the burst into it
 	profileSeconds int           // the CPU profile's length
+	profileStorm   bool          // profile a storm (every reading breaching) instead of a calm burst
 	trace          bool          // print every sample of the ingest runs
 }
 
@@ -103,6 +104,7 @@ func main() {
 	flag.DurationVar(&o.sample, "sample", 200*time.Millisecond, "how often the ingest scenarios read each contender's count (and CPU)")
 	flag.StringVar(&o.profile, "profile", "", "after the ingest rounds, run alertd once more under a burst and write its CPU and allocation profiles into this directory")
 	flag.IntVar(&o.profileSeconds, "profile-seconds", 30, "the length of -profile's burst and CPU profile")
+	flag.BoolVar(&o.profileStorm, "profile-storm", false, "-profile a storm of -messages breaching readings instead of a calm burst")
 	flag.BoolVar(&o.trace, "trace", false, "print each ingest run's samples (time, count, CPU of the contender and of Mosquitto) to stderr")
 	flag.StringVar(&o.baselineBin, "baseline-bin", "", "an alertd binary of an earlier commit, run through the checkpoint scenario beside this one")
 	flag.StringVar(&o.baselineLabel, "baseline-label", "baseline", "how the table names -baseline-bin")

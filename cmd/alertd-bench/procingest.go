@@ -647,12 +647,12 @@ func (e *ingestEnv) profileRun() (string, error) {
 		return "", err
 	}
 	n := e.o.messages
-	if e.alertdRate > 0 {
+	if e.alertdRate > 0 && !e.o.profileStorm {
 		n = max(n, int(e.alertdRate*float64(e.o.profileSeconds)*1.1))
 	}
 	e.profileDir = e.o.profile
 	defer func() { e.profileDir = "" }()
-	r, err := e.runIngest("alertd", "bench-profile", 0, n, false)
+	r, err := e.runIngest("alertd", "bench-profile", 0, n, e.o.profileStorm)
 	if err != nil {
 		note := fmt.Sprintf("\n-profile: no profile taken: %v\n", err)
 		if strings.Contains(err.Error(), "pprof") {

@@ -359,7 +359,8 @@ func isLoopback(host string) bool {
 // validateListeners refuses two listeners on one address: run would
 // otherwise stop at start with "address already in use" and no position.
 // Port 0 (any free port) never clashes; a wildcard host (0.0.0.0, ::,
-// empty) clashes with every host on the same port.
+// empty) clashes with every host on the same port. Names are not
+// resolved: localhost:9464 beside 127.0.0.1:9464 is still found at start.
 func (c *Config) validateListeners(add func(Pos, string, ...any)) {
 	type listener struct {
 		key, addr string
@@ -378,7 +379,7 @@ func (c *Config) validateListeners(add func(Pos, string, ...any)) {
 	if h := c.Ingress.HTTP; h != nil {
 		ls = append(ls, listener{"ingress.http.listen", h.Listen, h.Pos.At("listen")})
 	}
-	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" || h == "[::]" }
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" } // SplitHostPort strips [ ]
 	for i, a := range ls {
 		ha, pa, err := net.SplitHostPort(a.addr)
 		if err != nil || pa == "0" {

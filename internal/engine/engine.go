@@ -141,8 +141,10 @@ func (e *Engine) Handle(ev *event.Event) error {
 // Quick handles ev at once, on the source's receiving goroutine, when it
 // changes nothing that must be committed: every rule's reading is a
 // normal one of a series that is ok, or a live sign for a silence rule's
-// series that is not firing (ObserveQuiet). It never blocks and never
-// writes. false: nothing was done, and ev goes to Handle on a worker.
+// series that is not firing (ObserveQuiet). It never waits on the store
+// and never writes (it takes the tracker's lock, which status, reload and
+// checkpoints hold briefly). false: nothing was done, and ev goes to
+// Handle on a worker.
 // Most readings of a calm fleet end here, without a hand-off.
 func (e *Engine) Quick(ev *event.Event) bool {
 	if unusableTopic(ev.Topic) != "" {

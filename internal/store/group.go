@@ -26,8 +26,9 @@ type group struct {
 }
 
 type call struct {
-	fn  func(*Tx) error
-	err chan error // buffered: errLead, errTrySolo or the commit's result
+	fn       func(*Tx) error
+	err      chan error // buffered: errLead, errTrySolo or the commit's result
+	answered bool       // the leader sent this call its result (leader only)
 }
 
 var (
@@ -76,11 +77,35 @@ func (d *DB) commitGroup() {
 	n := min(len(g.queue), maxGroup)
 	calls := make([]*call, n)
 	copy(calls, g.queue)
+	left := len(g.queue)
 	g.queue = append(g.queue[:0], g.queue[n:]...)
+	clear(g.queue[len(g.queue):left]) // no call (and its closure) kept alive by the array
 	g.mu.Unlock()
 
+	defer func() {
+		// A panic outside the writers' functions (bbolt's commit, an
+		// OnCommit hook): answer the group, pass the lead on, and let
+		// the panic go on. Without this the group and every later
+		// writer would wait forever on a store that writes nothing.
+		if p := recover(); p != nil {
+			for _, c := range calls {
+				if !c.answered { // runGroup may have left a call twice in calls
+					c.answered = true
+					c.err <- fmt.Errorf("store: commit panicked: %v", p)
+				}
+			}
+			d.passLead()
+			panic(p)
+		}
+	}()
 	d.runGroup(calls)
+	d.passLead()
+}
 
+// passLead hands the lead to the first writer still queued, or ends the
+// run when none is.
+func (d *DB) passLead() {
+	g := &d.group
 	g.mu.Lock()
 	if len(g.queue) == 0 {
 		g.running = false
@@ -108,11 +133,13 @@ func (d *DB) runGroup(calls []*call) {
 			return nil
 		})
 		if failed >= 0 {
+			calls[failed].answered = true
 			calls[failed].err <- errTrySolo
 			calls = append(calls[:failed], calls[failed+1:]...)
 			continue
 		}
 		for _, c := range calls {
+			c.answered = true
 			c.err <- err
 		}
 		return

@@ -200,3 +200,54 @@ func TestBatchUnderContentionLosesNoUpdate(t *testing.T) {
 		return nil
 	})
 }
+
+// A panic in the commit itself (here an OnCommit hook) is the leader's
+// panic, and the store goes on: the writer queued behind it commits, and
+// so does the next one.
+func TestBatchPanicInTheCommitLeavesTheStoreWorking(t *testing.T) {
+	db := openTemp(t)
+	release := make(chan struct{})
+	panicked := make(chan any, 1)
+	go func() {
+		defer func() { panicked <- recover() }()
+		_ = db.Batch(func(tx *Tx) error {
+			tx.OnCommit(func() { panic("hook") })
+			<-release
+			return nil
+		})
+	}()
+	for queued(db) != 0 || !committing(db) {
+		time.Sleep(time.Millisecond)
+	}
+	queuedErr := make(chan error, 1)
+	go func() {
+		queuedErr <- db.Batch(func(tx *Tx) error { return tx.Bucket(BucketMeta).Put([]byte("test-queued"), []byte("1")) })
+	}()
+	for queued(db) != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if p := <-panicked; p == nil {
+		t.Fatal("the hook's panic did not reach the leader's caller")
+	}
+	select {
+	case err := <-queuedErr:
+		if err != nil {
+			t.Fatalf("the writer queued behind the panic: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer queued behind a panicking commit waits forever")
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- db.Batch(func(tx *Tx) error { return tx.Bucket(BucketMeta).Put([]byte("test-after"), []byte("1")) })
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the store accepts no write after a panicking commit")
+	}
+}

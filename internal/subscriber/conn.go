@@ -2,11 +2,11 @@ package subscriber
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
 	"net/url"
-	"os"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/net/proxy"
@@ -22,7 +22,9 @@ const readBuffer = 32 << 10
 // openConnection opens the broker connection as paho would (the same
 // schemes, dialer, proxy from the environment, TLS and websocket
 // options) and buffers what is read from it. paho keeps the session,
-// reconnects and acknowledgements; only its reads are changed.
+// reconnects and acknowledgements; only its reads are changed. paho's
+// OnConnectAttempt (a TLS config per attempt) is not applied here:
+// alertd does not set it.
 func openConnection(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	conn, err := dial(uri, o)
 	if err != nil {
@@ -48,15 +50,33 @@ func dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	case "mqtt", "tcp":
 		return proxy.FromEnvironmentUsing(dialer).Dial("tcp", uri.Host)
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
-		if os.Getenv("all_proxy") == "" {
-			return tls.DialWithDialer(dialer, "tcp", uri.Host, o.TLSConfig)
-		}
+		// Through the environment's proxy (all_proxy or ALL_PROXY, as for
+		// tcp://), then TLS with the connect timeout: paho sets its own
+		// deadline only once this returns.
 		conn, err := proxy.FromEnvironmentUsing(dialer).Dial("tcp", uri.Host)
 		if err != nil {
 			return nil, err
 		}
-		tc := tls.Client(conn, o.TLSConfig)
-		if err := tc.Handshake(); err != nil {
+		cfg := o.TLSConfig
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		if cfg.ServerName == "" { // as tls.Dial does
+			cfg = cfg.Clone()
+			cfg.ServerName = uri.Hostname()
+		}
+		timeout := o.ConnectTimeout
+		if timeout <= 0 {
+			timeout = dialer.Timeout
+		}
+		ctx := context.Background()
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = conn.Close()
 			return nil, err
 		}

@@ -120,8 +120,9 @@ type work struct {
 const reconnectEvery = time.Second
 
 // queueDepth per worker: enough to ride out an fsync, small enough that a
-// stalled store pushes back on the broker instead of growing memory.
-const queueDepth = 256
+// stalled store pushes back on the broker instead of growing memory:
+// 128 workers × 64 is 8,192 readings held at most, as 32 × 256 were.
+const queueDepth = 64
 
 // New returns a subscriber that passes events to h.
 func New(opts Options, h Handler) *Subscriber {

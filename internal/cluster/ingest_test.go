@@ -19,7 +19,6 @@ func fleetConfig(replicas int) Config {
 // one partition: the one PartitionOf computes, so the stream's transform
 // hashes the whole subject as documented.
 func TestMQTTReadingsKeepTheirPartition(t *testing.T) {
-	t.Parallel()
 	// One node: every QoS 1 reading is two stream writes (nats-server's
 	// $MQTT_msgs and ours), and what is tested here is the partitioning,
 	// not the replication (TestTakeoverAfterCrash and TestNATSNodeLoss run

@@ -18,7 +18,6 @@ import (
 // it, and our stream's copy is a plain publish, dropped while our stream
 // has no leader (docs/cluster.md).
 func TestNATSNodeLoss(t *testing.T) {
-	t.Parallel()
 	c := natstest.Start(t, 3)
 	cfg := fleetConfig(3)
 	cfg.Partitions = 4 // a quicker start; the leases are the same

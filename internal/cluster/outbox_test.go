@@ -36,7 +36,6 @@ func runDeliver(t *testing.T, o *Outbox, send func(context.Context, Mail) error)
 // A retried enqueue of one Message-ID, as after a publish timeout or a
 // partition takeover redelivering the reading, stores the mail once.
 func TestOutboxDedupesByMessageID(t *testing.T) {
-	t.Parallel()
 	c := natstest.Start(t, 1)
 	o, _ := newTestOutbox(t, c)
 	ctx := context.Background()
@@ -59,7 +58,6 @@ func TestOutboxDedupesByMessageID(t *testing.T) {
 // ack) leaves the mail to another, which sends the same bytes under the
 // same Message-ID. A temporary error retries; a permanent one removes it.
 func TestOutboxRedeliversAfterCrash(t *testing.T) {
-	t.Parallel()
 	c := natstest.Start(t, 1)
 	a, aConn := newTestOutbox(t, c)
 	b, _ := newTestOutbox(t, c)

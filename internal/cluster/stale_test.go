@@ -18,7 +18,6 @@ import (
 // revision) fails, and it steps back, saying so in its log. The reading it
 // was holding went to the new owner, whose term is larger.
 func TestStaleOwnerStepsBack(t *testing.T) {
-	t.Parallel()
 	c := natstest.Start(t, 1)
 	cfg := fleetConfig(1)
 	cfg.Partitions, cfg.LeaseTTL = 4, 2*time.Second

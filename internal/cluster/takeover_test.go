@@ -30,7 +30,6 @@ func TestTakeoverAfterCrash(t *testing.T) {
 		{"connection closed", 2 * time.Second, 8, func(x *instance) { x.nc.Close() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			testTakeover(t, tc.ttl, tc.partitions, tc.kill)
 		})
 	}
@@ -109,7 +108,6 @@ func testTakeover(t *testing.T, ttl time.Duration, n int, kill func(*instance)) 
 // A graceful stop releases the leases: the peer takes over at once rather
 // than after LeaseTTL, and readings published meanwhile all arrive.
 func TestGracefulStopHandsOver(t *testing.T) {
-	t.Parallel()
 	c := natstest.Start(t, 1)
 	cfg := fleetConfig(1)
 	cfg.Partitions = 4 // the default LeaseTTL, 5s, is what is beaten

@@ -35,7 +35,7 @@ import (
 // readyTimeout bounds the start of a node and the meta leader's election.
 // A cold 3-node cluster elects in about a second on loopback; the rest is
 // headroom for a loaded CI machine under -race.
-const readyTimeout = 20 * time.Second
+const readyTimeout = 60 * time.Second
 
 // Cluster is a set of in-process nats-server nodes routed to each other.
 type Cluster struct {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -36,19 +35,10 @@ type alertdProc struct {
 // and runs bin on it until /metrics answers and every address in listeners
 // accepts connections.
 func startAlertdBin(bin, dir, cfg, admin string, listeners ...string) (*alertdProc, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	p, err := spawnAlertd(bin, dir, cfg, admin)
+	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, "alertd.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	p := &alertdProc{cmd: exec.Command(bin, "run", "-config", path), exited: make(chan struct{}), admin: admin}
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	if err := p.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for p.metric("alertd_mail_queued_total") < 0 || !dialable(listeners...) {
 		select {

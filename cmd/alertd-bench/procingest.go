@@ -326,7 +326,7 @@ func (e *ingestEnv) startContender(kind, id string, qos byte) (*contenderProc, e
 		}, nil
 	case "alertd":
 		dir := filepath.Join(e.dir, id)
-		p, err := spawnAlertd(e.alertdBin, dir, alertdIngestConfig(e.broker, id, qos, dir, addr, e.o.rules, e.profileDir != ""), addr)
+		p, err := spawnAlertd(e.alertdBin, dir, alertdIngestConfig(e.broker, id, qos, dir, addr, e.o.rules), addr)
 		if err != nil {
 			return nil, err
 		}
@@ -377,9 +377,8 @@ func spawnAlertd(bin, dir, cfg, admin string) (*alertdProc, error) {
 // them on the stream's topics (fields and thresholds of their own, none
 // breached by a calm reading; four by a storm's), the rest on topics
 // nothing publishes to.
-func alertdIngestConfig(broker, id string, qos byte, dir, admin string, rules int, pprof bool) string {
+func alertdIngestConfig(broker, id string, qos byte, dir, admin string, rules int) string {
 	var y strings.Builder
-	_ = pprof // alertd serves /debug/pprof on its admin listener to this machine, no key needed
 	fmt.Fprintf(&y, "mqtt: {broker: %q, client_id: %q, qos: %d}\nstore: {path: %q, spool: %q}\n"+
 		"limits: {max_series: 250000}\nhttp: {listen: %q}\nlog: {level: error}\n",
 		broker, id, qos, filepath.Join(dir, "alertd.db"), filepath.Join(dir, "spool"), admin)

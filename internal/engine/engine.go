@@ -97,11 +97,7 @@ func (e *Engine) apply(tr alerts.Transition) error {
 // Handle implements the sources' handler. An error means the event's alerts
 // may not be in the outbox, so the ingress must not acknowledge it.
 func (e *Engine) Handle(ev *event.Event) error {
-	if c := e.received[ev.Source]; c != nil {
-		c.Inc()
-	} else {
-		e.m.MessagesReceived.WithLabelValues(ev.Source).Inc()
-	}
+	e.countReceived(ev.Source)
 	if reason := unusableTopic(ev.Topic); reason != "" {
 		// MQTT allows 64 KiB topics; a series key must fit bbolt and a
 		// mail header. Such a message can never alert: drop it, counted,
@@ -162,13 +158,19 @@ func (e *Engine) Quick(ev *event.Event) bool {
 			e.matched(rds[i].Rule.Name)
 		}
 	}
-	if c := e.received[ev.Source]; c != nil {
-		c.Inc()
-	} else {
-		e.m.MessagesReceived.WithLabelValues(ev.Source).Inc()
-	}
+	e.countReceived(ev.Source)
 	e.handled.Add(1)
 	return true
+}
+
+// countReceived counts an event of source (the usual sources' counters
+// were looked up once).
+func (e *Engine) countReceived(source string) {
+	if c := e.received[source]; c != nil {
+		c.Inc()
+		return
+	}
+	e.m.MessagesReceived.WithLabelValues(source).Inc()
 }
 
 // matched counts a breaching reading of rule, without building the

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -163,5 +164,35 @@ func TestQuickMessagesKeepTheirTopicsOrder(t *testing.T) {
 	h.mu.Unlock()
 	if quick < 2 {
 		t.Errorf("%d messages finished at once, want at least q1 and q2 (nothing was in flight)", quick)
+	}
+}
+
+// What paho is given to read from is the buffered connection, over each
+// scheme alertd dials itself (the burst test above would pass unbuffered).
+func TestPahoReadsThroughTheBuffer(t *testing.T) {
+	plain, secure := mqtttest.Start(t), mqtttest.StartTLS(t)
+	pem, err := os.ReadFile(secure.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	for _, tc := range []struct {
+		url string
+		tls *tls.Config
+	}{{plain.URL(), nil}, {secure.TLSURL(), &tls.Config{RootCAs: pool}}} {
+		u, err := url.Parse(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := mqtt.NewClientOptions().SetTLSConfig(tc.tls).SetConnectTimeout(5 * time.Second)
+		conn, err := openConnection(u, *o)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.url, err)
+		}
+		if _, ok := conn.(*bufferedConn); !ok {
+			t.Errorf("%s: paho would read from a %T, not the buffer", tc.url, conn)
+		}
+		conn.Close()
 	}
 }

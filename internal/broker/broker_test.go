@@ -33,13 +33,15 @@ func TestCloseWithAClientLogsNoWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 5 {
+	for i := range 5 {
 		c, err := net.Dial("tcp", strings.TrimPrefix(b.URL(), "tcp://"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		// CONNECT, MQTT 3.1.1, clean session, client id "t".
-		if _, err := c.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 't'}); err != nil {
+		// CONNECT, MQTT 3.1.1, clean session, client id "t0" … "t4": one
+		// id for all would be a takeover, whose replaced connection the
+		// broker may leave to its keepalive (45 s) under load.
+		if _, err := c.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 2, 't', '0' + byte(i)}); err != nil {
 			t.Fatal(err)
 		}
 		ack := make([]byte, 4)

@@ -195,9 +195,10 @@ func (c *Cluster) MQTTURL(i int) string {
 	return fmt.Sprintf("tcp://127.0.0.1:%d", c.nodes[i].MQTTPort)
 }
 
-// WaitReady waits until the JetStream meta group has a leader and every
-// running node is current with it, so streams and KV buckets can be
-// created through any of them.
+// WaitReady waits until the JetStream meta group has a leader, every
+// running node is current with it and the leader counts each of them as
+// a peer online, so streams and KV buckets (R3 too) can be created
+// through any of them.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	deadline := time.Now().Add(readyTimeout)
@@ -213,11 +214,13 @@ func (c *Cluster) WaitReady() {
 func (c *Cluster) ready() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	leader := false
+	var leader *server.Server
+	running := 0
 	for _, nd := range c.nodes {
 		if nd.srv == nil {
 			continue
 		}
+		running++
 		if !nd.srv.JetStreamEnabled() {
 			return false
 		}
@@ -227,9 +230,14 @@ func (c *Cluster) ready() bool {
 		if !nd.srv.JetStreamIsCurrent() {
 			return false
 		}
-		leader = leader || nd.srv.JetStreamIsLeader()
+		if nd.srv.JetStreamIsLeader() {
+			leader = nd.srv
+		}
 	}
-	return leader
+	// The leader places replicas only on peers it has heard from: until
+	// it has from every running node, an R3 stream is refused with "no
+	// suitable peers for placement" (seen once in CI).
+	return leader != nil && len(leader.JetStreamClusterPeers()) >= running
 }
 
 // WaitHealthy waits until every running node's /healthz is ok: besides

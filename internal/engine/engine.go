@@ -45,10 +45,11 @@ type Engine struct {
 	handled atomic.Uint64 // events fully processed (benchmarks, tests)
 }
 
-// Committer is the stage after the engine: it commits a transition and
-// its mail, and says what became of the mail.
+// Committer is the stage after the engine: it commits transitions and
+// their mails in one transaction (all or none), and says what became of
+// each mail, in order.
 type Committer interface {
-	Commit(tr alerts.Transition) (notify.Outcome, error)
+	CommitAll(trs []alerts.Transition) ([]notify.Outcome, error)
 }
 
 // Options are what an Engine is built from.
@@ -81,15 +82,22 @@ func (e *Engine) SwapRules(rs *rules.Engine) { e.rules.Store(rs) }
 // Handled is how many events the engine has fully processed.
 func (e *Engine) Handled() uint64 { return e.handled.Load() }
 
-// apply hands a transition to the notify stage and applies what became
-// of its mail to the live series.
-func (e *Engine) apply(tr alerts.Transition) error {
-	out, err := e.commit.Commit(tr)
+// apply hands transitions to the notify stage, applies what became of
+// their mails to the live series and releases them; when the commit
+// fails, none was committed and each series is as it was before.
+func (e *Engine) apply(trs []alerts.Transition) error {
+	outs, err := e.commit.CommitAll(trs)
 	if err != nil {
+		for _, tr := range trs {
+			e.tracker.Abort(tr)
+		}
 		return err
 	}
-	if out.Mailed {
-		e.tracker.Mailed(tr, out.Sent, out.Thread, out.Subject, out.RetryAt)
+	for i, tr := range trs {
+		if out := outs[i]; out.Mailed {
+			e.tracker.Mailed(tr, out.Sent, out.Thread, out.Subject, out.RetryAt)
+		}
+		e.tracker.Settle(tr)
 	}
 	return nil
 }
@@ -108,6 +116,8 @@ func (e *Engine) Handle(ev *event.Event) error {
 		return nil
 	}
 	var buf [16]rules.Reading
+	var trBuf [4]alerts.Transition
+	trs := trBuf[:0] // what the reading changed, committed together
 	for _, rd := range e.rules.Load().Evaluate(ev, buf[:0]) {
 		if rd.Breach {
 			e.matched(rd.Rule.Name)
@@ -119,16 +129,19 @@ func (e *Engine) Handle(ev *event.Event) error {
 			continue
 		}
 		if err != nil {
+			for _, tr := range trs {
+				e.tracker.Abort(tr)
+			}
 			return err
 		}
-		if !ok {
-			continue
+		if ok {
+			trs = append(trs, tr)
 		}
-		if err := e.apply(tr); err != nil {
-			e.tracker.Abort(tr) // the redelivered message decides again
-			return err
+	}
+	if len(trs) > 0 {
+		if err := e.apply(trs); err != nil {
+			return err // the redelivered message decides again
 		}
-		e.tracker.Settle(tr)
 	}
 	e.handled.Add(1)
 	return nil
@@ -221,6 +234,10 @@ func ShortTopic(t string) string {
 	return t
 }
 
+// timerBatch is how many transitions of timers due together (a fleet
+// gone silent at once) are committed in one transaction.
+const timerBatch = 64
+
 // RunTimers fires what time alone decides: for: elapsed, reminders,
 // held-back first mails, silent devices.
 func (e *Engine) RunTimers(ctx context.Context) error {
@@ -239,18 +256,21 @@ func (e *Engine) RunTimers(ctx context.Context) error {
 		}
 		t.Stop()
 		failed := false
-		for _, tr := range e.tracker.Due(e.now()) {
+		for due := e.tracker.Due(e.now()); len(due) > 0; {
+			n := min(len(due), timerBatch)
+			trs := due[:n]
+			due = due[n:]
 			if failed {
-				e.tracker.Abort(tr)
+				for _, tr := range trs {
+					e.tracker.Abort(tr)
+				}
 				continue
 			}
-			if err := e.apply(tr); err != nil {
-				e.log.Error("alert timer", "rule", tr.Notification.Rule.Name, "series", tr.Notification.Series, "err", err)
-				e.tracker.Abort(tr)
+			if err := e.apply(trs); err != nil {
+				tr := trs[0]
+				e.log.Error("alert timer", "rule", tr.Notification.Rule.Name, "series", tr.Notification.Series, "transitions", n, "err", err)
 				failed = true
-				continue
 			}
-			e.tracker.Settle(tr)
 		}
 		if failed { // the store is failing: do not spin on the same timers
 			select {

@@ -197,22 +197,22 @@ func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	var mailKeys [][]byte
 	var mailFor uint64
 	var queued outbox.Entry
-	d, err := nf.settle(
-		func(tx *store.Tx) (Decision, error) {
+	st := &step{
+		decide: func(tx *store.Tx) (Decision, error) {
 			items, keys, bad = readGroup(tx, prefix)
 			var err error
 			w, err = nf.gate.Read(tx, c)
 			return DecideGroup(r, w, now), err
 		},
-		func(d Decision) bool {
+		prepared: func(d Decision) bool {
 			return len(items) == 0 || d.Route != Outbox || (mail != nil && mailFor == d.Suppressed && sameKeys(mailKeys, keys))
 		},
-		func(d Decision) (err error) {
+		prepare: func(d Decision) (err error) {
 			mail, err = nf.groupEntry(r, items, d.Suppressed, now, msgID)
 			mailKeys, mailFor = keys, d.Suppressed
 			return err
 		},
-		func(tx *store.Tx, d Decision) error {
+		write: func(tx *store.Tx, d Decision) error {
 			if err := nf.quarantineItems(tx, bad); err != nil {
 				return err
 			}
@@ -233,7 +233,10 @@ func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 			}
 			queued = *mail
 			return outbox.Put(tx, &queued)
-		})
+		},
+	}
+	err = nf.settle(st)
+	d := st.d
 	switch {
 	case err != nil:
 		return time.Time{}, fmt.Errorf("queue group mail: %w", err)

@@ -110,14 +110,37 @@ type Outcome struct {
 // says what became of the mail, for the engine to apply to the live
 // series; an error means nothing was committed.
 func (nf *Notifier) Commit(tr alerts.Transition) (Outcome, error) {
-	out, err := nf.commit(tr)
+	outs, err := nf.CommitAll([]alerts.Transition{tr})
 	if err != nil {
 		return Outcome{}, err
 	}
-	if nf.Publish != nil && tr.Kind != alerts.Remind {
-		nf.publishState(tr)
+	return outs[0], nil
+}
+
+// CommitAll is Commit for several transitions (those one reading caused,
+// or timers due together) in one transaction: one wait for the disk
+// instead of one each. All are committed or none; outcomes are in the
+// order of trs.
+func (nf *Notifier) CommitAll(trs []alerts.Transition) ([]Outcome, error) {
+	if len(trs) == 0 {
+		return nil, nil
 	}
-	return out, nil
+	steps := make([]*step, len(trs))
+	done := make([]func() Outcome, len(trs))
+	for i := range trs {
+		steps[i], done[i] = nf.transitionStep(&trs[i])
+	}
+	if err := nf.settle(steps...); err != nil {
+		return nil, fmt.Errorf("record alert: %w", err)
+	}
+	outs := make([]Outcome, len(trs))
+	for i := range trs {
+		outs[i] = done[i]()
+		if nf.Publish != nil && trs[i].Kind != alerts.Remind {
+			nf.publishState(trs[i])
+		}
+	}
+	return outs, nil
 }
 
 // statePayload is what mqtt.state_topic carries for one series.
@@ -147,45 +170,71 @@ func (nf *Notifier) publishState(tr alerts.Transition) {
 // than the one prepared before it (another held-back count, another group).
 var errStale = errors.New("stored state changed since the mail was prepared")
 
-// settle reads, decides, prepares and writes. The decision is made on
-// what a read transaction finds, and the mail it needs is prepared
-// (rendered, composed) outside any write; the write transaction decides
-// again on what it reads, and when that asks for another mail than the
-// one prepared (two mails of one rule raced), it is prepared again.
-func (nf *Notifier) settle(decide func(*store.Tx) (Decision, error), prepared func(Decision) bool,
-	prepare func(Decision) error, write func(*store.Tx, Decision) error) (Decision, error) {
-	var d Decision
-	if err := nf.db.View(func(tx *store.Tx) (err error) { d, err = decide(tx); return err }); err != nil {
-		return d, err
+// A step is one decision settle makes and commits: decide on what a
+// transaction finds, say whether the mail prepared so far fits the
+// decision, prepare (render, compose) the one it needs, and write.
+type step struct {
+	decide   func(*store.Tx) (Decision, error)
+	prepared func(Decision) bool
+	prepare  func(Decision) error
+	write    func(*store.Tx, Decision) error
+	d        Decision // the last decision made
+}
+
+// settle reads, decides, prepares and writes the steps in one write
+// transaction. Each decision is made on what a read transaction finds,
+// and the mail it needs is prepared outside any write; the write
+// transaction decides again on what it reads (after the earlier steps'
+// writes), and when that asks for another mail than the one prepared (two
+// mails of one rule raced), the mails are prepared again and the write
+// retried.
+func (nf *Notifier) settle(steps ...*step) error {
+	if err := nf.db.View(func(tx *store.Tx) error {
+		for _, s := range steps {
+			var err error
+			if s.d, err = s.decide(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	for range 8 {
-		if !prepared(d) {
-			if err := prepare(d); err != nil {
-				return d, err
+		for _, s := range steps {
+			if !s.prepared(s.d) {
+				if err := s.prepare(s.d); err != nil {
+					return err
+				}
 			}
 		}
 		err := nf.db.Batch(func(tx *store.Tx) error {
-			var err error
-			if d, err = decide(tx); err != nil {
-				return err
+			for _, s := range steps {
+				var err error
+				if s.d, err = s.decide(tx); err != nil {
+					return err
+				}
+				if !s.prepared(s.d) {
+					return errStale
+				}
+				if err := s.write(tx, s.d); err != nil {
+					return err
+				}
 			}
-			if !prepared(d) {
-				return errStale
-			}
-			return write(tx, d)
+			return nil
 		})
 		if !errors.Is(err, errStale) {
-			return d, err
+			return err
 		}
 	}
-	return d, errStale
+	return errStale
 }
 
-// commit decides on a transition's mail and commits the decision, the
-// series' new state and the mail in one transaction.
-func (nf *Notifier) commit(tr alerts.Transition) (Outcome, error) {
+// transitionStep is the step that decides on a transition's mail and
+// commits the decision, the series' new state and the mail; done says,
+// once it has committed, what became of the mail.
+func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() Outcome) {
 	n := &tr.Notification
-	log := nf.log.With("rule", n.Rule.Name, "series", n.Series, "transition", tr.Kind.String())
 	now := nf.now()
 	msgID := mailer.NewMessageID(now, nf.from) // fixed before the tx, which may run twice
 	f := Facts{Kind: tr.Kind, Notified: tr.Notified, Rule: n.Rule, Now: now}
@@ -197,19 +246,19 @@ func (nf *Notifier) commit(tr alerts.Transition) (Outcome, error) {
 	var mail *outbox.Entry // prepared for Outbox with mailFor held back
 	var mailFor uint64
 	var queued outbox.Entry
-	d, err := nf.settle(
-		func(tx *store.Tx) (Decision, error) {
+	s = &step{
+		decide: func(tx *store.Tx) (Decision, error) {
 			w, err := nf.gate.Read(tx, c)
 			f.Window = w
 			return Decide(f), err
 		},
-		func(d Decision) bool { return d.Route != Outbox || (mail != nil && mailFor == d.Suppressed) },
-		func(d Decision) (err error) {
+		prepared: func(d Decision) bool { return d.Route != Outbox || (mail != nil && mailFor == d.Suppressed) },
+		prepare: func(d Decision) (err error) {
 			mail, err = nf.entry(n, d.Suppressed, msgID, tr.Thread, tr.ThreadSubject)
 			mailFor = d.Suppressed
 			return err
 		},
-		func(tx *store.Tx, d Decision) error {
+		write: func(tx *store.Tx, d Decision) error {
 			var rec alerts.Series
 			if tr.Kind == alerts.Resolve {
 				rec = tr.Record(false, "", "", time.Time{})
@@ -245,11 +294,12 @@ func (nf *Notifier) commit(tr alerts.Transition) (Outcome, error) {
 				return outbox.Put(tx, &queued) // assigns its ID
 			}
 			return nil
-		})
-	if err != nil {
-		return Outcome{}, fmt.Errorf("record alert: %w", err)
+		},
 	}
-	return nf.decided(log, n, tr.Kind, d, msgID, &queued), nil
+	return s, func() Outcome {
+		log := nf.log.With("rule", n.Rule.Name, "series", n.Series, "transition", tr.Kind.String())
+		return nf.decided(log, n, tr.Kind, s.d, msgID, &queued)
+	}
 }
 
 // mailSubject is the subject of the mail d sends on its own; "" for a

@@ -45,21 +45,21 @@ func (nf *Notifier) QueueRelay(r Relay) (Decision, uint64, error) {
 	var msg []byte // prepared with msgFor held back
 	msgFor := ^uint64(0)
 	var id uint64
-	d, err := nf.settle(
-		func(tx *store.Tx) (Decision, error) {
+	st := &step{
+		decide: func(tx *store.Tx) (Decision, error) {
 			var err error
 			w, err = nf.gate.Read(tx, c)
 			return DecideRelay(c, w, now), err
 		},
-		func(d Decision) bool { return d.Route != Outbox || msgFor == d.Suppressed },
-		func(d Decision) error {
+		prepared: func(d Decision) bool { return d.Route != Outbox || msgFor == d.Suppressed },
+		prepare: func(d Decision) error {
 			msg, msgFor = r.Message, d.Suppressed
 			if d.Suppressed > 0 {
 				msg = append(fmt.Appendf(nil, "X-Alertd-Held-Back: %d\r\n", d.Suppressed), r.Message...)
 			}
 			return nil
 		},
-		func(tx *store.Tx, d Decision) error {
+		write: func(tx *store.Tx, d Decision) error {
 			if d.Route != Outbox {
 				return nf.gate.Hold(tx, c, w)
 			}
@@ -73,7 +73,10 @@ func (nf *Notifier) QueueRelay(r Relay) (Decision, uint64, error) {
 			err := outbox.Put(tx, e)
 			id = e.ID
 			return err
-		})
+		},
+	}
+	err := nf.settle(st)
+	d := st.d
 	if err != nil {
 		return d, 0, fmt.Errorf("queue device mail: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,11 +38,12 @@ import (
 // the loader skips them. A purge would be a separate API call outside the
 // atomic batch, so a crash between the two could resurrect a key.
 type PartitionState struct {
-	js    jetstream.JetStream
-	cfg   StateConfig
-	names names
-	p     int
-	term  uint64
+	js     jetstream.JetStream
+	stream jetstream.Stream // the state stream, for reading the fence
+	cfg    StateConfig
+	names  names
+	p      int
+	term   uint64
 
 	commitMu sync.Mutex // one commit (or resync) at a time
 	fenceSeq uint64     // the fence's last sequence, under commitMu
@@ -153,6 +155,9 @@ func OpenState(ctx context.Context, js jetstream.JetStream, cfg StateConfig, p i
 	if term == 0 {
 		return nil, errors.New("cluster: state: term 0")
 	}
+	if p < 0 || p >= maxPartitions {
+		return nil, fmt.Errorf("cluster: state: partition %d: want 0 to %d", p, maxPartitions-1)
+	}
 	cfg = cfg.withDefaults()
 	s := &PartitionState{js: js, cfg: cfg, names: newNames(cfg.Prefix), p: p, term: term}
 	if err := s.ensureStream(ctx); err != nil {
@@ -197,13 +202,14 @@ func (s *PartitionState) ensureStream(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	_, err := s.js.CreateStream(ctx, scfg)
+	st, err := s.js.CreateStream(ctx, scfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		_, err = s.js.UpdateStream(ctx, scfg)
+		st, err = s.js.UpdateStream(ctx, scfg)
 	}
 	if err != nil {
 		return fmt.Errorf("create state stream %s: %w", scfg.Name, err)
 	}
+	s.stream = st
 	return nil
 }
 
@@ -285,20 +291,20 @@ func (s *PartitionState) Get(bucket, key []byte) ([]byte, bool) {
 // taken when it starts, until fn returns an error, which it returns. fn
 // must not modify the slices it is given.
 func (s *PartitionState) ForEach(bucket []byte, fn func(key, value []byte) error) error {
+	type pair struct {
+		k string
+		v []byte
+	}
 	s.mu.RLock()
 	b := s.data[string(bucket)]
-	keys := make([]string, 0, len(b))
-	for k := range b {
-		keys = append(keys, k)
-	}
-	vals := make(map[string][]byte, len(b))
+	snap := make([]pair, 0, len(b))
 	for k, v := range b {
-		vals[k] = v
+		snap = append(snap, pair{k, v})
 	}
 	s.mu.RUnlock()
-	slices.Sort(keys)
-	for _, k := range keys {
-		if err := fn([]byte(k), vals[k]); err != nil {
+	slices.SortFunc(snap, func(x, y pair) int { return strings.Compare(x.k, y.k) })
+	for _, kv := range snap {
+		if err := fn([]byte(kv.k), kv.v); err != nil {
 			return err
 		}
 	}
@@ -331,22 +337,26 @@ func (s *PartitionState) Commit(ctx context.Context, writes []Write) error {
 	// take, which the retry then sees as a moved fence.
 	var apiErr *jetstream.APIError
 	for attempt := 0; ; attempt++ {
-		seq, err := s.publishBatch(ctx, msgs)
+		seq, sent, err := s.publishBatch(ctx, msgs)
 		switch {
 		case err == nil:
 			s.fenceSeq = seq
 			s.apply(writes)
 			return nil
+		case !sent || errors.Is(err, nats.ErrNoResponders):
+			// The commit never reached a stream: nothing can apply.
+			return fmt.Errorf("commit partition %d: %w", s.p, err)
 		case !errors.As(err, &apiErr):
-			if errors.Is(err, nats.ErrNoResponders) {
-				return fmt.Errorf("commit partition %d: %w", s.p, err)
-			}
 			s.broken = fmt.Errorf("commit partition %d: %w (%w)", s.p, ErrUnknownOutcome, err)
 			return s.broken
 		case apiErr.ErrorCode == errCodeWrongLastSeqConst && attempt < 3:
-			time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("commit partition %d: %w", s.p, ctx.Err())
+			case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+			}
 		case apiErr.ErrorCode == errCodeWrongLastSeq || apiErr.ErrorCode == errCodeWrongLastSeqConst:
-			s.broken = &FencedError{Partition: s.p, Term: s.term}
+			s.broken = &FencedError{Partition: s.p, Term: s.term, Holder: s.holder(ctx)}
 			return s.broken
 		case apiErr.ErrorCode == errCodeBatchInflight:
 			return fmt.Errorf("commit partition %d: %w: %w", s.p, ErrBusy, err)
@@ -419,11 +429,15 @@ type batchAck struct {
 // publishBatch sends msgs as one atomic batch and returns the sequence of
 // the last (the fence). Every message but the last is published without a
 // reply: the server answers only the commit, and a message lost on the
-// way makes the commit fail as an incomplete batch.
-func (s *PartitionState) publishBatch(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
+// way makes the commit fail as an incomplete batch. sent reports whether
+// the commit message may have left: if not, nothing can have applied.
+func (s *PartitionState) publishBatch(ctx context.Context, msgs []*nats.Msg) (seq uint64, sent bool, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, false, err
+	}
 	id, err := batchID()
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	nc := s.js.Conn()
 	for i, m := range msgs {
@@ -431,7 +445,7 @@ func (s *PartitionState) publishBatch(ctx context.Context, msgs []*nats.Msg) (ui
 		m.Header.Set(hdrBatchSeq, strconv.Itoa(i+1))
 		if i < len(msgs)-1 {
 			if err := nc.PublishMsg(m); err != nil {
-				return 0, err
+				return 0, false, err
 			}
 		}
 	}
@@ -441,19 +455,37 @@ func (s *PartitionState) publishBatch(ctx context.Context, msgs []*nats.Msg) (ui
 	defer cancel()
 	reply, err := nc.RequestMsgWithContext(ctx, commit)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
 	var ack batchAck
 	if err := json.Unmarshal(reply.Data, &ack); err != nil {
-		return 0, fmt.Errorf("decode batch reply: %w", err)
+		return 0, true, fmt.Errorf("decode batch reply: %w", err)
 	}
 	if ack.Error != nil {
-		return 0, ack.Error
+		return 0, true, ack.Error
 	}
 	if ack.Batch != id || ack.Count != len(msgs) {
-		return 0, fmt.Errorf("batch reply names batch %q of %d, sent %q of %d", ack.Batch, ack.Count, id, len(msgs))
+		return 0, true, fmt.Errorf("batch reply names batch %q of %d, sent %q of %d", ack.Batch, ack.Count, id, len(msgs))
 	}
-	return ack.Seq, nil
+	return ack.Seq, true, nil
+}
+
+// holder reads the term the fence carries now, for the error that says
+// who fenced this owner; 0 if it cannot be read.
+func (s *PartitionState) holder(ctx context.Context) uint64 {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	m, err := s.stream.GetLastMsgForSubject(ctx, s.names.stateFence(s.p))
+	if err != nil {
+		return 0
+	}
+	// A direct get may be answered by a replica that has not applied the
+	// newer owner's write yet; a term not above ours says nothing.
+	term, _ := strconv.ParseUint(string(m.Data), 10, 64)
+	if term <= s.term {
+		return 0
+	}
+	return term
 }
 
 // batchID is unique per batch; nats-server takes at most 64 characters.

@@ -518,9 +518,14 @@ func (s *PartitionState) apply(writes []Write) {
 }
 
 // load reads the last message of every subject of the partition through
-// an ephemeral consumer, which the stream leader serves (a direct get may
-// be answered by a lagging replica). It returns the live keys, and the
-// fence's sequence and term (0 and 0 when there is none yet).
+// an ephemeral consumer. It returns the live keys, and the fence's
+// sequence and term (0 and 0 when there is none yet).
+//
+// The consumer may run on a replica that lags the stream's leader. That
+// is safe because a replica applies the stream in order: what it delivers
+// is a prefix of the stream, perhaps ending inside a batch, and any write
+// after the fence it delivered moved that fence, so the conditioned write
+// that follows every load is refused and the load retried.
 func (s *PartitionState) load(ctx context.Context) (data map[string]map[string][]byte, fenceSeq, holder uint64, err error) {
 	stream := s.names.stateStream()
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
@@ -542,57 +547,80 @@ func (s *PartitionState) load(ctx context.Context) (data map[string]map[string][
 		defer dcancel()
 		_ = s.js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
 	}()
-	data = map[string]map[string][]byte{}
-	pending := cons.CachedInfo().NumPending
-	for pending > 0 {
-		if err := ctx.Err(); err != nil {
+	l := &loading{data: map[string]map[string][]byte{}, pending: cons.CachedInfo().NumPending}
+	for l.pending > 0 {
+		if err := s.fetch(ctx, cons, l); err != nil {
 			return nil, 0, 0, fmt.Errorf("load partition %d: %w", s.p, err)
 		}
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(s.cfg.Timeout))
+	}
+	return l.data, l.fenceSeq, l.holder, nil
+}
+
+// loading is what a load has read so far.
+type loading struct {
+	data             map[string]map[string][]byte
+	pending          uint64 // messages the consumer has still to deliver
+	fenceSeq, holder uint64
+}
+
+// fetch reads the next messages of a load. A consumer just created on
+// another node may not answer its first pull yet (no responders: once in
+// some 80 loads on 3 nodes under -race): retried within Timeout.
+func (s *PartitionState) fetch(ctx context.Context, cons jetstream.Consumer, l *loading) error {
+	deadline := time.Now().Add(s.cfg.Timeout)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, err := cons.Fetch(int(min(l.pending, 1000)), jetstream.FetchMaxWait(s.cfg.Timeout))
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("load partition %d: fetch: %w", s.p, err)
+			return fmt.Errorf("fetch: %w", err)
 		}
 		got := 0
 		for m := range batch.Messages() {
 			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, 0, 0, fmt.Errorf("load partition %d: %w", s.p, err)
-			}
-			pending = md.NumPending
-			if m.Subject() == s.names.stateFence(s.p) {
-				fenceSeq = md.Sequence.Stream
-				if holder, err = strconv.ParseUint(string(m.Data()), 10, 64); err != nil {
-					return nil, 0, 0, fmt.Errorf("load partition %d: fence value: %w", s.p, err)
-				}
-				continue
-			}
-			if err := s.loadOne(data, m); err != nil {
-				return nil, 0, 0, err
+			if err := s.loadOne(l, m); err != nil {
+				return err
 			}
 		}
-		if err := batch.Error(); err != nil {
-			return nil, 0, 0, fmt.Errorf("load partition %d: fetch: %w", s.p, err)
+		err = batch.Error()
+		switch {
+		case got == 0 && errors.Is(err, nats.ErrNoResponders) && time.Now().Before(deadline):
+			time.Sleep(20 * time.Millisecond)
+			continue
+		case err != nil:
+			return fmt.Errorf("fetch: %w", err)
+		case got == 0:
+			return fmt.Errorf("no messages within %v with %d pending", s.cfg.Timeout, l.pending)
 		}
-		if got == 0 {
-			return nil, 0, 0, fmt.Errorf("load partition %d: no messages within %v with %d pending", s.p, s.cfg.Timeout, pending)
-		}
+		return nil
 	}
-	return data, fenceSeq, holder, nil
 }
 
-func (s *PartitionState) loadOne(data map[string]map[string][]byte, m jetstream.Msg) error {
+func (s *PartitionState) loadOne(l *loading, m jetstream.Msg) error {
+	md, err := m.Metadata()
+	if err != nil {
+		return err
+	}
+	l.pending = md.NumPending
+	if m.Subject() == s.names.stateFence(s.p) {
+		l.fenceSeq = md.Sequence.Stream
+		if l.holder, err = strconv.ParseUint(string(m.Data()), 10, 64); err != nil {
+			return fmt.Errorf("fence value: %w", err)
+		}
+		return nil
+	}
 	if m.Headers().Get(hdrStateOp) == stateOpDelete {
 		return nil
 	}
 	bucket, key, _, err := s.names.parseStateKey(s.p, m.Subject())
 	if err != nil {
-		return fmt.Errorf("load partition %d: %w", s.p, err)
+		return err
 	}
-	b := data[string(bucket)]
+	b := l.data[string(bucket)]
 	if b == nil {
 		b = map[string][]byte{}
-		data[string(bucket)] = b
+		l.data[string(bucket)] = b
 	}
 	b[string(key)] = append([]byte{}, m.Data()...)
 	return nil

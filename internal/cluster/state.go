@@ -209,6 +209,12 @@ func (s *PartitionState) ensureStream(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create state stream %s: %w", scfg.Name, err)
 	}
+	// A server before 2.12 ignores the setting it does not know, and then
+	// stores a batch's messages one by one: the writes of a refused batch
+	// would be kept.
+	if !st.CachedInfo().Config.AllowAtomicPublish {
+		return fmt.Errorf("state stream %s: the NATS servers do not support atomic batch publish (nats-server 2.12 or later)", scfg.Name)
+	}
 	s.stream = st
 	return nil
 }
@@ -316,7 +322,8 @@ func (s *PartitionState) ForEach(bucket []byte, fn func(key, value []byte) error
 // any error nothing was applied (except ErrUnknownOutcome, where nobody
 // knows until Resync). A refused fence returns a *FencedError, after which
 // the state refuses every commit: the caller steps back. When one key is
-// written twice, the later write wins.
+// written twice, the later write wins. With no writes, Commit only checks
+// and rewrites the fence.
 func (s *PartitionState) Commit(ctx context.Context, writes []Write) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()

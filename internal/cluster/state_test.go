@@ -63,6 +63,7 @@ func TestStateR3(t *testing.T) {
 	t.Run("stale owner", func(t *testing.T) { testStateStaleOwner(t, js, cfg, 1) })
 	t.Run("all or nothing", func(t *testing.T) { testStateAllOrNothing(t, js, cfg, 2) })
 	t.Run("limits", func(t *testing.T) { testStateLimits(t, js, cfg, 3) })
+	t.Run("unknown outcome", func(t *testing.T) { testStateUnknownOutcome(t, js, cfg, 5) })
 	t.Run("leader loss", func(t *testing.T) { testStateLeaderLoss(t, c, js, cfg, 4) })
 }
 
@@ -252,6 +253,50 @@ func testStateLimits(t *testing.T, js jetstream.JetStream, cfg StateConfig, p in
 	tooLong := Write{Bucket: []byte("b"), Key: bytes.Repeat([]byte("k"), maxStateKey)}
 	if err := r.Commit(ctx, []Write{tooLong}); !errors.Is(err, ErrKeyTooLong) {
 		t.Errorf("key of %d bytes: %v; want ErrKeyTooLong", maxStateKey, err)
+	}
+}
+
+// A commit whose reply does not come in time may or may not have been
+// applied: the state refuses commits until Resync has made memory and
+// stream agree again.
+func testStateUnknownOutcome(t *testing.T, js jetstream.JetStream, cfg StateConfig, p int) {
+	ctx := testCtx(t)
+	s := openState(t, js, cfg, p, 1)
+	mustCommit(t, s, []Write{kv("series", "a", "1")})
+	s.cfg.Timeout = time.Microsecond // the reply cannot come in time
+	err := s.Commit(ctx, []Write{kv("series", "b", "2")})
+	s.cfg.Timeout = DefaultStateTimeout
+	if !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("commit without a reply: %v; want ErrUnknownOutcome", err)
+	}
+	if err := s.Commit(ctx, []Write{kv("series", "c", "3")}); !errors.Is(err, ErrUnknownOutcome) {
+		t.Fatalf("commit before Resync: %v; want ErrUnknownOutcome", err)
+	}
+	if err := s.Resync(ctx); err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	_, applied := s.Get([]byte("series"), []byte("b"))
+	t.Logf("the unanswered commit was applied: %v", applied)
+	mustCommit(t, s, []Write{kv("series", "c", "3")})
+
+	// The other case: the batch was stored but its reply was lost.
+	msgs, err := s.batchMessages([]Write{kv("series", "d", "4")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.publishBatch(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	s.broken = ErrUnknownOutcome
+	if err := s.Resync(ctx); err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	if v, _ := s.Get([]byte("series"), []byte("d")); string(v) != "4" {
+		t.Errorf("after resync, the stored batch whose reply was lost reads d=%q; want 4", v)
+	}
+	mustCommit(t, s, []Write{kv("series", "e", "5")})
+	if got, want := dumpState(openState(t, js, cfg, p, 2)), dumpState(s); !maps.EqualFunc(got, want, maps.Equal) {
+		t.Errorf("after resync the stream has %q, the owner %q", got, want)
 	}
 }
 

@@ -224,30 +224,40 @@ func (s *PartitionState) ensureStream(ctx context.Context) error {
 // happens before the conditioned write, so a success means nothing was
 // written between them: memory is exactly the stream at the new fence. A
 // refused write (a commit of the previous owner landing meanwhile) is
-// retried from the load a few times.
+// retried from the load a few times, and so is an unanswered one: if it
+// landed, the reload finds this term on the fence and takes it again.
 func (s *PartitionState) take(ctx context.Context, allowed func(holder uint64) bool) error {
 	const attempts = 3
+	var lastErr error // an unanswered fence write, which may have landed
 	for range attempts {
 		data, seq, holder, err := s.load(ctx)
 		if err != nil {
 			return err
 		}
-		if !allowed(holder) {
+		// Only this call writes this term, so after an unanswered write
+		// the fence carrying it is ours.
+		if !allowed(holder) && !(lastErr != nil && holder == s.term) {
 			return &FencedError{Partition: s.p, Term: s.term, Holder: holder}
 		}
 		ack, err := s.publishFence(ctx, seq)
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeWrongLastSeq || apiErr.ErrorCode == errCodeWrongLastSeqConst) {
+		switch {
+		case errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeWrongLastSeq || apiErr.ErrorCode == errCodeWrongLastSeqConst):
 			continue
-		}
-		if err != nil {
+		case errors.As(err, &apiErr) || errors.Is(err, nats.ErrNoResponders) || ctx.Err() != nil:
 			return fmt.Errorf("take fence of partition %d: %w", s.p, err)
+		case err != nil:
+			lastErr = err
+			continue
 		}
 		s.mu.Lock()
 		s.data = data
 		s.mu.Unlock()
 		s.fenceSeq = ack.Sequence
 		return nil
+	}
+	if lastErr != nil {
+		return fmt.Errorf("take fence of partition %d: %w", s.p, lastErr)
 	}
 	return &FencedError{Partition: s.p, Term: s.term}
 }

@@ -33,8 +33,8 @@
 // expired key), renews it every LeaseTTL/3 by an update conditioned on its
 // last revision, and gives it up by a delete conditioned the same way.
 // The revision of the taking write is the term: bucket revisions only
-// grow, so a later owner's term is larger, and the state store of a later
-// slice can refuse a write carrying an older one. A refused renewal is
+// grow, so a later owner's term is larger, and the state store refuses a
+// write carrying an older one. A refused renewal is
 // the fence this slice enforces: the instance stops consuming and logs
 // that it stepped back. Locally, a lease is trusted for 4/5 of LeaseTTL
 // after the renewal was sent; after that the instance stops pulling,
@@ -47,6 +47,15 @@
 // groups were the other option: there the server pins whichever client
 // pulls first, so the shares are not balanced, and the pin is invisible
 // to a store, so it fences deliveries but not state writes.
+//
+// # State
+//
+// PartitionState (state.go) keeps one partition's buckets in the stream
+// <prefix>_state, a subject per key, and a fence subject per partition
+// holding the owner's term. Opening takes the fence by a write conditioned
+// on the sequence the load saw; every Commit is one atomic batch of the
+// writes and the fence rewritten under the same condition, so a stale
+// owner's commit is refused whole. Reads come from memory.
 //
 // # Invariants
 //

@@ -19,7 +19,7 @@ import (
 
 // connect opens a NATS connection to the whole cluster, reconnecting
 // forever as alertd would, closed when the test ends.
-func connect(t *testing.T, c *natstest.Cluster) (*nats.Conn, jetstream.JetStream) {
+func connect(t testing.TB, c *natstest.Cluster) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {

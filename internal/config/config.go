@@ -120,6 +120,44 @@ type Store struct {
 	// written (and evicted series deleted); a crash forgets at most this
 	// much of them.
 	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+	// Backend is where alert state, dedupe windows and the outbox live:
+	// "bbolt" (the default: the file at Path) or "nats" (JetStream, shared
+	// by several alertd instances that split the topics into partitions;
+	// NATS holds the connection settings).
+	Backend string `yaml:"backend"`
+	// NATS is the JetStream cluster of store.backend: nats.
+	NATS *NATSStore `yaml:"nats"`
+
+	Pos Positions `yaml:"-"`
+}
+
+// Store backends.
+const (
+	BackendBBolt = "bbolt"
+	BackendNATS  = "nats"
+)
+
+// NATSStore is the JetStream cluster alertd instances share in
+// store.backend: nats. Every instance of one deployment must agree on
+// Partitions, Replicas and Prefix; Instance differs.
+type NATSStore struct {
+	// URLs of the NATS servers (nats://host:4222, tls://host:4222).
+	URLs []string `yaml:"urls"`
+	// CredentialsFile is a NATS .creds file (JWT and NKey seed).
+	CredentialsFile string `yaml:"credentials_file"`
+	// TLS for the connection; verification is on unless it is turned off.
+	TLS *TLS `yaml:"tls"`
+	// Partitions the topics are hashed into (default 16).
+	Partitions int `yaml:"partitions"`
+	// Replicas of every stream and bucket (default 3; 1 on a single node).
+	Replicas int `yaml:"replicas"`
+	// Prefix of every subject, stream and bucket (default "alertd").
+	Prefix string `yaml:"prefix"`
+	// Instance names this alertd among its peers (default host-pid).
+	Instance string `yaml:"instance"`
+	// LeaseTTL is how long a dead instance's partitions wait for a new
+	// owner (default 5s).
+	LeaseTTL Duration `yaml:"lease_ttl"`
 
 	Pos Positions `yaml:"-"`
 }

@@ -242,9 +242,12 @@ func (t *Tracker) ObserveQuiet(rds []rules.Reading) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	apply := false
+	var buf [16]*Series // each reading's series, looked up once
+	found := buf[:0]
 	for i := range rds {
 		rd := &rds[i]
 		if rd.Err != nil {
+			found = append(found, nil)
 			continue
 		}
 		r := rd.Rule
@@ -252,6 +255,7 @@ func (t *Tracker) ObserveQuiet(rds []rules.Reading) bool {
 			return false // a reload's rules, or a rule removed: Observe sorts it out
 		}
 		s := t.series[key{r.Name, rd.Event.Topic}]
+		found = append(found, s)
 		switch {
 		case s != nil && s.busy:
 			return false
@@ -269,18 +273,32 @@ func (t *Tracker) ObserveQuiet(rds []rules.Reading) bool {
 			return false
 		}
 	}
-	if apply {
-		for i := range rds {
-			rd := &rds[i]
-			if rd.Err != nil {
-				continue
+	if !apply {
+		return true
+	}
+	var payload string // kept once for every series of the reading
+	for i := range rds {
+		s, rd := found[i], &rds[i]
+		switch {
+		case s == nil:
+		case rd.Rule.Silence():
+			t.decide(s, rd) // no transition, as checked above
+			t.relist(s)
+		case s.State == Firing:
+			// What decide does to a firing series' reading that does
+			// not clear it, without the copy it keeps for a transition.
+			s.LastSeen = rd.Event.Received
+			if rd.Event.Source != "" {
+				s.source = rd.Event.Source
 			}
-			if s := t.series[key{rd.Rule.Name, rd.Event.Topic}]; s != nil && (rd.Rule.Silence() || s.State == Firing) {
-				t.decide(s, rd) // no transition, as checked above
-				if rd.Rule.Silence() {
-					t.relist(s)
-				}
+			s.Value = rd.Value.Short()
+			if p := rd.Event.Payload; s.Payload == string(p) {
+				continue // the same payload again: nothing to copy
 			}
+			if payload == "" {
+				payload = keptPayload(rd.Event.Payload)
+			}
+			s.Payload = payload
 		}
 	}
 	return true

@@ -24,6 +24,12 @@ func TestObserveQuietChangesNothingObserveWouldNot(t *testing.T) {
 		topic := topics[rng.IntN(len(topics))]
 		temp := []float64{20, 29.5, 31, 35}[rng.IntN(4)]
 		payload := fmt.Sprintf(`{"temp": %g}`, temp)
+		switch rng.IntN(8) {
+		case 0: // bytes that are not UTF-8, kept sanitized
+			payload = fmt.Sprintf(`{"temp": %g, "tag": "\xff"}`, temp)
+		case 1:
+			payload = fmt.Sprintf(`{"temp": %g, "n": %d}`, temp, rng.IntN(3))
+		}
 		if i%400 == 399 { // time alone: for:, reminders, silence
 			expectSame(t, i, a.due(at), b.due(at))
 			continue
@@ -37,6 +43,14 @@ func TestObserveQuietChangesNothingObserveWouldNot(t *testing.T) {
 			got = b.read(topic, payload, at)
 		}
 		expectSame(t, i, want, got)
+		for _, rule := range []string{"hot", "slow", "quiet", "once"} {
+			sa, _ := a.tracker.Lookup(rule, topic)
+			sb, _ := b.tracker.Lookup(rule, topic)
+			if sa.Value != sb.Value || sa.Payload != sb.Payload || !sa.LastSeen.Equal(sb.LastSeen) {
+				t.Fatalf("step %d: %s %s: Observe left value %q payload %q seen %v, quick handling %q %q %v",
+					i, rule, topic, sa.Value.Text, sa.Payload, sa.LastSeen, sb.Value.Text, sb.Payload, sb.LastSeen)
+			}
+		}
 	}
 	for _, topic := range topics {
 		for _, rule := range []string{"hot", "slow", "quiet", "once"} {
@@ -58,6 +72,10 @@ func expectSame(t *testing.T, i int, want, got []Transition) {
 		t.Fatalf("step %d: Observe made %q, quick handling %q", i, kinds(want), kinds(got))
 	}
 	for j := range want {
+		wn, gn := &want[j].Notification, &got[j].Notification
+		if wn.Value != gn.Value || wn.Payload != gn.Payload {
+			t.Fatalf("step %d: transition %d of %s carries value %q payload %q, quick handling %q %q", i, j, wn.Series, wn.Value.Text, wn.Payload, gn.Value.Text, gn.Payload)
+		}
 		if want[j].Notification.Series != got[j].Notification.Series || want[j].Notification.Rule.Name != got[j].Notification.Rule.Name {
 			t.Fatalf("step %d: transition %d is %s/%s, quick handling %s/%s", i, j,
 				want[j].Notification.Rule.Name, want[j].Notification.Series, got[j].Notification.Rule.Name, got[j].Notification.Series)

@@ -23,9 +23,17 @@ import (
 // endpoint and writes the token file; `alertd run` then logs in to a real
 // SMTP server with XOAUTH2, refreshing the access token as it needs, and
 // the alert arrives. No token or secret appears in what alertd prints.
+//
+// With several SMTP sessions (smtp.max_connections), they share one token
+// source: the rotating refresh token is refreshed once, not once per
+// session (a second refresh with the rotated-away token would be refused).
 func TestOAuthLoginThenDeliverWithXOAuth2(t *testing.T) {
-	for _, flow := range []string{"device", "loopback"} {
-		t.Run(flow, func(t *testing.T) {
+	for _, tc := range []struct {
+		flow     string
+		sessions int
+	}{{"device", 1}, {"loopback", 1}, {"device", 3}} {
+		flow := tc.flow
+		t.Run(fmt.Sprintf("%s/%d sessions", flow, tc.sessions), func(t *testing.T) {
 			ts := oauthtest.Start(t, oauthtest.Options{ClientID: "alertd-app", ClientSecret: "app-s3cret-value", Rotate: true})
 			var tokens []string
 			srv := smtptest.Start(t, smtptest.Options{TLS: smtptest.StartTLS, Mechanisms: []string{"LOGIN", smtptest.XOAuth2}, MicrosoftStyle: true,
@@ -50,6 +58,7 @@ smtp:
   security: starttls
   tls: {ca_file: ca.pem}
   from: "Alerts <alerts@contoso.example>"
+  max_connections: %d
   auth: xoauth2
   username: alerts@contoso.example
   oauth2:
@@ -64,7 +73,7 @@ smtp:
 defaults: {to: [ops@example.org]}
 rules:
   - {name: hot, topic: "sensors/+/t", field: temp, above: 30}
-`, httpAddr, srv.Port, ts.TokenURL(), ts.DeviceAuthURL(), ts.AuthURL(), flow))
+`, httpAddr, srv.Port, tc.sessions, ts.TokenURL(), ts.DeviceAuthURL(), ts.AuthURL(), flow))
 			env := []string{"SECRET=app-s3cret-value"}
 
 			login := exec.Command(binary, "oauth", "login", "-config", config)
@@ -103,6 +112,7 @@ rules:
 				t.Errorf("token file mode %v", fi.Mode().Perm())
 			}
 
+			refreshesBefore := ts.Requests("refresh_token")
 			var stderr syncBuffer
 			cmd := exec.Command(binary, "run", "-config", config)
 			cmd.Env = append(os.Environ(), env...)
@@ -123,10 +133,17 @@ rules:
 			if m == nil {
 				t.Fatal("no broker URL in the log")
 			}
-			publish(t, m[1], "sensors/a/t", `{"temp": 31}`)
-			msgs := srv.WaitMessages(t, 1, 15*time.Second)
-			if msgs[0].AuthUser != "alerts@contoso.example" {
-				t.Errorf("logged in as %q", msgs[0].AuthUser)
+			for i := range tc.sessions {
+				publish(t, m[1], fmt.Sprintf("sensors/%c/t", 'a'+i), `{"temp": 31}`)
+			}
+			msgs := srv.WaitMessages(t, tc.sessions, 15*time.Second)
+			for _, msg := range msgs {
+				if msg.AuthUser != "alerts@contoso.example" {
+					t.Errorf("logged in as %q", msg.AuthUser)
+				}
+			}
+			if n := ts.Requests("refresh_token") - refreshesBefore; n != 1 {
+				t.Errorf("%d refreshes for %d sessions, want 1", n, tc.sessions)
 			}
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			<-exited

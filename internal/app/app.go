@@ -58,6 +58,7 @@ type App struct {
 	outbox    *outbox.Outbox
 	transport mailer.Transport
 	parallel  []mailer.Transport // smtp.max_connections - 1 more sessions
+	tokens    *oauth.Source      // smtp.oauth2's, shared by every session
 
 	eng    *engine.Engine   // rules → alerts → notify, built by Run
 	notify *notify.Notifier // built by Run
@@ -165,7 +166,12 @@ func (a *App) newTransport() (mailer.Transport, error) {
 		Helo: s.Helo, Timeout: s.Timeout.D(), TLSConfig: tlsCfg,
 	}
 	if s.OAuth2 != nil {
-		opts.Tokens = oauth.NewSource(s.OAuth2, nil, a.log.With("component", "oauth2"))
+		// One token source for every session: a refresh token that
+		// rotates must be used by one refresher, not one per session.
+		if a.tokens == nil {
+			a.tokens = oauth.NewSource(s.OAuth2, nil, a.log.With("component", "oauth2"))
+		}
+		opts.Tokens = a.tokens
 	}
 	return mailer.NewSMTPTransport(opts, a.log.With("component", "smtp")), nil
 }

@@ -59,6 +59,14 @@ func (r Reading) Ack() error {
 // after a second.
 type Handler func(ctx context.Context, r Reading) error
 
+// An Opener prepares this instance for a partition it has just taken,
+// before the first of its readings: term is the new lease's fencing token.
+// It returns the partition's Handler and a close func, called once the
+// partition is given up (ctx has ended) and its last reading was handled.
+// An error is logged and the open retried (after a second) while the
+// lease lasts; readings wait meanwhile.
+type Opener func(ctx context.Context, partition int, term uint64) (Handler, func(), error)
+
 // Ingest consumes the partitioned readings this instance owns, shares the
 // partitions with its peers and takes over those of a peer that dies.
 type Ingest struct {
@@ -98,6 +106,9 @@ func New(cfg Config) (*Ingest, error) {
 	}, nil
 }
 
+// Partitions is how many partitions the topics are spread over.
+func (i *Ingest) Partitions() int { return i.cfg.Partitions }
+
 // Instance is this instance's name among its peers.
 func (i *Ingest) Instance() string { return i.cfg.Instance }
 
@@ -123,6 +134,12 @@ func (i *Ingest) Owned() []int {
 // LeaseTTL. It returns an error if the NATS connection closes or the
 // bucket's watch ends.
 func (i *Ingest) Run(ctx context.Context, handle Handler) error {
+	return i.RunPartitions(ctx, func(context.Context, int, uint64) (Handler, func(), error) { return handle, func() {}, nil })
+}
+
+// RunPartitions is Run with a pipeline per partition: open is called as
+// each partition is taken, and its close as it is given up.
+func (i *Ingest) RunPartitions(ctx context.Context, open Opener) error {
 	if !i.running.CompareAndSwap(false, true) {
 		return errors.New("cluster: Ingest already running")
 	}
@@ -131,7 +148,7 @@ func (i *Ingest) Run(ctx context.Context, handle Handler) error {
 		return err
 	}
 	for {
-		err = i.watch(ctx, kv, handle)
+		err = i.watch(ctx, kv, open)
 		if !errors.Is(err, errWatchEnded) || ctx.Err() != nil {
 			break
 		}
@@ -148,7 +165,7 @@ func (i *Ingest) Run(ctx context.Context, handle Handler) error {
 
 var errWatchEnded = errors.New("cluster: lease bucket watch ended")
 
-func (i *Ingest) watch(ctx context.Context, kv jetstream.KeyValue, handle Handler) error {
+func (i *Ingest) watch(ctx context.Context, kv jetstream.KeyValue, open Opener) error {
 	w, err := kv.WatchAll(ctx)
 	if err != nil {
 		if i.cfg.JS.Conn().IsClosed() {
@@ -158,7 +175,7 @@ func (i *Ingest) watch(ctx context.Context, kv jetstream.KeyValue, handle Handle
 		return errWatchEnded
 	}
 	defer w.Stop()
-	return i.coordinate(ctx, kv, w, handle)
+	return i.coordinate(ctx, kv, w, open)
 }
 
 // setup retries ensureTopology until it succeeds or ctx ends: NATS may be
@@ -188,7 +205,7 @@ func (i *Ingest) setup(ctx context.Context) (jetstream.KeyValue, error) {
 // coordinate is the one goroutine that writes the bucket: heartbeats,
 // renewals, takes and releases. It reacts to the watch at once, which is
 // what makes a takeover follow an expiry closely.
-func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, handle Handler) error {
+func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstream.KeyWatcher, open Opener) error {
 	tick := time.NewTicker(i.cfg.renewEvery())
 	defer tick.Stop()
 	i.heartbeat(ctx, kv)
@@ -220,11 +237,11 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 			i.step()
 			// Renewals first: an instance back from a pause learns what
 			// it lost before it tells its peers it is alive.
-			i.renew(ctx, kv, handle)
+			i.renew(ctx, kv, open)
 			i.heartbeat(ctx, kv)
 		case <-i.stepped:
 			i.step()
-			i.renew(ctx, kv, handle)
+			i.renew(ctx, kv, open)
 		}
 		if i.cfg.JS.Conn().IsClosed() {
 			return errors.New("cluster: NATS connection closed")
@@ -233,7 +250,7 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 			return nil
 		}
 		if synced {
-			i.reconcile(ctx, kv, handle)
+			i.reconcile(ctx, kv, open)
 		}
 	}
 }
@@ -261,7 +278,7 @@ func (i *Ingest) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 // partition, or it expired, and this instance steps back. The writes go
 // out together: a round then takes one KV round trip, not one per
 // partition, which under load is what keeps it inside a lease's validity.
-func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, handle Handler) {
+func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, open Opener) {
 	leases := i.heldLeases()
 	type result struct {
 		rev  uint64
@@ -290,7 +307,7 @@ func (i *Ingest) renew(ctx context.Context, kv jetstream.KeyValue, handle Handle
 		case r.err == nil:
 			l.renewed(r.rev, r.sent.Add(i.cfg.validity()))
 			if !l.running() {
-				i.startConsumer(ctx, l, handle)
+				i.startConsumer(ctx, l, open)
 			}
 		case errors.Is(r.err, jetstream.ErrKeyRevisionMismatch), errors.Is(r.err, jetstream.ErrKeyNotFound):
 			op, cancel := context.WithTimeout(ctx, i.cfg.opTimeout())
@@ -338,7 +355,7 @@ func holder(ctx context.Context, kv jetstream.KeyValue, p int) (leaseEntry, bool
 
 // reconcile gives up partitions beyond this instance's share and tries to
 // take free ones below it.
-func (i *Ingest) reconcile(ctx context.Context, kv jetstream.KeyValue, handle Handler) {
+func (i *Ingest) reconcile(ctx context.Context, kv jetstream.KeyValue, open Opener) {
 	i.mu.Lock()
 	members := i.view.liveMembers(i.cfg.Instance)
 	held := map[int]bool{}
@@ -368,7 +385,7 @@ func (i *Ingest) reconcile(ctx context.Context, kv jetstream.KeyValue, handle Ha
 	wg.Wait()
 	for _, l := range taken {
 		if l != nil {
-			i.startConsumer(ctx, l, handle)
+			i.startConsumer(ctx, l, open)
 		}
 	}
 }

@@ -24,13 +24,13 @@ const (
 	stopWait = 2 * time.Second
 )
 
-func (i *Ingest) startConsumer(ctx context.Context, l *lease, handle Handler) {
+func (i *Ingest) startConsumer(ctx context.Context, l *lease, open Opener) {
 	cctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	l.cancel, l.done = cancel, done
 	go func() {
 		defer close(done)
-		i.consume(cctx, l, handle)
+		i.consume(cctx, l, open)
 	}()
 }
 
@@ -60,8 +60,24 @@ func (i *Ingest) stopConsumers(leases ...*lease) {
 // consume hands partition l.p's readings to handle, in order, while the
 // lease is valid. When it runs out, the consumer stops on its own and says
 // so; the coordinator then renews or drops the lease.
-func (i *Ingest) consume(ctx context.Context, l *lease, handle Handler) {
+func (i *Ingest) consume(ctx context.Context, l *lease, open Opener) {
 	log := i.log.With("partition", l.p, "term", l.term)
+	var handle Handler
+	for handle == nil {
+		h, closeFn, err := open(ctx, l.p, l.term)
+		if err == nil {
+			handle = h
+			defer closeFn()
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Error("partition not opened; trying again", "err", err)
+		if !sleepCtx(ctx, retryAfter) {
+			return
+		}
+	}
 	var it jetstream.MessagesContext
 	for it == nil {
 		cons, err := i.cfg.JS.Consumer(ctx, i.names.stream, i.names.consumer(l.p))

@@ -104,3 +104,30 @@ func TestNATSURLs(t *testing.T) {
 		}
 	}
 }
+
+// Every instance of a deployment must agree on store.nats, and the
+// connection is made once: a reload that changes it is refused.
+func TestNATSStoreNeedsARestart(t *testing.T) {
+	load := func(ttl string) *Config {
+		t.Helper()
+		cfg, err := Load(strings.NewReader(`store:
+  backend: nats
+  nats:
+    urls: [nats://127.0.0.1:4222]
+    lease_ttl: `+ttl+`
+defaults: {to: [ops@example.org]}
+rules: [{name: hot, topic: a/b, above: 1}]
+`), "alertd.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	if errs := Unreloadable(load("5s"), load("5s")); len(errs) != 0 {
+		t.Errorf("the same file: %v", errs)
+	}
+	errs := Unreloadable(load("5s"), load("10s"))
+	if len(errs) != 1 || errs[0].Error() != "alertd.yaml:4:5: store.nats.lease_ttl changed: a reload cannot apply it; restart alertd (nothing of this file was applied)" {
+		t.Errorf("lease_ttl changed: %v", errs)
+	}
+}

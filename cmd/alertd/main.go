@@ -9,6 +9,7 @@
 //	alertd silence add|list|remove -config FILE [...]
 //	alertd store check|salvage -config FILE [-from DAMAGED_FILE]
 //	alertd status -config FILE [-json]
+//	alertd cluster status -config FILE [-json]
 //	alertd version
 //
 // Exit status: 0 success, 1 a fatal error, 2 a usage or configuration error.
@@ -59,6 +60,8 @@ commands:
   health  -config FILE   exit 0 if the running alertd is healthy (its /healthz)
   status  -config FILE [-json]
                          what is firing, held back, silenced, queued (as GET / shows)
+  cluster status -config FILE [-json]
+                         instances, partition owners and lag on NATS (store.backend: nats)
   oauth   login -config FILE
                          sign in once for smtp.oauth2 (Microsoft 365, Gmail)
   version                print the version
@@ -92,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStore(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "cluster":
+		return cmdCluster(args[1:], stdout, stderr)
 	case "oauth":
 		return cmdOAuth(args[1:], stdout, stderr)
 	case "health":
@@ -133,9 +138,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
-	cfg, err := app.Check(path)
+	cfg, err := checkConfig(path)
 	if err != nil {
 		return reportConfigError(err, stderr)
+	}
+	if cfg.Store.Backend == config.BackendNATS {
+		fmt.Fprintln(stdout, clusterSummary(cfg))
+		return 0
 	}
 	fmt.Fprintln(stdout, app.Summary(cfg))
 	return 0

@@ -128,7 +128,15 @@ func syntaxMsg(err error) string {
 func (c *Config) applyDefaults() {
 	defer c.SelfAlerts.defaults(c) // after defaults.to is known
 	c.Ingress.applyDefaults()
-	if c.MQTT.Broker == "" && c.MQTT.Listen == "" {
+	if c.Store.Backend == "" {
+		c.Store.Backend = BackendBBolt
+	}
+	if n := c.Store.NATS; n != nil {
+		n.applyDefaults()
+	}
+	// With store.backend: nats the devices publish to nats-server, so no
+	// embedded broker is started and none gets a default address.
+	if c.MQTT.Broker == "" && c.MQTT.Listen == "" && c.Store.Backend != BackendNATS {
 		c.MQTT.Listen = DefaultListen
 	}
 	if !c.MQTT.Pos.Has("qos") {
@@ -263,7 +271,7 @@ func (c *Config) resolvePaths(dir string) {
 	if c.Store.Spool == "" {
 		c.Store.Spool = filepath.Join(filepath.Dir(c.Store.Path), "spool")
 	}
-	for _, t := range []*TLS{&c.MQTT.TLS, smtpTLS(c.SMTP)} {
+	for _, t := range []*TLS{&c.MQTT.TLS, smtpTLS(c.SMTP), natsTLS(c.Store.NATS)} {
 		if t != nil {
 			abs(&t.CAFile)
 			abs(&t.CertFile)
@@ -271,6 +279,9 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	abs(&c.MQTT.PasswordFile)
+	if n := c.Store.NATS; n != nil {
+		abs(&n.CredentialsFile)
+	}
 	if s := c.Ingress.SMTP; s != nil {
 		abs(&s.TLS.CertFile)
 		abs(&s.TLS.KeyFile)
@@ -285,6 +296,13 @@ func (c *Config) resolvePaths(dir string) {
 			abs(&o.RefreshTokenFile)
 		}
 	}
+}
+
+func natsTLS(n *NATSStore) *TLS {
+	if n == nil {
+		return nil
+	}
+	return n.TLS
 }
 
 func smtpTLS(s *SMTP) *TLS {

@@ -47,6 +47,7 @@ func (c *Config) validate(errs *Errors) {
 		add(c.Defaults.Pos.At("name"), "defaults: name cannot have a default (each rule names itself)")
 	}
 	c.validateLimits(add)
+	c.validateStore(add)
 	c.Ingress.validate(add)
 	c.validateListeners(add)
 	c.SelfAlerts.validate(c, add)
@@ -132,8 +133,10 @@ func (m *MQTT) validate(add func(Pos, string, ...any)) {
 			add(m.Pos.At("broker"), "mqtt.broker: %s:// would send the password unencrypted to %s; use ssl:// (or wss://), "+
 				"or set mqtt.allow_insecure_auth: true on a trusted network", u.Scheme, u.Hostname())
 		}
-	} else if _, port, err := net.SplitHostPort(m.Listen); err != nil || !validPort(port) {
-		add(m.Pos.At("listen"), "mqtt.listen: %q is not host:port", m.Listen)
+	} else if m.Listen != "" || m.Pos.Has("listen") { // neither: store.backend nats, no MQTT at all
+		if _, port, err := net.SplitHostPort(m.Listen); err != nil || !validPort(port) {
+			add(m.Pos.At("listen"), "mqtt.listen: %q is not host:port", m.Listen)
+		}
 	}
 	if m.QoS != 0 && m.QoS != 1 {
 		add(m.Pos.At("qos"), "mqtt.qos: must be 0 or 1, got %d", m.QoS)

@@ -12,7 +12,8 @@ import (
 // keep state in it (outbox, dedupe, alerts, silences, groups) say what
 // they read and write through a Tx and its Buckets; none of them sees
 // bbolt. That keeps the file, its buckets, its transactions and their
-// batching in one place, and is the seam a replicated store would take.
+// batching in one place, and is the seam a replicated store takes
+// (replica.go).
 type DB struct {
 	bolt      *bolt.DB
 	group     group

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // maxGroup is the most transactions one commit carries (bbolt's own
@@ -37,6 +35,9 @@ var (
 	// errTrySolo tells a writer that its function failed inside a group:
 	// the others went on without it, and it runs alone to get its error.
 	errTrySolo = errors.New("store: run alone")
+	// errGroupFull rolls back a group's transaction whose write set grew
+	// past what one replica commit carries.
+	errGroupFull = errors.New("store: group too large for one replica commit")
 )
 
 // Batch is Update shared with concurrent callers: one commit (one fsync)
@@ -44,7 +45,10 @@ var (
 // commit ran. fn may run more than once (a group is retried without a
 // member that failed), so it must depend only on its arguments and
 // assign its results afresh each time. A fn that fails or panics is run
-// again alone, in Update, and its error (or panic) is the caller's.
+// again alone, in Update, and its error (or panic) is the caller's. In a
+// replicated store a group is committed in parts of at most
+// MaxReplicaWrites writes, each a transaction of its own; an error of the
+// replica is the error of every member of its part.
 func (d *DB) Batch(fn func(*Tx) error) error {
 	c := &call{fn: fn, err: make(chan error, 1)}
 	g := &d.group
@@ -117,32 +121,47 @@ func (d *DB) passLead() {
 	next.err <- errLead
 }
 
-// runGroup runs calls in one read-write transaction. A member whose fn
-// fails is taken out and told to run alone; the rest are retried.
+// runGroup runs calls in one read-write transaction, or in a replicated
+// store in as few as keep each write set within MaxReplicaWrites: the
+// transaction that goes over is rolled back and the members before the
+// one that went over are committed without it, the rest after them. A
+// member whose fn fails is taken out and told to run alone; the rest are
+// retried.
 func (d *DB) runGroup(calls []*call) {
+	n := len(calls) // the members the next transaction takes
 	for len(calls) > 0 {
-		failed := -1
-		err := d.bolt.Update(func(tx *bolt.Tx) error {
-			t := &Tx{tx: tx}
-			for i, c := range calls {
+		failed, full := -1, false
+		err := d.Update(func(t *Tx) error {
+			for i, c := range calls[:n] {
 				if err := safely(c.fn, t); err != nil {
 					failed = i
 					return err
 				}
+				if i > 0 && t.w.full() {
+					full, n = true, i
+					return errGroupFull
+				}
 			}
 			return nil
 		})
-		if failed >= 0 {
+		switch {
+		case failed >= 0:
 			calls[failed].answered = true
 			calls[failed].err <- errTrySolo
 			calls = append(calls[:failed], calls[failed+1:]...)
-			continue
+			if n--; n == 0 {
+				n = len(calls)
+			}
+		case full:
+			// Retried with the members that fit.
+		default:
+			for _, c := range calls[:n] {
+				c.answered = true
+				c.err <- err
+			}
+			calls = calls[n:]
+			n = len(calls)
 		}
-		for _, c := range calls {
-			c.answered = true
-			c.err <- err
-		}
-		return
 	}
 }
 

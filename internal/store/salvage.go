@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -52,8 +53,13 @@ func (s Salvage) Total() int {
 
 // SalvageFrom copies what can be read of the store file at from (a file
 // moved aside, or an older copy) into db, keeping the entries db already
-// has under the same keys. from is only read, never changed.
+// has under the same keys. from is only read, never changed. A
+// replicated store refuses: its replica is the truth, and the copy would
+// bypass it.
 func SalvageFrom(store *DB, from string) (Salvage, error) {
+	if store.replica != nil {
+		return Salvage{}, errors.New("salvage: not into a replicated store")
+	}
 	db := store.bolt
 	f, err := os.Open(from)
 	if err != nil {

@@ -7,6 +7,14 @@
 // imports bbolt: the packages that keep state in it (dedupe, outbox,
 // alerts, silence, notify's groups, app's meta keys; see the bucket list)
 // own the contents of their buckets and write them through Tx and Bucket.
+//
+// A store may also be replicated (OpenReplicated, replica.go): the file is
+// then rebuilt from a Replica at open, and every write transaction's
+// changes are committed to the replica before bbolt commits them, so the
+// file never holds what the replica does not. That is how alertd's
+// cluster mode keeps each partition's store in its partition state; the
+// packages that write through Tx and Bucket do not know. Without a
+// replica nothing is captured.
 package store
 
 import (

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -80,7 +78,7 @@ func cmdCluster(args []string, stdout, stderr io.Writer) int {
 }
 
 func readClusterStatus(ctx context.Context, n *config.NATSStore) (cluster.Status, error) {
-	tlsCfg, err := natsTLS(n)
+	tlsCfg, err := app.NATSTLS(n)
 	if err != nil {
 		return cluster.Status{}, err // checkConfig built it already: only a file changed since
 	}
@@ -160,7 +158,7 @@ func checkConfig(path string) (*config.Config, error) {
 	if err != nil || cfg.Store.NATS == nil || cfg.Store.NATS.TLS == nil {
 		return cfg, err
 	}
-	if _, err := natsTLS(cfg.Store.NATS); err != nil {
+	if _, err := app.NATSTLS(cfg.Store.NATS); err != nil {
 		t := cfg.Store.NATS.TLS
 		key := "ca_file"
 		if t.CAFile == "" || strings.HasPrefix(err.Error(), "cert_file") {
@@ -171,40 +169,6 @@ func checkConfig(path string) (*config.Config, error) {
 		return nil, errs
 	}
 	return cfg, nil
-}
-
-// natsTLS is store.nats.tls as a verifying client configuration (the
-// system roots plus ca_file, a client certificate when given), or nil
-// when there is no tls section: a tls:// URL then verifies against the
-// system roots. The server name comes from each URL.
-func natsTLS(n *config.NATSStore) (*tls.Config, error) {
-	c := n.TLS
-	if c == nil {
-		return nil, nil
-	}
-	t := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.InsecureSkipVerify}
-	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificate in it", c.CAFile)
-		}
-		t.RootCAs = pool
-	}
-	if c.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cert_file/key_file: %w", err)
-		}
-		t.Certificates = []tls.Certificate{cert}
-	}
-	return t, nil
 }
 
 // clusterSummary is check's line for store.backend: nats, where there is

@@ -18,6 +18,7 @@
 package alerts
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -151,6 +152,10 @@ type Options struct {
 	// OnQuarantine is told of each stored series Load could not read and
 	// moved to quarantine.
 	OnQuarantine func(store.Quarantined)
+	// Batch is how many series a checkpoint (or Load's removal of stale
+	// series) writes per transaction (0: CheckpointBatch). Each is up to
+	// two keys: a replicated store (store.MaxReplicaWrites) needs fewer.
+	Batch int
 	// Warn hears, at most once per rule per WarnEvery, that a rule's new
 	// series met a limit. It is never called under the tracker's lock.
 	Warn func(Warning)
@@ -200,7 +205,7 @@ func New(o Options) *Tracker {
 		series: map[key]*Series{}, epoch: o.Start, epochs: map[string]time.Time{}, away: map[string]bool{}, wake: make(chan struct{}, 1),
 		max: o.MaxSeries, tables: map[string]*ruleTable{}, now: o.Now, warn: o.Warn, onQuarantine: o.OnQuarantine,
 		evictable: [2]seriesList{{by: globalLink}, {by: globalLink}}, dirty: seriesList{by: dirtyLink},
-		batch: CheckpointBatch,
+		batch: cmp.Or(o.Batch, CheckpointBatch),
 	}
 	if t.max <= 0 {
 		t.max = config.DefaultMaxSeries

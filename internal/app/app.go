@@ -89,6 +89,9 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 	if len(a.engine.Rules()) == 0 {
 		log.Warn("no rules configured: readings will be received but never alert")
 	}
+	if cfg.SMTP != nil {
+		a.from = cfg.SMTP.From
+	}
 	if a.transport, err = a.newTransport(); err != nil {
 		return nil, err
 	}
@@ -100,6 +103,9 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 			}
 			a.parallel = append(a.parallel, t)
 		}
+	}
+	if clustered(cfg) {
+		return a, nil // each partition's state is opened as it is taken (cluster.go)
 	}
 	db, rec, err := store.Open(cfg.Store.Path)
 	if err != nil {
@@ -155,7 +161,6 @@ func (a *App) newTransport() (mailer.Transport, error) {
 	if s == nil {
 		return &mailer.Spool{Dir: a.cfg.Store.Spool}, nil
 	}
-	a.from = s.From
 	tlsCfg, err := clientTLS(s.TLS, s.Host)
 	if err != nil {
 		return nil, fmt.Errorf("smtp.tls: %w", err)
@@ -179,6 +184,9 @@ func (a *App) newTransport() (mailer.Transport, error) {
 // Run serves until ctx ends, then shuts down in order and returns nil, or
 // returns the first fatal error.
 func (a *App) Run(ctx context.Context) (err error) {
+	if clustered(a.cfg) {
+		return a.runCluster(ctx)
+	}
 	defer func() {
 		if cerr := a.db.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close store: %w", cerr)
@@ -260,7 +268,7 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return sub.Run(gctx) })
 	g.Go(func() error { return a.eng.RunTimers(gctx) })
 	g.Go(func() error { return a.notify.RunGroups(gctx) })
-	g.Go(func() error { return a.runPrune(gctx) })
+	g.Go(func() error { return a.runPrune(gctx, a.gate, a.eng.Rules, 1000) })
 	if sc := a.selfCheck(srcs); sc != nil {
 		g.Go(func() error { return sc.Run(gctx) })
 	}

@@ -3,6 +3,9 @@ package app
 import (
 	"context"
 	"time"
+
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/rules"
 )
 
 // pruneEvery is how often last-mail times past every cooldown are deleted.
@@ -13,7 +16,8 @@ const pruneEvery = time.Hour
 // rule and of the ingress relay. A reload that lengthens a cooldown
 // applies from the next prune; what was pruned before only lets one mail
 // through sooner.
-func (a *App) runPrune(ctx context.Context) error {
+// per bounds the entries deleted per transaction.
+func (a *App) runPrune(ctx context.Context, gate *dedupe.Gate, rs func() *rules.Engine, per int) error {
 	t := time.NewTicker(pruneEvery)
 	defer t.Stop()
 	for {
@@ -23,10 +27,10 @@ func (a *App) runPrune(ctx context.Context) error {
 		case <-t.C:
 		}
 		longest := a.relayLimits().cooldown
-		for _, r := range a.eng.Rules().Rules() {
+		for _, r := range rs().Rules() {
 			longest = max(longest, r.Cooldown)
 		}
-		n, err := a.gate.Prune(a.now().Add(-longest-time.Minute), 1000)
+		n, err := gate.Prune(a.now().Add(-longest-time.Minute), per)
 		switch {
 		case err != nil:
 			a.log.Warn("pruning expired cooldowns", "err", err)

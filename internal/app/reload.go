@@ -28,6 +28,9 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 	default:
 		return rep, errors.New("alertd is still starting: try again in a moment")
 	}
+	if clustered(a.cfg) {
+		return rep, errors.New("reload is not supported with store.backend: nats yet: restart the instances one at a time (a partition moves to a peer within store.nats.lease_ttl)")
+	}
 	cfg, eng, err := a.loadForReload()
 	if err != nil {
 		rep.Errors = errorLines(err)

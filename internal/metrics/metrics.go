@@ -146,6 +146,14 @@ func (c seriesCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
+// PartitionsOwned exports alertd_cluster_partitions_owned, read from n at
+// each scrape.
+func (m *Metrics) PartitionsOwned(n func() int) {
+	_ = m.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "alertd_cluster_partitions_owned", Help: "Partitions this instance owns (store.backend: nats).",
+	}, func() float64 { return float64(n()) }))
+}
+
 // SourceUp exports alertd_source_up{source} for one source, read from up
 // at each scrape.
 func (m *Metrics) SourceUp(source string, up func() bool) {

@@ -1,0 +1,251 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/alertd/alertd/internal/cluster/natstest"
+	"github.com/alertd/alertd/internal/smtptest"
+)
+
+// clusterSetup is one alertd instance of a cluster: its config on the
+// shared JetStream cluster, its own admin port and local directory.
+func clusterSetup(t *testing.T, natsURLs string, smtpPort int, instance string) *setup {
+	t.Helper()
+	dir := t.TempDir()
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	var urls []string
+	for _, u := range strings.Split(natsURLs, ",") {
+		urls = append(urls, strconv.Quote(u))
+	}
+	yaml := fmt.Sprintf(`http: {listen: %q}
+log: {level: debug}
+store:
+  path: %q
+  backend: nats
+  nats: {urls: [%s], instance: %s, replicas: 3}
+smtp:
+  host: 127.0.0.1
+  port: %d
+  security: none
+  from: "alertd <alertd@example.org>"
+  timeout: 2s
+  retry: {initial: 100ms, max: 300ms, give_up_after: 1h}
+defaults: {to: [ops@example.org], cooldown: 0s, rate_limit: 10000/h}
+rules:
+  - {name: hot, topic: "s/+/t", field: temp, above: 30, subject: "hot {{.Device}}"}
+`, addr, filepath.Join(dir, "alertd.db"), strings.Join(urls, ", "), instance, smtpPort)
+	path := filepath.Join(dir, "alertd.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &setup{t: t, dir: dir, config: path, httpAddr: addr}
+}
+
+// owned is how many partitions p says it owns.
+func (p *proc) owned(t *testing.T) int {
+	return int(p.metrics(t)["alertd_cluster_partitions_owned"])
+}
+
+// fleet publishes one reading per device at QoS 1 to nats-server's MQTT
+// listener, as devices would, each acknowledged once JetStream holds it.
+func fleet(t *testing.T, url string, devices []int, temp float64) {
+	t.Helper()
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("fleet-%d", time.Now().UnixNano())).
+		SetConnectTimeout(5 * time.Second).SetAutoReconnect(true).SetConnectRetry(true).SetWriteTimeout(5 * time.Second)
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to %s: %v", url, tok.Error())
+	}
+	defer c.Disconnect(100)
+	toks := make([]mqtt.Token, 0, len(devices))
+	for _, d := range devices {
+		toks = append(toks, c.Publish(fmt.Sprintf("s/dev%04d/t", d), 1, false, fmt.Sprintf(`{"temp": %g}`, temp)))
+	}
+	for _, tok := range toks {
+		if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+	}
+}
+
+func span(from, to int) []int {
+	var s []int
+	for i := from; i < to; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// mails sorts delivered mails by subject: each subject's Message-IDs.
+func mails(msgs []smtptest.Message) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, m := range msgs {
+		if out[m.Subject] == nil {
+			out[m.Subject] = map[string]bool{}
+		}
+		out[m.Subject][m.Header.Get("Message-Id")] = true
+	}
+	return out
+}
+
+// Three alertd instances share a three-node JetStream cluster; readings of
+// 1,000 devices arrive at QoS 1 through nats-server's MQTT listener. One
+// instance is killed with SIGKILL while the fleet changes: its partitions
+// move to the two others, rebuilt from their state in JetStream, and every
+// alert is mailed — each firing and each recovery once, or again with the
+// same Message-ID (a mail the dead instance sent but had not yet marked).
+func TestClusterSurvivesKill9OfAnInstance(t *testing.T) {
+	c := natstest.Start(t, 3)
+	srv := smtptest.Start(t, smtptest.Options{})
+	var ps []*proc
+	for _, name := range []string{"a", "b", "v"} {
+		ps = append(ps, clusterSetup(t, c.URL(), srv.Port, name).start())
+	}
+	a, b, v := ps[0], ps[1], ps[2]
+	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
+		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
+		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
+	})
+
+	const devices = 1000
+	fleet(t, c.MQTTURL(0), span(0, devices/2), 31)
+	srv.WaitMessages(t, devices/2, 60*time.Second)
+
+	// The second half breaches and the first half recovers, while one
+	// instance dies.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fleet(t, c.MQTTURL(1), span(devices/2, devices), 31)
+		fleet(t, c.MQTTURL(1), span(0, devices/2), 20)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	killed := time.Now()
+	if err := v.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	waitFor(t, 30*time.Second, "the survivors own every partition", func() bool { return a.owned(t)+b.owned(t) == 16 })
+	t.Logf("takeover: the survivors owned all 16 partitions %v after the kill", time.Since(killed).Round(10*time.Millisecond))
+
+	want := map[string]bool{}
+	for d := range devices {
+		want[fmt.Sprintf("hot dev%04d", d)] = true
+	}
+	for d := range devices / 2 {
+		want[fmt.Sprintf("Re: hot dev%04d", d)] = true
+	}
+	var got map[string]map[string]bool
+	waitFor(t, 90*time.Second, fmt.Sprintf("%d distinct alert mails", len(want)), func() bool {
+		got = mails(srv.Messages())
+		n := 0
+		for s := range want {
+			if len(got[s]) > 0 {
+				n++
+			}
+		}
+		return n == len(want)
+	})
+	time.Sleep(time.Second) // a second copy would arrive here
+	got = mails(srv.Messages())
+	for s, ids := range got {
+		if !want[s] {
+			t.Errorf("unexpected mail %q", s)
+		}
+		if len(ids) > 1 {
+			t.Errorf("%q mailed %d times with different Message-IDs", s, len(ids))
+		}
+	}
+	t.Logf("%d mails delivered for %d alerts (copies share their Message-ID)", len(srv.Messages()), len(want))
+}
+
+// An instance paused past its leases (SIGSTOP: a long GC pause, a VM
+// frozen) loses its partitions to the others; resumed, it steps back
+// instead of writing over their state, then takes its share again. No
+// alert is mailed twice under two Message-IDs.
+func TestClusterStaleOwnerStepsBack(t *testing.T) {
+	c := natstest.Start(t, 3)
+	srv := smtptest.Start(t, smtptest.Options{})
+	var ps []*proc
+	for _, name := range []string{"a", "b", "v"} {
+		ps = append(ps, clusterSetup(t, c.URL(), srv.Port, name).start())
+	}
+	a, b, v := ps[0], ps[1], ps[2]
+	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
+		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
+		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
+	})
+	const devices = 300
+	fleet(t, c.MQTTURL(0), span(0, devices), 31)
+	srv.WaitMessages(t, devices, 60*time.Second)
+
+	if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the others own every partition", func() bool { return a.owned(t)+b.owned(t) == 16 })
+	fleet(t, c.MQTTURL(2), span(0, devices), 20) // every device recovers while v sleeps
+	if err := v.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	srv.WaitMessages(t, 2*devices, 60*time.Second)
+	waitFor(t, 30*time.Second, "v steps back and rejoins", func() bool {
+		return strings.Contains(v.out.String(), "stepping back") && v.owned(t) >= 5
+	})
+	time.Sleep(time.Second) // a second copy would arrive here
+	got := mails(srv.Messages())
+	for d := range devices {
+		for _, s := range []string{fmt.Sprintf("hot dev%04d", d), fmt.Sprintf("Re: hot dev%04d", d)} {
+			if len(got[s]) != 1 {
+				t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
+			}
+		}
+	}
+}
+
+// One of the three NATS nodes dies (the stream, the lease bucket and each
+// partition's state are replicated three times): the instances carry on
+// with the two left, and every alert is mailed once.
+func TestClusterSurvivesTheLossOfANATSNode(t *testing.T) {
+	c := natstest.Start(t, 3)
+	srv := smtptest.Start(t, smtptest.Options{})
+	var ps []*proc
+	for _, name := range []string{"a", "b", "v"} {
+		ps = append(ps, clusterSetup(t, c.URL(), srv.Port, name).start())
+	}
+	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
+		n := 0
+		for _, p := range ps {
+			n += p.owned(t)
+		}
+		return n == 16
+	})
+	const devices = 400
+	fleet(t, c.MQTTURL(0), span(0, devices/2), 31)
+	srv.WaitMessages(t, devices/2, 60*time.Second)
+	c.Kill(2)
+	killed := time.Now()
+	fleet(t, c.MQTTURL(0), span(devices/2, devices), 31)
+	fleet(t, c.MQTTURL(1), span(0, devices/2), 20)
+	want := devices + devices/2 // every device fired; the first half recovered
+	srv.WaitMessages(t, want, 90*time.Second)
+	t.Logf("every alert mailed %v after the node's loss", time.Since(killed).Round(10*time.Millisecond))
+	time.Sleep(time.Second) // a second copy would arrive here
+	for s, ids := range mails(srv.Messages()) {
+		if len(ids) > 1 {
+			t.Errorf("%q mailed under %d Message-IDs", s, len(ids))
+		}
+	}
+	if n := len(mails(srv.Messages())); n != want {
+		t.Errorf("%d distinct mails, want %d", n, want)
+	}
+}

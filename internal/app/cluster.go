@@ -1,0 +1,327 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/alertd/alertd/internal/alerts"
+	"github.com/alertd/alertd/internal/cluster"
+	"github.com/alertd/alertd/internal/config"
+	"github.com/alertd/alertd/internal/dedupe"
+	"github.com/alertd/alertd/internal/engine"
+	"github.com/alertd/alertd/internal/event"
+	"github.com/alertd/alertd/internal/httpapi"
+	"github.com/alertd/alertd/internal/notify"
+	"github.com/alertd/alertd/internal/outbox"
+	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/silence"
+	"github.com/alertd/alertd/internal/store"
+)
+
+// clustered says whether alertd runs as one of several instances sharing
+// a JetStream cluster (store.backend: nats).
+func clustered(cfg *config.Config) bool { return cfg.Store.Backend == config.BackendNATS }
+
+// stateCommitTimeout bounds one commit to a partition's state: a NATS
+// leader election takes about a second; beyond a few, the reading is
+// handed back and retried rather than held.
+const stateCommitTimeout = 5 * time.Second
+
+// runCluster is Run for store.backend: nats. Devices publish to
+// nats-server's MQTT listener; JetStream spreads their readings over
+// partitions, and this instance runs alertd's pipeline (rules, alert
+// state, notify, outbox, mailer) once for each partition it owns, over a
+// local store whose every commit is first committed, fenced by the
+// partition's term, to the partition's state in JetStream. A partition
+// taken over from a dead instance is rebuilt from that state, its timers
+// and queued mails included.
+func (a *App) runCluster(ctx context.Context) error {
+	n := a.cfg.Store.NATS
+	nc, err := a.connectNATS(ctx, n)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting for NATS
+		}
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("store.nats: %w", err)
+	}
+	ing, err := cluster.New(cluster.Config{
+		JS: js, Instance: n.Instance, Filters: a.engine.Filters(), Partitions: n.Partitions, Replicas: n.Replicas,
+		Prefix: n.Prefix, LeaseTTL: n.LeaseTTL.D(), Logger: a.log.With("component", "cluster"),
+	})
+	if err != nil {
+		return fmt.Errorf("store.nats: %w", err)
+	}
+	// A rule's rate limit is shared by the partitions: each may send its
+	// share, rounded up (docs/cluster.md, "Rate limits").
+	shared, err := compile(splitRateLimits(a.cfg, ing.Partitions()), invalidPayloads{a.metrics, a.log})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(filepath.Dir(a.cfg.Store.Path), "partitions")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	var ingesting serving
+	srcs := sources{{name: "nats", ready: func() bool { return nc.IsConnected() && ingesting.ready() }, why: "not connected to NATS"}}
+	for _, s := range srcs {
+		a.metrics.SourceUp(s.name, s.ready)
+	}
+	a.sources = srcs
+	a.metrics.PartitionsOwned(func() int { return len(ing.Owned()) })
+	g, gctx := errgroup.WithContext(ctx)
+	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
+		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
+			Registry: a.metrics.Registry, Health: srcs.health, Log: a.log,
+		}); err != nil {
+			return err
+		}
+		g.Go(func() error { return a.httpSrv.Run(gctx) })
+	}
+	open := func(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
+		return a.openPartition(ctx, js, shared, dir, p, term)
+	}
+	g.Go(func() error { return ingesting.run(func() error { return ing.RunPartitions(gctx, open) }) })
+	a.log.Info("alertd running in cluster mode", "instance", ing.Instance(), "rules", len(a.engine.Rules()),
+		"nats", strings.Join(n.URLs, ","), "partitions", ing.Partitions(), "mail", a.mailTarget())
+	close(a.started)
+	err = g.Wait()
+	a.log.Info("alertd stopped")
+	return err
+}
+
+// connectNATS opens the connection of store.nats, TLS verified unless the
+// configuration turns it off. NATS down at start is waited for, as a
+// broker is: reported once, retried every two seconds until ctx ends.
+func (a *App) connectNATS(ctx context.Context, n *config.NATSStore) (*nats.Conn, error) {
+	tc, err := NATSTLS(n)
+	if err != nil {
+		return nil, fmt.Errorf("store.nats.tls: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		nc, err := cluster.Connect(ctx, n.URLs, n.CredentialsFile, tc, "alertd "+n.Instance)
+		if err == nil {
+			if attempt > 1 {
+				a.log.Info("connected to NATS", "urls", strings.Join(n.URLs, ","))
+			}
+			return nc, nil
+		}
+		if attempt == 1 {
+			a.log.Error("store.nats: cannot connect yet; retrying every 2s", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// NATSTLS is store.nats.tls as a verifying client configuration (the
+// system roots plus ca_file, a client certificate when given), or nil
+// when there is no tls section: a tls:// URL then verifies against the
+// system roots. The server name comes from each URL. Errors name the key
+// (ca_file, cert_file/key_file) first.
+func NATSTLS(n *config.NATSStore) (*tls.Config, error) {
+	if n == nil || n.TLS == nil {
+		return nil, nil
+	}
+	return clientTLS(*n.TLS, "")
+}
+
+// splitRateLimits returns cfg with every rule's rate limit divided among
+// n partitions, rounded up: no coordination between partitions, at most
+// n-1 mails more than the limit per window, and a rule whose alerts all
+// fall in one partition gets only its share.
+func splitRateLimits(cfg *config.Config, n int) *config.Config {
+	c := *cfg
+	c.Rules = make([]config.Rule, len(cfg.Rules))
+	for i, r := range cfg.Rules {
+		if r.RateLimit.N > 0 && n > 1 {
+			r.RateLimit.N = (r.RateLimit.N + n - 1) / n
+		}
+		c.Rules[i] = r
+	}
+	return &c
+}
+
+// replicaBatch is how many series or entries a partition's housekeeping
+// (checkpoints, pruning) writes per transaction: each up to two keys,
+// within what one commit to the partition's state carries.
+const replicaBatch = store.MaxReplicaWrites / 2
+
+// partitionPipeline is alertd's pipeline for one owned partition: the
+// single-node pipeline over a local store that replicates to ps.
+type partitionPipeline struct {
+	a    *App
+	ps   *cluster.PartitionState
+	rs   *rules.Engine
+	path string
+	log  *slog.Logger
+
+	db   *store.DB
+	eng  *engine.Engine
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+}
+
+// openPartition builds the pipeline of partition p under term: its state
+// is loaded from JetStream (fenced: a later owner refuses it) into a fresh
+// local store, its series and timers are restored, and its group mails
+// and outbox resume.
+func (a *App) openPartition(ctx context.Context, js jetstream.JetStream, rs *rules.Engine, dir string, p int, term uint64) (cluster.Handler, func(), error) {
+	n := a.cfg.Store.NATS
+	ps, err := cluster.OpenState(ctx, js, cluster.StateConfig{Prefix: n.Prefix, Replicas: n.Replicas}, p, term)
+	if err != nil {
+		return nil, nil, fmt.Errorf("partition %d state: %w", p, err)
+	}
+	pp := &partitionPipeline{a: a, ps: ps, rs: rs, path: filepath.Join(dir, fmt.Sprintf("partition-%04d.db", p)),
+		log: a.log.With("partition", p, "term", term)}
+	if err := pp.start(); err != nil {
+		return nil, nil, fmt.Errorf("partition %d: %w", p, err)
+	}
+	pp.log.Info("partition opened")
+	return pp.handle, pp.close, nil
+}
+
+// start opens the local store from the partition's state and runs the
+// pipeline on it as a single alertd starts: series and timers restored,
+// group mails and the outbox resumed.
+func (pp *partitionPipeline) start() error {
+	a, rs, log := pp.a, pp.rs, pp.log
+	db, err := store.OpenReplicated(pp.path, cluster.NewStoreReplica(pp.ps, stateCommitTimeout), cluster.LoadInto(pp.ps))
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		_ = db.Close()
+		return err
+	}
+	gate := dedupe.New(db, a.now)
+	ob := outbox.New(db)
+	sil, err := silence.Open(db, a.now(), a.reportQuarantine)
+	if err != nil {
+		return fail(err)
+	}
+	tracker := alerts.New(alerts.Options{
+		Start: a.now(), MaxSeries: a.cfg.Limits.MaxSeries, Budgets: seriesBudgets(a.cfg), Now: a.now,
+		Warn: func(w alerts.Warning) { logSeriesLimit(log, w) }, Batch: replicaBatch,
+	})
+	if _, err := tracker.Load(db, rs); err != nil {
+		return fail(err)
+	}
+	nf := notify.New(notify.Options{
+		DB: db, Gate: gate, Silences: sil, Outbox: ob, From: a.from, Now: a.now,
+		Log: log, Metrics: a.metrics, Rule: rs.Rule, Footer: a.footer(),
+	})
+	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics})
+	if err := nf.RestoreGroups(); err != nil {
+		return fail(err)
+	}
+	transport, err := a.newTransport()
+	if err != nil {
+		return fail(err)
+	}
+	d := a.deliverer()
+	d.Queue, d.Transport, d.Parallel, d.OnIdle = ob, transport, nil, nil
+	d.Log = log.With("component", "mailer")
+	ctx, stop := context.WithCancel(context.Background())
+	pp.db, pp.eng, pp.stop = db, eng, stop
+	run := func(f func(context.Context) error) {
+		pp.wg.Go(func() {
+			if err := f(ctx); err != nil {
+				log.Error("partition pipeline", "err", err)
+			}
+		})
+	}
+	run(eng.RunTimers)
+	run(nf.RunGroups)
+	run(d.Run)
+	run(func(ctx context.Context) error {
+		return a.runPrune(ctx, gate, func() *rules.Engine { return rs }, replicaBatch)
+	})
+	every := a.cfg.Store.CheckpointInterval.D()
+	run(func(ctx context.Context) error { return eng.RunCheckpoints(ctx, every) })
+	log.Debug("partition pipeline started", "series", tracker.Len(), "firing", tracker.Firing())
+	return nil
+}
+
+// handle commits what a reading changes, then acknowledges it. A commit
+// refused because a later owner holds the partition is not acknowledged:
+// the reading is that owner's. A local store left behind its state (a
+// commit whose outcome could not be learnt) is rebuilt from the state.
+func (pp *partitionPipeline) handle(ctx context.Context, r cluster.Reading) error {
+	received := r.Stored
+	if received.IsZero() {
+		received = time.Now()
+	}
+	if pp.eng == nil {
+		return fmt.Errorf("partition %d: %w", r.Partition, cluster.ErrFenced) // stepped back
+	}
+	ev := event.Event{Source: "mqtt", Topic: r.Topic, Payload: r.Payload, Received: received}
+	err := pp.eng.Handle(&ev)
+	switch {
+	case err == nil:
+		return r.Ack()
+	case errors.Is(err, cluster.ErrFenced):
+		pp.log.Warn("a later owner holds this partition: stepping back", "err", err)
+	case errors.Is(err, store.ErrReopen):
+		pp.log.Warn("local store behind the partition's state: rebuilding it", "err", err)
+		pp.reopen(ctx)
+	}
+	return err
+}
+
+// reopen rebuilds the pipeline from the partition's state, once the state
+// can be read again (or until the partition is given up).
+func (pp *partitionPipeline) reopen(ctx context.Context) {
+	pp.close()
+	for {
+		err := pp.ps.Resync(ctx)
+		if err == nil {
+			err = pp.start()
+		}
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, cluster.ErrFenced), ctx.Err() != nil:
+			pp.eng = nil
+			return
+		}
+		pp.log.Error("partition not rebuilt yet; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// close stops the partition's timers, group mails and mailer, then closes
+// its local store (the state stays in JetStream for the next owner).
+func (pp *partitionPipeline) close() {
+	if pp.stop == nil {
+		return
+	}
+	pp.stop()
+	pp.wg.Wait()
+	pp.eng.SaveLastSeen()
+	_ = pp.db.Close()
+	pp.stop = nil
+}

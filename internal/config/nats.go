@@ -74,6 +74,20 @@ func (c *Config) validateStore(add func(Pos, string, ...any)) {
 		add(c.MQTT.Pos.At("listen"), "mqtt.listen: the embedded MQTT broker does not run with store.backend: nats: "+
 			"devices publish to nats-server's MQTT listener; remove mqtt.listen")
 	}
+	// What cluster mode does not run yet is refused, not ignored.
+	notYet := "is not supported with store.backend: nats yet"
+	if c.Ingress.SMTP != nil {
+		add(c.Ingress.Pos.At("smtp"), "ingress.smtp %s (run a single alertd for the devices that mail)", notYet)
+	}
+	if c.Ingress.HTTP != nil {
+		add(c.Ingress.Pos.At("http"), "ingress.http %s (run a single alertd for the devices that post)", notYet)
+	}
+	if c.MQTT.StateTopic != "" {
+		add(c.MQTT.Pos.At("state_topic"), "mqtt.state_topic %s", notYet)
+	}
+	if c.MQTT.HomeAssistantDiscovery {
+		add(c.MQTT.Pos.At("home_assistant_discovery"), "mqtt.home_assistant_discovery %s", notYet)
+	}
 	for i := range c.Rules {
 		r := &c.Rules[i]
 		label := fmt.Sprintf("rules[%d]", i)

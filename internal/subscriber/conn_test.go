@@ -196,3 +196,75 @@ func TestPahoReadsThroughTheBuffer(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// A shard's worker exits once it has had nothing to do for workerIdle
+// (an idle alertd keeps no worker goroutines), and the next message starts
+// one again: nothing is lost or reordered across the exits, with messages
+// arriving just as a worker gives up.
+func TestIdleWorkersExitAndComeBack(t *testing.T) {
+	old := workerIdle
+	workerIdle = 20 * time.Millisecond
+	t.Cleanup(func() { workerIdle = old })
+	broker := mqtttest.Start(t)
+	h := &quickRecorder{}
+	s := New(Options{Broker: broker.URL(), ClientID: "idle", QoS: 1, Filters: []string{"s/#"}, Workers: 2}, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "subscribed", s.Ready)
+	running := func() int {
+		n := 0
+		for i := range s.running {
+			if s.running[i].Load() {
+				n++
+			}
+		}
+		return n
+	}
+	if n := running(); n != 0 {
+		t.Fatalf("%d workers before any message", n)
+	}
+	pub := mqtttest.NewPublisher(t, broker.URL())
+	var want []string
+	for round := range 6 {
+		for k := range 3 {
+			p := fmt.Sprintf("slow%d-%d", round, k) // each goes to a worker (30 ms each)
+			want = append(want, p)
+			pub.Publish(t, "s/a", p)
+		}
+		// Around the moment the worker gives up.
+		time.Sleep(workerIdle + time.Duration(round)*5*time.Millisecond)
+	}
+	waitFor(t, "every message finished", func() bool { return len(h.done()) == len(want) })
+	if got := h.done(); !slices.Equal(got, want) {
+		t.Fatalf("finished in the order %v, want %v", got, want)
+	}
+	waitFor(t, "the workers gone once idle", func() bool { return running() == 0 })
+}
+
+// The exit of an idle worker against a message counted just before it:
+// the worker stays (and keeps running set); with nothing counted it goes,
+// and the next message's sender starts a worker.
+func TestIdleWorkerStaysForAMessageCountedMeanwhile(t *testing.T) {
+	s := New(Options{Broker: "tcp://127.0.0.1:1", ClientID: "retire", Workers: 1}, &quickRecorder{})
+	s.running[0].Store(true)
+	s.pending[0].Add(1) // a sender counted a message, saw the worker running
+	if s.retire(0) {
+		t.Fatal("the worker exited with a message counted for it")
+	}
+	if !s.running[0].Load() {
+		t.Fatal("the staying worker is not marked running")
+	}
+	s.pending[0].Add(-1)
+	if !s.retire(0) || s.running[0].Load() {
+		t.Fatal("an idle worker with nothing counted did not exit")
+	}
+	s.pending[0].Add(1)
+	s.startWorker(0) // the next message's sender
+	if !s.running[0].Load() {
+		t.Fatal("no worker started for the next message")
+	}
+	close(s.done) // let it drain and exit
+	s.workers.Wait()
+}

@@ -91,9 +91,13 @@ type Subscriber struct {
 	log        *slog.Logger
 	shards     []chan work
 	pending    []atomic.Int32 // per shard: messages handed to its worker and not yet done
-	quick      Quick          // nil: every message goes to a worker
-	routed     event.Event    // the receiving goroutine's event for quick, reused
-	routedBusy atomic.Bool    // routed is in use
+	running    []atomic.Bool  // per shard: its worker goroutine runs
+	workersMu  sync.Mutex     // orders starting a worker against Run's wait for them
+	stopped    bool           // Run waits for the workers: none may start
+	workers    sync.WaitGroup
+	quick      Quick       // nil: every message goes to a worker
+	routed     event.Event // the receiving goroutine's event for quick, reused
+	routedBusy atomic.Bool // routed is in use
 	seed       maphash.Seed
 	done       chan struct{}
 	ready      atomic.Bool
@@ -124,6 +128,12 @@ const reconnectEvery = time.Second
 // 128 workers × 64 is 8,192 readings held at most, as 32 × 256 were.
 const queueDepth = 64
 
+// workerIdle is how long a shard's worker waits for a message before it
+// exits; the next message of the shard starts one again. An idle alertd
+// keeps no worker goroutines (128 of them held about 1 MiB of stacks), a
+// busy one keeps each for as long as readings come.
+var workerIdle = time.Minute
+
 // New returns a subscriber that passes events to h.
 func New(opts Options, h Handler) *Subscriber {
 	if opts.Workers <= 0 {
@@ -150,6 +160,7 @@ func New(opts Options, h Handler) *Subscriber {
 		s.shards = append(s.shards, make(chan work, queueDepth))
 	}
 	s.pending = make([]atomic.Int32, opts.Workers)
+	s.running = make([]atomic.Bool, opts.Workers)
 	s.quick, _ = h.(Quick)
 	return s
 }
@@ -196,10 +207,6 @@ func (s *Subscriber) Ready() bool { return s.ready.Load() }
 func (s *Subscriber) Run(ctx context.Context) error {
 	client := s.client
 	var wg sync.WaitGroup
-	for i, ch := range s.shards {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.work(ch, &s.pending[i]) }()
-	}
 	wg.Add(1)
 	go func() { defer wg.Done(); s.confirm() }()
 	tok := client.Connect() // with ConnectRetry it completes only once connected
@@ -218,6 +225,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 	client.Disconnect(250)
 	close(s.done)
+	s.workersMu.Lock()
+	s.stopped = true
+	s.workersMu.Unlock()
+	s.workers.Wait()
 	wg.Wait()
 	return nil
 }
@@ -409,7 +420,8 @@ func (s *Subscriber) onMessage(_ mqtt.Client, m mqtt.Message) {
 		m.Ack()
 		return
 	}
-	s.pending[i].Add(1)
+	s.pending[i].Add(1) // before the worker is looked for: see work
+	s.startWorker(i)
 	select {
 	case s.shards[i] <- work{ev: ev, msg: m}:
 	case <-s.done:
@@ -430,14 +442,46 @@ func (s *Subscriber) tryQuick(ev *event.Event) bool {
 	return s.quick.Quick(&s.routed)
 }
 
-func (s *Subscriber) work(ch chan work, pending *atomic.Int32) {
+// startWorker starts shard i's worker unless it runs (or Run is
+// stopping: the message then stays unacknowledged, for the broker to
+// deliver again).
+func (s *Subscriber) startWorker(i uint64) {
+	if s.running[i].Load() || !s.running[i].CompareAndSwap(false, true) {
+		return
+	}
+	s.workersMu.Lock()
+	defer s.workersMu.Unlock()
+	if s.stopped {
+		s.running[i].Store(false)
+		return
+	}
+	s.workers.Add(1)
+	go func() { defer s.workers.Done(); s.work(i) }()
+}
+
+// work handles shard i's messages in order until it has none for
+// workerIdle. Exiting is safe against a message arriving meanwhile: the
+// sender counts it in pending before it looks for a running worker, and
+// the worker says it stopped before it looks at pending, so either the
+// worker sees the message and goes on, or the sender sees no worker and
+// starts one (and only one runs: the one that wins running).
+func (s *Subscriber) work(i uint64) {
+	ch, pending := s.shards[i], &s.pending[i]
 	ev := new(event.Event) // this worker's, reused: see Handler
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
 	for {
 		select {
 		case w := <-ch:
 			*ev = w.ev
 			s.handle(ev, w.msg)
 			pending.Add(-1)
+			idle.Reset(workerIdle)
+		case <-idle.C:
+			if s.retire(i) {
+				return
+			}
+			idle.Reset(workerIdle)
 		case <-s.done:
 			for {
 				select {
@@ -451,6 +495,14 @@ func (s *Subscriber) work(ch chan work, pending *atomic.Int32) {
 			}
 		}
 	}
+}
+
+// retire tells whether shard i's idle worker may exit: it says it stopped,
+// then exits only if no message is counted for the shard, or if a sender
+// has started another worker meanwhile.
+func (s *Subscriber) retire(i uint64) bool {
+	s.running[i].Store(false)
+	return s.pending[i].Load() == 0 || !s.running[i].CompareAndSwap(false, true)
 }
 
 // handle runs the handler until it succeeds, then acknowledges the

@@ -228,7 +228,7 @@ func (pp *partitionPipeline) start() error {
 	}
 	nf := notify.New(notify.Options{
 		DB: db, Gate: gate, Silences: sil, Outbox: ob, From: a.from, Now: a.now,
-		Log: log, Metrics: a.metrics, Rule: rs.Rule, Footer: a.footer(),
+		Log: log, Metrics: a.metrics, Rule: rs.Rule, Footer: a.footer(), MaxGroupItems: replicaBatch,
 	})
 	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics})
 	if err := nf.RestoreGroups(); err != nil {

@@ -193,13 +193,14 @@ func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	var items []groupItem
 	var keys [][]byte
 	var bad []unreadableItem
+	var more bool
 	var mail *outbox.Entry // prepared for these keys, with mailFor held back
 	var mailKeys [][]byte
 	var mailFor uint64
 	var queued outbox.Entry
 	st := &step{
 		decide: func(tx *store.Tx) (Decision, error) {
-			items, keys, bad = readGroup(tx, prefix)
+			items, keys, bad, more = readGroup(tx, prefix, nf.maxGroupItems)
 			var err error
 			w, err = nf.gate.Read(tx, c)
 			return DecideGroup(r, w, now), err
@@ -240,11 +241,15 @@ func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 	switch {
 	case err != nil:
 		return time.Time{}, fmt.Errorf("queue group mail: %w", err)
-	case len(items) == 0:
-		return time.Time{}, nil
-	case d.Route != Outbox:
+	case d.Route != Outbox && len(items) > 0:
 		nf.Metrics.Suppressed.WithLabelValues(r.Name, string(d.Reason)).Inc()
 		return later(d.Reopens, nf.now().Add(time.Second)), nil
+	}
+	if more { // the rest in the next mail, as the rate limit allows
+		nf.groups.open(r.Name, nf.now())
+	}
+	if len(items) == 0 {
+		return time.Time{}, nil
 	}
 	nf.Metrics.MailQueued.Inc()
 	nf.outbox.Kick()
@@ -253,10 +258,14 @@ func (nf *Notifier) flushGroup(r *rules.Rule) (retryAt time.Time, err error) {
 }
 
 // readGroup returns the readable items waiting under prefix with their
-// keys, and those that could not be decoded.
-func readGroup(tx *store.Tx, prefix []byte) (items []groupItem, keys [][]byte, bad []unreadableItem) {
+// keys, and those that could not be decoded: at most limit of both
+// together when limit is above 0, and more says that others wait.
+func readGroup(tx *store.Tx, prefix []byte, limit int) (items []groupItem, keys [][]byte, bad []unreadableItem, more bool) {
 	c := tx.Bucket(store.BucketGroups).Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		if limit > 0 && len(items)+len(bad) == limit {
+			return items, keys, bad, true
+		}
 		it, err := decodeGroupItem(v)
 		if err != nil {
 			bad = append(bad, unreadableItem{bytes.Clone(k), bytes.Clone(v), err})
@@ -265,7 +274,7 @@ func readGroup(tx *store.Tx, prefix []byte) (items []groupItem, keys [][]byte, b
 		items = append(items, it)
 		keys = append(keys, bytes.Clone(k))
 	}
-	return items, keys, bad
+	return items, keys, bad, false
 }
 
 func sameKeys(a, b [][]byte) bool {

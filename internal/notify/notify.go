@@ -53,6 +53,8 @@ type Notifier struct {
 	OnQuarantine func(store.Quarantined)
 
 	discovery *discovery // nil: no Home Assistant discovery
+
+	maxGroupItems int // Options.MaxGroupItems
 }
 
 // EnableDiscovery turns on Home Assistant discovery; call it before use,
@@ -76,12 +78,16 @@ type Options struct {
 	Metrics  *metrics.Metrics
 	Rule     func(name string) *rules.Rule
 	Footer   Footer // what every mail ends with
+	// MaxGroupItems bounds the notifications one group or summary mail
+	// takes (0: all that wait); the rest go in the next one. A replicated
+	// store needs it: a mail's removal of its items is one commit.
+	MaxGroupItems int
 }
 
 // New returns a Notifier.
 func New(o Options) *Notifier {
 	nf := &Notifier{db: o.DB, gate: o.Gate, silences: o.Silences, outbox: o.Outbox, from: o.From, now: o.Now,
-		log: o.Log, Metrics: o.Metrics, rule: o.Rule, groups: newGroups(), footer: o.Footer}
+		log: o.Log, Metrics: o.Metrics, rule: o.Rule, groups: newGroups(), footer: o.Footer, maxGroupItems: o.MaxGroupItems}
 	if nf.footer.Host == "" {
 		nf.footer.Host = "this machine"
 	}

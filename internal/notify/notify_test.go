@@ -2,6 +2,7 @@ package notify
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -132,7 +133,7 @@ func TestRateLimitedAlertsWaitForTheSummary(t *testing.T) {
 		t.Errorf("summary due at %v, want when the window reopens (%v)", at, t0.Add(time.Hour))
 	}
 	_ = f.db.View(func(tx *store.Tx) error {
-		if items, _, _ := readGroup(tx, []byte("hot\x00")); len(items) != 1 || items[0].Series != "sensors/b/t" {
+		if items, _, _, _ := readGroup(tx, []byte("hot\x00"), 0); len(items) != 1 || items[0].Series != "sensors/b/t" {
 			t.Errorf("waiting for the summary: %+v", items)
 		}
 		return nil
@@ -144,6 +145,58 @@ func TestRateLimitedAlertsWaitForTheSummary(t *testing.T) {
 	p := f.pending(t)
 	if len(p) != 2 || !strings.Contains(p[1].Subject, "1 more alert(s) were held back") {
 		t.Fatalf("mails %d, last %q: want the summary", len(p), p[len(p)-1].Subject)
+	}
+}
+
+// With MaxGroupItems (a replicated store, whose commit carries a bounded
+// number of writes), a summary takes at most that many alerts and the
+// rest go in the next mails, the group reopened at once for them: none
+// is dropped, none is listed twice.
+func TestSummaryTakesAtMostMaxGroupItems(t *testing.T) {
+	f := newFixture(t, `rules:
+  - {name: hot, topic: "sensors/+/t", field: temp, above: 30, to: [ops@example.org], cooldown: 0s, rate_limit: 100/h}
+`)
+	f.nf.maxGroupItems = 3
+	// Fill the rate window, then hold seven alerts for the summary.
+	for i := range 100 {
+		f.fire(t, alerts.Fire, "hot", fmt.Sprintf("sensors/first%d/t", i))
+	}
+	for i := range 7 {
+		f.fire(t, alerts.Fire, "hot", fmt.Sprintf("sensors/held%d/t", i))
+	}
+	f.now = t0.Add(time.Hour)
+	var counts []string
+	for range 5 {
+		if _, at := f.nf.groups.next(); at.IsZero() || at.After(f.now) {
+			break
+		}
+		f.nf.groups.done("hot")
+		if _, err := f.nf.flushGroup(f.rules.Rule("hot")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := f.pending(t)[100:]
+	for _, e := range p {
+		counts = append(counts, strings.Fields(strings.SplitN(e.Subject, ": ", 2)[1])[0])
+	}
+	if strings.Join(counts, " ") != "3 3 1" {
+		t.Fatalf("summaries of %v alerts, want 3 3 1", counts)
+	}
+	seen := map[string]int{}
+	for _, e := range p {
+		for i := range 7 {
+			if strings.Contains(string(e.Message), fmt.Sprintf("held%d", i)) {
+				seen[fmt.Sprint(i)]++
+			}
+		}
+	}
+	if len(seen) != 7 {
+		t.Errorf("alerts in the summaries: %v, want each of the 7 once", seen)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("held%s listed %d times", k, n)
+		}
 	}
 }
 

@@ -32,7 +32,7 @@ type footprintResult struct {
 
 func footprint(broker, dir string, series, nrules int) (res footprintResult, err error) {
 	bin := filepath.Join(dir, "alertd")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/alertd").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", releaseBuild(bin)...).CombinedOutput(); err != nil {
 		return res, fmt.Errorf("build: %v: %s", err, out)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -140,7 +140,7 @@ func main() {
 }
 
 // scenarios are what -only may name, in the order a full run runs them.
-var scenarios = []string{"ingest", "storm", "drain", "latency", "footprint", "checkpoint", "smtp-ingress", "http-ingress"}
+var scenarios = []string{"ingest", "storm", "drain", "latency", "footprint", "checkpoint", "smtp-ingress", "http-ingress", "cluster"}
 
 func run(o options) error {
 	want := map[string]bool{}
@@ -277,6 +277,19 @@ func run(o options) error {
 			return err
 		}
 		b.WriteString(in)
+	}
+	if want["cluster"] {
+		bin := o.alertdBin
+		if bin == "" {
+			if bin, err = buildAlertd(dir); err != nil {
+				return err
+			}
+		}
+		cl, err := clusterScenarios(dir, bin, o)
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		b.WriteString("\n" + cl)
 	}
 	if len(targets) > 0 {
 		fmt.Fprintf(&b, "\n| target (issue 14) | measured | goal | met |\n|---|---:|---:|---|\n")

@@ -2,7 +2,9 @@
 // three nodes for tests: every node has its own store directory, client,
 // route and MQTT listeners on loopback, and can be killed and restarted.
 //
-// Only _test.go files may import this package: it links
+// Only _test.go files and the benchmark harness (cmd/alertd-bench, which
+// runs a cluster beside alertd's processes through NodeOptions) may import
+// this package: it links
 // github.com/nats-io/nats-server/v2, which the alertd binary must not carry
 // (the single-node path has no NATS dependency at run time, and the binary
 // ships to Raspberry Pis where size matters). `go list -deps ./cmd/alertd`
@@ -82,9 +84,14 @@ func Start(t testing.TB, n int) *Cluster {
 	return c
 }
 
-// options builds a node's configuration; routes name every node (a server
-// recognises and drops the route to itself).
-func (c *Cluster) options(nd *Node) *server.Options {
+// options builds a node's configuration.
+func (c *Cluster) options(nd *Node) *server.Options { return NodeOptions(c.name, c.nodes, nd) }
+
+// NodeOptions is the configuration of node nd of a cluster named name made
+// of nodes: JetStream in nd's store directory, MQTT, client and route
+// listeners on loopback; routes name every node (a server recognises and
+// drops the route to itself). One node is a cluster of none.
+func NodeOptions(name string, nodes []*Node, nd *Node) *server.Options {
 	o := &server.Options{
 		ServerName:             nd.Name,
 		Host:                   "127.0.0.1",
@@ -99,11 +106,11 @@ func (c *Cluster) options(nd *Node) *server.Options {
 	}
 	o.MQTT.Host = "127.0.0.1"
 	o.MQTT.Port = nd.MQTTPort
-	if len(c.nodes) > 1 {
-		o.Cluster.Name = c.name
+	if len(nodes) > 1 {
+		o.Cluster.Name = name
 		o.Cluster.Host = "127.0.0.1"
 		o.Cluster.Port = nd.ClusterPort
-		for _, peer := range c.nodes {
+		for _, peer := range nodes {
 			o.Routes = append(o.Routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", peer.ClusterPort)})
 		}
 	}

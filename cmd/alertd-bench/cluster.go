@@ -117,6 +117,7 @@ func clusterIngest(nc *natsCluster, dir, bin string, n, devices, instances, roun
 	}
 	prefix := fmt.Sprintf("b%dr%d", instances, round)
 	topic := prefix + "dev"
+	defer dropPrefix(nc, prefix)
 	var count func() float64
 	var cpu func() float64
 	var stop func()
@@ -201,6 +202,32 @@ func clusterIngest(nc *natsCluster, dir, bin string, n, devices, instances, roun
 		return res, fmt.Errorf("%d instances: %.0f of %d readings consumed in 120 s", instances, got, n)
 	}
 	return res, nil
+}
+
+// dropPrefix deletes every stream (KV buckets are streams too) a run
+// under prefix made: the next run starts on a cluster as empty, not one
+// carrying every earlier run's Raft groups.
+func dropPrefix(nc *natsCluster, prefix string) {
+	conn, err := nats.Connect(strings.Join(nc.urls(), ","))
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	js, err := jetstream.New(conn)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var names []string
+	for name := range js.StreamNames(ctx).Name() {
+		if strings.HasPrefix(name, prefix+"_") || strings.HasPrefix(name, "KV_"+prefix+"_") {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		_ = js.DeleteStream(ctx, name)
+	}
 }
 
 // clusterSample is a consumer's count at a time since the start.
@@ -347,6 +374,7 @@ func clusterLatency(nc *natsCluster, dir, bin string, n, rate, instances int) (r
 		for _, p := range ps {
 			_ = p.stop()
 		}
+		dropPrefix(nc, prefix)
 	}()
 	if err != nil {
 		return res, err

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -248,4 +250,35 @@ func TestClusterSurvivesTheLossOfANATSNode(t *testing.T) {
 	if n := len(mails(srv.Messages())); n != want {
 		t.Errorf("%d distinct mails, want %d", n, want)
 	}
+}
+
+// NATS out of reach at start: alertd waits for it, /healthz says why
+// (503, "nats: not connected to NATS"), and once NATS is up the instance
+// takes the partitions and is healthy.
+func TestClusterWaitsForNATSAtStart(t *testing.T) {
+	c := natstest.Start(t, 1)
+	url := c.URL()
+	c.Kill(0)
+	srv := smtptest.Start(t, smtptest.Options{})
+	s := clusterSetup(t, url, srv.Port, "a")
+	yaml, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.config, []byte(strings.Replace(string(yaml), "replicas: 3", "replicas: 1", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := s.launch()
+	waitFor(t, 10*time.Second, "/healthz saying NATS is out of reach", func() bool {
+		resp, err := http.Get(p.http + "/healthz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "nats: not connected to NATS")
+	})
+	c.Restart(0)
+	p.waitHealthy(t)
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
 }

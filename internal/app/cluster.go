@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,28 +50,9 @@ const stateCommitTimeout = 5 * time.Second
 // and queued mails included.
 func (a *App) runCluster(ctx context.Context) error {
 	n := a.cfg.Store.NATS
-	nc, err := a.connectNATS(ctx, n)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped while waiting for NATS
-		}
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("store.nats: %w", err)
-	}
-	ing, err := cluster.New(cluster.Config{
-		JS: js, Instance: n.Instance, Filters: a.engine.Filters(), Partitions: n.Partitions, Replicas: n.Replicas,
-		Prefix: n.Prefix, LeaseTTL: n.LeaseTTL.D(), Logger: a.log.With("component", "cluster"),
-	})
-	if err != nil {
-		return fmt.Errorf("store.nats: %w", err)
-	}
 	// A rule's rate limit is shared by the partitions: each may send its
 	// share, rounded up (docs/cluster.md, "Rate limits").
-	shared, err := compile(splitRateLimits(a.cfg, ing.Partitions()), invalidPayloads{a.metrics, a.log})
+	shared, err := compile(splitRateLimits(a.cfg, n.Partitions), invalidPayloads{a.metrics, a.log})
 	if err != nil {
 		return err
 	}
@@ -78,13 +60,24 @@ func (a *App) runCluster(ctx context.Context) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
+	// /healthz and /metrics answer while NATS is still out of reach.
+	var conn atomic.Pointer[nats.Conn]
 	var ingesting serving
-	srcs := sources{{name: "nats", ready: func() bool { return nc.IsConnected() && ingesting.ready() }, why: "not connected to NATS"}}
+	var owned atomic.Pointer[cluster.Ingest]
+	srcs := sources{{name: "nats", why: "not connected to NATS", ready: func() bool {
+		nc := conn.Load()
+		return nc != nil && nc.IsConnected() && ingesting.ready()
+	}}}
 	for _, s := range srcs {
 		a.metrics.SourceUp(s.name, s.ready)
 	}
 	a.sources = srcs
-	a.metrics.PartitionsOwned(func() int { return len(ing.Owned()) })
+	a.metrics.PartitionsOwned(func() int {
+		if ing := owned.Load(); ing != nil {
+			return len(ing.Owned())
+		}
+		return 0
+	})
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
@@ -94,12 +87,35 @@ func (a *App) runCluster(ctx context.Context) error {
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
-	open := func(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
-		return a.openPartition(ctx, js, shared, dir, p, term)
-	}
-	g.Go(func() error { return ingesting.run(func() error { return ing.RunPartitions(gctx, open) }) })
-	a.log.Info("alertd running in cluster mode", "instance", ing.Instance(), "rules", len(a.engine.Rules()),
-		"nats", strings.Join(n.URLs, ","), "partitions", ing.Partitions(), "mail", a.mailTarget())
+	g.Go(func() error {
+		nc, err := a.connectNATS(gctx, n)
+		if err != nil {
+			if gctx.Err() != nil {
+				return nil // stopped while waiting for NATS
+			}
+			return err
+		}
+		defer nc.Close()
+		conn.Store(nc)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("store.nats: %w", err)
+		}
+		ing, err := cluster.New(cluster.Config{
+			JS: js, Instance: n.Instance, Filters: a.engine.Filters(), Partitions: n.Partitions, Replicas: n.Replicas,
+			Prefix: n.Prefix, LeaseTTL: n.LeaseTTL.D(), Logger: a.log.With("component", "cluster"),
+		})
+		if err != nil {
+			return fmt.Errorf("store.nats: %w", err)
+		}
+		owned.Store(ing)
+		open := func(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
+			return a.openPartition(ctx, js, shared, dir, p, term)
+		}
+		a.log.Info("alertd running in cluster mode", "instance", ing.Instance(), "rules", len(a.engine.Rules()),
+			"nats", strings.Join(n.URLs, ","), "partitions", ing.Partitions(), "mail", a.mailTarget())
+		return ingesting.run(func() error { return ing.RunPartitions(gctx, open) })
+	})
 	close(a.started)
 	err = g.Wait()
 	a.log.Info("alertd stopped")

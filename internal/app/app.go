@@ -279,10 +279,23 @@ func (a *App) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return deliverer.Run(gctx) })
 	a.log.Info("alertd running", "rules", len(a.engine.Rules()), "broker", brokerURL, "mail", a.mailTarget())
 	close(a.started)
+	g.Go(func() error { releaseStartGarbage(gctx); return nil })
 	err = g.Wait()
 	a.eng.SaveLastSeen() // now that no reading changes them
 	a.log.Info("alertd stopped")
 	return err
+}
+
+// releaseStartGarbage gives back, once, what starting left behind after
+// New's FreeOSMemory: the first connection, subscription and preflight
+// allocate buffers they drop, and an idle alertd on a Pi should not keep
+// their pages.
+func releaseStartGarbage(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(2 * time.Second):
+		debug.FreeOSMemory()
+	}
 }
 
 func (a *App) mailTarget() string {

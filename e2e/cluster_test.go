@@ -23,6 +23,13 @@ import (
 // shared JetStream cluster, its own admin port and local directory.
 func clusterSetup(t *testing.T, natsURLs string, smtpPort int, instance string) *setup {
 	t.Helper()
+	return clusterSetupWith(t, natsURLs, smtpPort, instance, "", "")
+}
+
+// clusterSetupWith is clusterSetup with more store keys (indented under
+// store:) and more rules.
+func clusterSetupWith(t *testing.T, natsURLs string, smtpPort int, instance, storeKeys, rules string) *setup {
+	t.Helper()
 	dir := t.TempDir()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	var urls []string
@@ -35,7 +42,7 @@ store:
   path: %q
   backend: nats
   nats: {urls: [%s], instance: %s, replicas: 3}
-smtp:
+%ssmtp:
   host: 127.0.0.1
   port: %d
   security: none
@@ -45,7 +52,7 @@ smtp:
 defaults: {to: [ops@example.org], cooldown: 0s, rate_limit: 10000/h}
 rules:
   - {name: hot, topic: "s/+/t", field: temp, above: 30, subject: "hot {{.Device}}"}
-`, addr, filepath.Join(dir, "alertd.db"), strings.Join(urls, ", "), instance, smtpPort)
+%s`, addr, filepath.Join(dir, "alertd.db"), strings.Join(urls, ", "), instance, storeKeys, smtpPort, rules)
 	path := filepath.Join(dir, "alertd.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -281,4 +288,44 @@ func TestClusterWaitsForNATSAtStart(t *testing.T) {
 	c.Restart(0)
 	p.waitHealthy(t)
 	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+}
+
+// Timers move with their partition: devices seen once go silent, and the
+// instance that owned some of them is killed before their silent_for
+// ran out. The new owners rebuild those series from the partition state
+// (last-seen times checkpointed every second) and report every device
+// silent, each once.
+func TestClusterSilenceTimersSurviveTheirOwner(t *testing.T) {
+	c := natstest.Start(t, 3)
+	srv := smtptest.Start(t, smtptest.Options{})
+	var ps []*proc
+	for _, name := range []string{"a", "b", "v"} {
+		ps = append(ps, clusterSetupWith(t, c.URL(), srv.Port, name, "  checkpoint_interval: 1s\n",
+			`  - {name: quiet, topic: "s/+/t", silent_for: 6s, subject: "quiet {{.Device}}"}`+"\n").start())
+	}
+	a, b, v := ps[0], ps[1], ps[2]
+	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
+		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
+		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
+	})
+	const devices = 60
+	fleet(t, c.MQTTURL(0), span(0, devices), 20) // alive, nothing breached
+	seen := time.Now()
+	time.Sleep(2500 * time.Millisecond) // two checkpoints
+	if err := v.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	msgs := srv.WaitMessages(t, devices, 60*time.Second)
+	t.Logf("%d silence mails, the last %v after the devices were last seen", len(msgs), time.Since(seen).Round(100*time.Millisecond))
+	time.Sleep(time.Second) // a second copy would arrive here
+	got := mails(srv.Messages())
+	for d := range devices {
+		s := fmt.Sprintf("quiet dev%04d", d)
+		if len(got[s]) != 1 {
+			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
+		}
+	}
+	if len(got) != devices {
+		t.Errorf("%d distinct mails, want %d", len(got), devices)
+	}
 }

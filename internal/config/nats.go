@@ -149,7 +149,8 @@ func (n *NATSStore) validate(add func(Pos, string, ...any)) {
 func checkNATSURL(raw string) string {
 	u, err := url.Parse(raw)
 	switch {
-	case err == nil && u.User != nil:
+	case (err == nil && u.User != nil) || strings.Contains(raw, "@"):
+		// Also when it does not parse: what precedes '@' may be a password.
 		return "put credentials in store.nats.credentials_file, not in the URL"
 	case strings.Contains(raw, ","):
 		return fmt.Sprintf("%q: one URL per list item (urls: [nats://a:4222, nats://b:4222])", raw)

@@ -94,6 +94,10 @@ func TestNATSURLs(t *testing.T) {
 		{"mqtt://nats.example.org:1883", `scheme "mqtt" is not one of nats, tls, ws, wss`},
 		{"nats://alertd:s3cret@nats:4222", "put credentials in store.nats.credentials_file"},
 		{"nats://tok3n@nats:4222", "put credentials in store.nats.credentials_file"},
+		// URLs that do not parse, with a password in them.
+		{"nats://alice:s3cr%et@nats:4222", "put credentials in store.nats.credentials_file"},
+		{"nats://bob:s3cret@nats:42x", "put credentials in store.nats.credentials_file"},
+		{"nats://a:s3cret@b@c:4222,nats://d:4222", "put credentials in store.nats.credentials_file"},
 	} {
 		got := checkNATSURL(c.url)
 		if c.want == "" && got != "" || !strings.Contains(got, c.want) {

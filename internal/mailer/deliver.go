@@ -58,13 +58,16 @@ type Deliverer struct {
 	// Postfix's connection cache time.
 	Linger time.Duration
 
-	mu          sync.Mutex // guards lastProblem and blockedUntil
+	mu          sync.Mutex // guards lastProblem, blockedUntil and undone
 	lastProblem string     // the last auth/config problem logged, to log it once
 	// blockedUntil holds the queue after a failure of the server or the
 	// connection (not of one recipient): nothing newer is tried before
 	// the failed mail's next attempt, so mail arrives in the order it was
 	// raised once the server is back.
 	blockedUntil time.Time
+	// undone holds the mails delivered whose removal from the outbox
+	// failed: they are not sent again, their removal is retried.
+	undone map[uint64]bool
 }
 
 // DefaultLinger keeps an idle session open for the next mail of a burst,
@@ -199,6 +202,11 @@ func (d *Deliverer) wait(ctx context.Context, next time.Time) (kicked bool, err 
 }
 
 func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
+	if d.isUndone(e.ID) {
+		// Delivered already: only its removal is left to do.
+		d.done(d.Log.With("id", e.ID, "rule", e.Rule), e.ID)
+		return
+	}
 	e.Attempts++
 	log := d.Log.With("id", e.ID, "rule", e.Rule, "attempt", e.Attempts)
 	out, err := t.Send(ctx, Envelope{From: e.From, To: e.To, ID: "alertd-" + strconv.FormatUint(e.ID, 10)}, e.Message)
@@ -245,7 +253,7 @@ func (d *Deliverer) attempt(ctx context.Context, t Transport, e *outbox.Entry) {
 			d.setBlocked(e.Next)
 		}
 	case len(e.Delivered) > 0:
-		d.check(log, d.Queue.Done(e.ID))
+		d.done(log, e.ID)
 	default:
 		e.To = refused // kept, so "outbox retry" can try them again
 		d.bury(log, e)
@@ -355,6 +363,40 @@ func (d *Deliverer) buryRecipients(log *slog.Logger, e *outbox.Entry, rcpts []st
 	d.Metrics.MailDead.Inc()
 	log.Error("mail moved to the dead letters for some recipients", "dead_id", dead.ID, "reason", reason,
 		"subject", e.Subject, "undelivered", strings.Join(rcpts, ","))
+}
+
+// done removes a delivered mail from the outbox. When that fails (a
+// disk error; in cluster mode, the partition's state out of reach or
+// taken over) the mail is remembered as delivered, so that it is not sent
+// again and again, and the queue pauses for a second before the removal
+// is tried again.
+func (d *Deliverer) done(log *slog.Logger, id uint64) {
+	err := d.Queue.Done(id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		delete(d.undone, id)
+		return
+	}
+	log.Error("delivered, but not removed from the outbox; it will not be sent again, its removal is retried", "err", err)
+	if d.undone == nil {
+		d.undone = map[uint64]bool{}
+	}
+	d.undone[id] = true
+	d.blockedUntil = later(d.blockedUntil, d.Now().Add(time.Second))
+}
+
+func (d *Deliverer) isUndone(id uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.undone[id]
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (d *Deliverer) check(log *slog.Logger, err error) {

@@ -402,3 +402,49 @@ func TestIdleSessionLingersForTheNextMailThenCloses(t *testing.T) {
 		t.Fatalf("a mail 2 s after the last used %d sessions in all, want a new one (the idle one closed after Linger)", c)
 	}
 }
+
+// failingDone is the outbox with removals that fail a number of times (a
+// disk error; in cluster mode, the partition's state out of reach).
+type failingDone struct {
+	*outbox.Outbox
+	mu    sync.Mutex
+	fails int
+	calls int
+}
+
+func (q *failingDone) Done(id uint64) error {
+	q.mu.Lock()
+	q.calls++
+	fail := q.fails > 0
+	if fail {
+		q.fails--
+	}
+	q.mu.Unlock()
+	if fail {
+		return fmt.Errorf("commit partition 3: context deadline exceeded")
+	}
+	return q.Outbox.Done(id)
+}
+
+// A mail delivered whose removal from the outbox fails is not sent again
+// while the removal is retried (it was, in a tight loop: thousands of
+// copies a second): one copy reaches the server, and the mail leaves the
+// outbox once a removal succeeds.
+func TestDeliveredMailWhoseRemovalFailsIsNotSentAgain(t *testing.T) {
+	srv := smtptest.Start(t, smtptest.Options{})
+	var q *failingDone
+	d := startDelivererN(t, srv, SMTPOptions{Security: SecurityNone}, fastRetry, 1, func(dl *Deliverer) {
+		q = &failingDone{Outbox: dl.Queue.(*outbox.Outbox), fails: 2}
+		dl.Queue = q
+	})
+	d.enqueue(t, time.Now(), "ops@example.org")
+	d.settle(t, "the mail removed", func(st outbox.Stats) bool { return st.Pending == 0 })
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("%d copies delivered, want 1", n)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.calls != 3 {
+		t.Errorf("%d removals tried, want 3 (two failed, then done)", q.calls)
+	}
+}

@@ -56,7 +56,12 @@ func (a *App) runCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The local copies of the partitions' states are rebuilt as the
+	// partitions are taken: what an earlier run left is stale.
 	dir := filepath.Join(filepath.Dir(a.cfg.Store.Path), "partitions")
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
@@ -110,7 +115,7 @@ func (a *App) runCluster(ctx context.Context) error {
 		}
 		owned.Store(ing)
 		open := func(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
-			return a.openPartition(ctx, js, shared, dir, p, term)
+			return a.openPartition(ctx, ing, js, shared, dir, p, term)
 		}
 		a.log.Info("alertd running in cluster mode", "instance", ing.Instance(), "rules", len(a.engine.Rules()),
 			"nats", strings.Join(n.URLs, ","), "partitions", ing.Partitions(), "mail", a.mailTarget())
@@ -183,13 +188,17 @@ func splitRateLimits(cfg *config.Config, n int) *config.Config {
 const replicaBatch = store.MaxReplicaWrites / 2
 
 // partitionPipeline is alertd's pipeline for one owned partition: the
-// single-node pipeline over a local store that replicates to ps.
+// single-node pipeline over a local store that replicates to ps. Its
+// whole life runs in the partition's consumer goroutine (opened before
+// the first reading, closed after the last), and it gives the partition
+// up, through the Ingest, when it can no longer work on it.
 type partitionPipeline struct {
-	a    *App
-	ps   *cluster.PartitionState
-	rs   *rules.Engine
-	path string
-	log  *slog.Logger
+	a      *App
+	ps     *cluster.PartitionState
+	rs     *rules.Engine
+	path   string
+	log    *slog.Logger
+	giveUp func() // hands the partition back to be taken anew
 
 	db   *store.DB
 	eng  *engine.Engine
@@ -200,28 +209,70 @@ type partitionPipeline struct {
 // openPartition builds the pipeline of partition p under term: its state
 // is loaded from JetStream (fenced: a later owner refuses it) into a fresh
 // local store, its series and timers are restored, and its group mails
-// and outbox resume.
-func (a *App) openPartition(ctx context.Context, js jetstream.JetStream, rs *rules.Engine, dir string, p int, term uint64) (cluster.Handler, func(), error) {
+// and outbox resume. A state fenced by a later owner gives the partition
+// up; anything else that fails is tried again, the readings waiting,
+// while the partition is this instance's (ctx).
+func (a *App) openPartition(ctx context.Context, ing *cluster.Ingest, js jetstream.JetStream, rs *rules.Engine, dir string, p int, term uint64) (cluster.Handler, func(), error) {
 	n := a.cfg.Store.NATS
+	giveUp := func() { ing.GiveUp(p, term) }
 	ps, err := cluster.OpenState(ctx, js, cluster.StateConfig{Prefix: n.Prefix, Replicas: n.Replicas}, p, term)
 	if err != nil {
+		if errors.Is(err, cluster.ErrFenced) {
+			giveUp() // taken anew under a later term: this one cannot open it again
+		}
 		return nil, nil, fmt.Errorf("partition %d state: %w", p, err)
 	}
-	pp := &partitionPipeline{a: a, ps: ps, rs: rs, path: filepath.Join(dir, fmt.Sprintf("partition-%04d.db", p)),
-		log: a.log.With("partition", p, "term", term)}
-	if err := pp.start(); err != nil {
-		return nil, nil, fmt.Errorf("partition %d: %w", p, err)
+	pp := &partitionPipeline{a: a, ps: ps, rs: rs, giveUp: giveUp,
+		path: filepath.Join(dir, fmt.Sprintf("partition-%04d-term-%d.db", p, term)),
+		log:  a.log.With("partition", p, "term", term)}
+	for {
+		err := pp.start(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, cluster.ErrFenced) || ctx.Err() != nil {
+			giveUp()
+			return nil, nil, fmt.Errorf("partition %d: %w", p, err)
+		}
+		pp.log.Error("partition not opened; trying again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+		if err := ps.Resync(ctx); err != nil && errors.Is(err, cluster.ErrFenced) {
+			giveUp()
+			return nil, nil, fmt.Errorf("partition %d: %w", p, err)
+		}
 	}
 	pp.log.Info("partition opened")
 	return pp.handle, pp.close, nil
 }
 
+// troubled is a replica that gives the partition up when its state is
+// fenced by a later owner or the local copy fell behind it, whoever wrote
+// (a reading, a timer, the mailer): the partition is then taken anew from
+// its state, rather than left owned and failing.
+type troubled struct {
+	store.Replica
+	giveUp func()
+}
+
+func (r troubled) Commit(ws []store.Write) error {
+	err := r.Replica.Commit(ws)
+	if errors.Is(err, cluster.ErrFenced) || errors.Is(err, store.ErrReopen) {
+		r.giveUp()
+	}
+	return err
+}
+
 // start opens the local store from the partition's state and runs the
 // pipeline on it as a single alertd starts: series and timers restored,
-// group mails and the outbox resumed.
-func (pp *partitionPipeline) start() error {
+// group mails and the outbox resumed. Its goroutines end with ctx (the
+// partition given up) or close.
+func (pp *partitionPipeline) start(ctx context.Context) error {
 	a, rs, log := pp.a, pp.rs, pp.log
-	db, err := store.OpenReplicated(pp.path, cluster.NewStoreReplica(pp.ps, stateCommitTimeout), cluster.LoadInto(pp.ps))
+	db, err := store.OpenReplicated(pp.path, troubled{cluster.NewStoreReplica(pp.ps, stateCommitTimeout), pp.giveUp}, cluster.LoadInto(pp.ps))
 	if err != nil {
 		return err
 	}
@@ -257,7 +308,7 @@ func (pp *partitionPipeline) start() error {
 	d := a.deliverer()
 	d.Queue, d.Transport, d.Parallel, d.OnIdle = ob, transport, nil, nil
 	d.Log = log.With("component", "mailer")
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancel(ctx)
 	pp.db, pp.eng, pp.stop = db, eng, stop
 	run := func(f func(context.Context) error) {
 		pp.wg.Go(func() {
@@ -279,16 +330,13 @@ func (pp *partitionPipeline) start() error {
 }
 
 // handle commits what a reading changes, then acknowledges it. A commit
-// refused because a later owner holds the partition is not acknowledged:
-// the reading is that owner's. A local store left behind its state (a
-// commit whose outcome could not be learnt) is rebuilt from the state.
-func (pp *partitionPipeline) handle(ctx context.Context, r cluster.Reading) error {
+// refused because a later owner holds the partition, or because the local
+// copy of the state fell behind, is not acknowledged: the partition is
+// given up (troubled) and the reading goes to whoever takes it next.
+func (pp *partitionPipeline) handle(_ context.Context, r cluster.Reading) error {
 	received := r.Stored
 	if received.IsZero() {
 		received = time.Now()
-	}
-	if pp.eng == nil {
-		return fmt.Errorf("partition %d: %w", r.Partition, cluster.ErrFenced) // stepped back
 	}
 	ev := event.Event{Source: "mqtt", Topic: r.Topic, Payload: r.Payload, Received: received}
 	err := pp.eng.Handle(&ev)
@@ -297,47 +345,21 @@ func (pp *partitionPipeline) handle(ctx context.Context, r cluster.Reading) erro
 		return r.Ack()
 	case errors.Is(err, cluster.ErrFenced):
 		pp.log.Warn("a later owner holds this partition: stepping back", "err", err)
+		pp.giveUp()
 	case errors.Is(err, store.ErrReopen):
-		pp.log.Warn("local store behind the partition's state: rebuilding it", "err", err)
-		pp.reopen(ctx)
+		pp.log.Warn("local copy behind the partition's state: giving the partition up to take it anew", "err", err)
+		pp.giveUp()
 	}
 	return err
 }
 
-// reopen rebuilds the pipeline from the partition's state, once the state
-// can be read again (or until the partition is given up).
-func (pp *partitionPipeline) reopen(ctx context.Context) {
-	pp.close()
-	for {
-		err := pp.ps.Resync(ctx)
-		if err == nil {
-			err = pp.start()
-		}
-		switch {
-		case err == nil:
-			return
-		case errors.Is(err, cluster.ErrFenced), ctx.Err() != nil:
-			pp.eng = nil
-			return
-		}
-		pp.log.Error("partition not rebuilt yet; trying again", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// close stops the partition's timers, group mails and mailer, then closes
-// its local store (the state stays in JetStream for the next owner).
+// close stops the partition's timers, group mails and mailer, saves the
+// last-seen times, closes its local store and removes it (the state
+// stays in JetStream for the next owner).
 func (pp *partitionPipeline) close() {
-	if pp.stop == nil {
-		return
-	}
 	pp.stop()
 	pp.wg.Wait()
 	pp.eng.SaveLastSeen()
 	_ = pp.db.Close()
-	pp.stop = nil
+	_ = os.Remove(pp.path)
 }

@@ -86,8 +86,9 @@ type Ingest struct {
 	crash atomic.Bool
 	pause func()
 
-	stepped chan int // a consumer stopped on its own: its lease ran out
-	kvErr   string   // last KV error logged, so a repeating one logs once
+	stepped chan int       // a consumer stopped on its own: its lease ran out
+	giveUp  chan giveUpReq // partitions whose pipeline asked to be given up
+	kvErr   string         // last KV error logged, so a repeating one logs once
 }
 
 // New checks cfg and fills its defaults; nothing connects until Run.
@@ -103,7 +104,26 @@ func New(cfg Config) (*Ingest, error) {
 		held:    map[int]*lease{},
 		view:    newView(),
 		stepped: make(chan int, cfg.Partitions),
+		giveUp:  make(chan giveUpReq, cfg.Partitions),
 	}, nil
+}
+
+type giveUpReq struct {
+	p    int
+	term uint64
+}
+
+// GiveUp hands partition p back (its consumer stops, its lease is
+// released) if this instance still holds it under term: for a pipeline
+// that can no longer work on it (its state was fenced by a later owner,
+// or the local copy of the state fell behind). The partition is then
+// taken anew, by a peer or by this instance, under a new term and from
+// its state in JetStream. It does not wait.
+func (i *Ingest) GiveUp(p int, term uint64) {
+	select {
+	case i.giveUp <- giveUpReq{p, term}:
+	default: // one per partition is queued at most; more are the same request
+	}
 }
 
 // Partitions is how many partitions the topics are spread over.
@@ -242,6 +262,15 @@ func (i *Ingest) coordinate(ctx context.Context, kv jetstream.KeyValue, w jetstr
 		case <-i.stepped:
 			i.step()
 			i.renew(ctx, kv, open)
+		case g := <-i.giveUp:
+			i.step()
+			i.mu.Lock()
+			l := i.held[g.p]
+			i.mu.Unlock()
+			if l != nil && l.term == g.term {
+				i.log.Warn("partition given up by its pipeline; it is taken anew from its state", "partition", g.p, "term", g.term)
+				i.release(ctx, kv, g.p)
+			}
 		}
 		if i.cfg.JS.Conn().IsClosed() {
 			return errors.New("cluster: NATS connection closed")

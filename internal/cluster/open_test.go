@@ -93,3 +93,55 @@ func TestRunPartitionsOpensAndClosesEachPartition(t *testing.T) {
 		t.Error("a partition's handler was called after it was closed")
 	}
 }
+
+// A pipeline that can no longer work on its partition (its state fenced,
+// its copy behind) gives it up: the lease is released and the partition
+// is taken anew, here by the same instance, under a later term; a GiveUp
+// naming an old term does nothing.
+func TestGiveUpTakesThePartitionAnewUnderALaterTerm(t *testing.T) {
+	c := natstest.Start(t, 1)
+	nc, js := connect(t, c)
+	defer nc.Close()
+	cfg := fleetConfig(1)
+	cfg.Partitions, cfg.JS, cfg.Instance = 2, js, "a"
+	cfg.Logger, _ = testLogger(t)
+	in, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	terms := map[int][]uint64{}
+	open := func(_ context.Context, p int, term uint64) (Handler, func(), error) {
+		mu.Lock()
+		terms[p] = append(terms[p], term)
+		first := len(terms[p]) == 1
+		mu.Unlock()
+		if p == 0 && first {
+			in.GiveUp(p, term+1000) // not the lease it holds: ignored
+			in.GiveUp(p, term)
+		}
+		return func(_ context.Context, r Reading) error { return r.Ack() }, func() {}, nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.RunPartitions(ctx, open) }()
+	eventually(t, 20*time.Second, "partition 0 opened again under a later term", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		ts := terms[0]
+		return len(ts) >= 2 && ts[1] > ts[0]
+	})
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(terms[0]) != 2 {
+		t.Errorf("partition 0 opened under terms %v, want two", terms[0])
+	}
+	if len(terms[1]) != 1 {
+		t.Errorf("partition 1 opened under terms %v, want one (nobody gave it up)", terms[1])
+	}
+}

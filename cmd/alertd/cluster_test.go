@@ -209,3 +209,23 @@ func TestCheckClusterFile(t *testing.T) {
 		t.Errorf("check with a missing store.nats.tls.ca_file: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
+
+// The commands that work on a store file refuse a clustered file, which
+// has none, instead of making an empty store file nobody reads and
+// reporting success.
+func TestStoreCommandsRefuseAClusteredFile(t *testing.T) {
+	config := natsConfig(t, "nats://127.0.0.1:1", "alertd", "")
+	for _, args := range [][]string{
+		{"silence", "add", "-config", config, "-rule", "hot", "-for", "2h"},
+		{"outbox", "list", "-config", config},
+		{"store", "check", "-config", config},
+	} {
+		r := alertd(t, nil, args...)
+		if r.code == 0 || !strings.Contains(r.stderr, "store.backend: nats") {
+			t.Errorf("%v: exit %d, stderr %q; want a refusal naming store.backend: nats", args, r.code, r.stderr)
+		}
+	}
+	if matches, _ := filepath.Glob(filepath.Join(filepath.Dir(config), "*.db")); len(matches) > 0 {
+		t.Errorf("a store file was made for a clustered file: %v", matches)
+	}
+}

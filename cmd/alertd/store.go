@@ -10,6 +10,7 @@ import (
 	"slices"
 
 	"github.com/alertd/alertd/internal/app"
+	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -52,6 +53,11 @@ func cmdStore(args []string, stdout, stderr io.Writer) int {
 	cfg, err := app.Check(*path)
 	if err != nil {
 		return reportConfigError(err, stderr)
+	}
+	if cfg.Store.Backend == config.BackendNATS {
+		fmt.Fprintf(stderr, "alertd store %s: %s uses store.backend: nats: there is no store file; each partition's state is in JetStream, "+
+			"its local copy rebuilt as the partition is taken\n", action, *path)
+		return 2
 	}
 	if action == "check" {
 		return storeCheck(cfg.Store.Path, stdout, stderr)

@@ -69,6 +69,11 @@ func ruleNames(cfg *config.Config) []string {
 // reach opens the store directly when no alertd holds it, else returns
 // the base URL of the running alertd's HTTP API.
 func reach(cfg *config.Config) (*store.DB, string, error) {
+	if clustered(cfg) {
+		// There is no store file: the partitions' states are in NATS.
+		return nil, "", errors.New("the outbox and silence commands do not work with store.backend: nats yet: " +
+			"each partition's outbox and silences are in its state in JetStream (alertd cluster status shows the partitions)")
+	}
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
 		// alertd never ran here: a fresh store, as the service would make.
 		db, _, err := store.Open(cfg.Store.Path)

@@ -70,6 +70,10 @@ func (c *Config) validateStore(add func(Pos, string, ...any)) {
 	} else {
 		s.NATS.validate(add)
 	}
+	if c.MQTT.Broker != "" {
+		add(c.MQTT.Pos.At("broker"), "mqtt.broker: alertd does not subscribe to a broker with store.backend: nats: "+
+			"devices publish to nats-server's MQTT listener (or a broker bridged to it); remove mqtt.broker")
+	}
 	if c.MQTT.Broker == "" && c.MQTT.Pos.Has("listen") {
 		add(c.MQTT.Pos.At("listen"), "mqtt.listen: the embedded MQTT broker does not run with store.backend: nats: "+
 			"devices publish to nats-server's MQTT listener; remove mqtt.listen")

@@ -494,7 +494,7 @@ func (i *Ingest) heldLeases() []*lease {
 // lease and the member key so peers take over without waiting for expiry.
 func (i *Ingest) stopAll(kv jetstream.KeyValue) {
 	leases := i.heldLeases()
-	i.stopConsumers(leases...)
+	i.stopConsumersWithin(shutdownWait, leases...)
 	if i.crash.Load() || i.cfg.JS.Conn().IsClosed() {
 		return
 	}

@@ -34,15 +34,25 @@ func (i *Ingest) startConsumer(ctx context.Context, l *lease, open Opener) {
 	}()
 }
 
+// shutdownWait bounds how long stopping the whole Ingest (the process
+// ends) waits for the partitions' pipelines to close, saving what they
+// hold (last-seen times), before the leases are released: within
+// Docker's 10 s stop timeout.
+const shutdownWait = 7 * time.Second
+
 // stopConsumers cancels the consumers of leases and waits, together and
 // for at most stopWait, for them to hand back what they buffered.
 func (i *Ingest) stopConsumers(leases ...*lease) {
+	i.stopConsumersWithin(stopWait, leases...)
+}
+
+func (i *Ingest) stopConsumersWithin(wait time.Duration, leases ...*lease) {
 	for _, l := range leases {
 		if l.cancel != nil {
 			l.cancel()
 		}
 	}
-	timeout := time.NewTimer(stopWait)
+	timeout := time.NewTimer(wait)
 	defer timeout.Stop()
 	for _, l := range leases {
 		if l.done == nil {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/emersion/go-smtp"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -55,14 +54,11 @@ func checkpointScenario(broker, dir, bin string, n, rate int, interval time.Dura
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return res, err
 	}
-	ls := &latencySink{seen: map[string]time.Time{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return latencySession{ls}, nil }))
-	srv.Domain = "sink.localhost"
-	port, err := startSinkWith(srv)
+	ls, port, stopSink, err := startLatencySink()
 	if err != nil {
 		return res, err
 	}
-	defer srv.Close()
+	defer stopSink()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err

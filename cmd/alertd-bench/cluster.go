@@ -7,13 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/emersion/go-smtp"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,12 +29,12 @@ type natsCluster struct {
 }
 
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	_, port, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(port)
 }
 
 func startNATS(dir string, n int) (*natsCluster, error) {
@@ -92,11 +92,9 @@ func selfCPU() float64 { return cpuOf(os.Getpid()) }
 // readings of the consumers and of the harness (nats-server and the
 // publisher).
 type clusterResult struct {
-	offered, took   float64
-	consumerCPU     float64
-	harnessCPU      float64
-	instances       int
-	partitionsShown int
+	offered, took float64
+	consumerCPU   float64
+	harnessCPU    float64
 }
 
 // clusterIngest publishes n readings of devices topics into JetStream at
@@ -105,7 +103,6 @@ type clusterResult struct {
 // reading acknowledged) when instances is 0, else that many alertd
 // processes in store.backend: nats.
 func clusterIngest(nc *natsCluster, dir, bin string, n, devices, instances, round int) (res clusterResult, err error) {
-	res.instances = instances
 	conn, err := nats.Connect(strings.Join(nc.urls(), ","))
 	if err != nil {
 		return res, err
@@ -146,19 +143,8 @@ func clusterIngest(nc *natsCluster, dir, bin string, n, devices, instances, roun
 			}
 			return t
 		}
-		owned := func() int {
-			t := 0
-			for _, p := range ps {
-				t += int(p.metric("alertd_cluster_partitions_owned"))
-			}
-			return t
-		}
 		if err == nil {
-			deadline := time.Now().Add(60 * time.Second)
-			for owned() < 16 && time.Now().Before(deadline) {
-				time.Sleep(100 * time.Millisecond)
-			}
-			res.partitionsShown = owned()
+			_, err = waitOwned(ps, 16)
 		}
 	}
 	if err != nil {
@@ -356,18 +342,34 @@ rules:
 	return ps, nil
 }
 
+// waitOwned waits up to a minute until the instances together own n
+// partitions, and says how many they own.
+func waitOwned(ps []*alertdProc, n int) (int, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		t := 0
+		for _, p := range ps {
+			t += int(p.metric("alertd_cluster_partitions_owned"))
+		}
+		if t >= n {
+			return t, nil
+		}
+		if time.Now().After(deadline) {
+			return t, fmt.Errorf("%d of %d partitions owned after 60 s", t, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // clusterLatency publishes n breaching readings at rate per second, each
 // on its own device topic, at QoS 1 through nats-server's MQTT listener,
 // to instances alertd processes, and measures publish → SMTP DATA.
 func clusterLatency(nc *natsCluster, dir, bin string, n, rate, instances int) (res latencyResult, err error) {
-	ls := &latencySink{seen: map[string]time.Time{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return latencySession{ls}, nil }))
-	srv.Domain = "sink.localhost"
-	port, err := startSinkWith(srv)
+	ls, port, stopSink, err := startLatencySink()
 	if err != nil {
 		return res, err
 	}
-	defer srv.Close()
+	defer stopSink()
 	prefix := fmt.Sprintf("lat%d", time.Now().UnixNano()%1e6)
 	ps, err := startClusterAlertd(bin, dir, nc, prefix, "lat", instances, port)
 	defer func() {
@@ -379,19 +381,8 @@ func clusterLatency(nc *natsCluster, dir, bin string, n, rate, instances int) (r
 	if err != nil {
 		return res, err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		t := 0
-		for _, p := range ps {
-			t += int(p.metric("alertd_cluster_partitions_owned"))
-		}
-		if t == 16 {
-			break
-		}
-		if time.Now().After(deadline) {
-			return res, fmt.Errorf("%d of 16 partitions owned after 60 s", t)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := waitOwned(ps, 16); err != nil {
+		return res, err
 	}
 	opts := mqtt.NewClientOptions().AddBroker(nc.mqttURL(0)).SetClientID(prefix + "-pub").SetConnectTimeout(10 * time.Second)
 	pub := mqtt.NewClient(opts)

@@ -48,6 +48,18 @@ func (x latencySession) Data(r io.Reader) error {
 func (x latencySession) Reset()        {}
 func (x latencySession) Logout() error { return nil }
 
+// startLatencySink starts an SMTP server on loopback that records when
+// each alert's DATA was accepted; it returns the record and the port.
+func startLatencySink() (ls *latencySink, port int, stop func(), err error) {
+	ls = &latencySink{seen: map[string]time.Time{}}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return latencySession{ls}, nil }))
+	srv.Domain = "sink.localhost"
+	if port, err = startSinkWith(srv); err != nil {
+		return nil, 0, nil, err
+	}
+	return ls, port, func() { _ = srv.Close() }, nil
+}
+
 // latency publishes n breaching readings at rate per second on distinct
 // topics (each one a new alert: no for, no grouping) and measures publish
 // → DATA accepted.
@@ -58,14 +70,11 @@ type latencyResult struct {
 }
 
 func latency(broker, dir string, n, rate int) (res latencyResult, err error) {
-	ls := &latencySink{seen: map[string]time.Time{}}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return latencySession{ls}, nil }))
-	srv.Domain = "sink.localhost"
-	sk, err := startSinkWith(srv)
+	ls, sk, stopSink, err := startLatencySink()
 	if err != nil {
 		return res, err
 	}
-	defer srv.Close()
+	defer stopSink()
 	y := fmt.Sprintf(`mqtt: {broker: %q, client_id: bench-latency-%d}
 smtp: {host: 127.0.0.1, port: %d, security: none, auth: none, from: "alertd <alertd@example.org>"}
 store: {path: %q}

@@ -41,7 +41,7 @@ log: {level: debug}
 store:
   path: %q
   backend: nats
-  nats: {urls: [%s], instance: %s, replicas: 3}
+  nats: {urls: [%s], instance: %s, replicas: %d}
 %ssmtp:
   host: 127.0.0.1
   port: %d
@@ -52,12 +52,29 @@ store:
 defaults: {to: [ops@example.org], cooldown: 0s, rate_limit: 10000/h}
 rules:
   - {name: hot, topic: "s/+/t", field: temp, above: 30, subject: "hot {{.Device}}"}
-%s`, addr, filepath.Join(dir, "alertd.db"), strings.Join(urls, ", "), instance, storeKeys, smtpPort, rules)
+%s`, addr, filepath.Join(dir, "alertd.db"), strings.Join(urls, ", "), instance, min(3, len(urls)), storeKeys, smtpPort, rules)
 	path := filepath.Join(dir, "alertd.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &setup{t: t, dir: dir, config: path, httpAddr: addr}
+}
+
+// threeInstances starts alertd a, b and v on c (with storeKeys and rules
+// as clusterSetupWith), mailing to srv, and waits until they share the 16
+// partitions, five or six each.
+func threeInstances(t *testing.T, c *natstest.Cluster, srv *smtptest.Server, storeKeys, rules string) (a, b, v *proc) {
+	t.Helper()
+	var ps []*proc
+	for _, name := range []string{"a", "b", "v"} {
+		ps = append(ps, clusterSetupWith(t, c.URL(), srv.Port, name, storeKeys, rules).start())
+	}
+	a, b, v = ps[0], ps[1], ps[2]
+	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
+		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
+		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
+	})
+	return a, b, v
 }
 
 // owned is how many partitions p says it owns.
@@ -132,15 +149,7 @@ func mails(msgs []smtptest.Message) map[string]map[string]bool {
 func TestClusterSurvivesKill9OfAnInstance(t *testing.T) {
 	c := natstest.Start(t, 3)
 	srv := smtptest.Start(t, smtptest.Options{})
-	var ps []*proc
-	for _, name := range []string{"a", "b", "v"} {
-		ps = append(ps, clusterSetup(t, c.URL(), srv.Port, name).start())
-	}
-	a, b, v := ps[0], ps[1], ps[2]
-	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
-		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
-		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
-	})
+	a, b, v := threeInstances(t, c, srv, "", "")
 
 	const devices = 1000
 	fleet(t, c.MQTTURL(0), span(0, devices/2), 31)
@@ -202,15 +211,7 @@ func TestClusterSurvivesKill9OfAnInstance(t *testing.T) {
 func TestClusterStaleOwnerStepsBack(t *testing.T) {
 	c := natstest.Start(t, 3)
 	srv := smtptest.Start(t, smtptest.Options{})
-	var ps []*proc
-	for _, name := range []string{"a", "b", "v"} {
-		ps = append(ps, clusterSetup(t, c.URL(), srv.Port, name).start())
-	}
-	a, b, v := ps[0], ps[1], ps[2]
-	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
-		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
-		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
-	})
+	a, b, v := threeInstances(t, c, srv, "", "")
 	const devices = 300
 	fleet(t, c.MQTTURL(0), span(0, devices), 31)
 	srv.WaitMessages(t, devices, 60*time.Second)
@@ -245,17 +246,7 @@ func TestClusterStaleOwnerStepsBack(t *testing.T) {
 func TestClusterSurvivesTheLossOfANATSNode(t *testing.T) {
 	c := natstest.Start(t, 3)
 	srv := smtptest.Start(t, smtptest.Options{})
-	var ps []*proc
-	for _, name := range []string{"a", "b", "v"} {
-		ps = append(ps, clusterSetup(t, c.URL(), srv.Port, name).start())
-	}
-	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
-		n := 0
-		for _, p := range ps {
-			n += p.owned(t)
-		}
-		return n == 16
-	})
+	threeInstances(t, c, srv, "", "")
 	const devices = 400
 	fleet(t, c.MQTTURL(0), span(0, devices/2), 31)
 	srv.WaitMessages(t, devices/2, 60*time.Second)
@@ -287,13 +278,6 @@ func TestClusterWaitsForNATSAtStart(t *testing.T) {
 	c.Kill(0)
 	srv := smtptest.Start(t, smtptest.Options{})
 	s := clusterSetup(t, url, srv.Port, "a")
-	yaml, err := os.ReadFile(s.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(s.config, []byte(strings.Replace(string(yaml), "replicas: 3", "replicas: 1", 1)), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	p := s.launch()
 	waitFor(t, 10*time.Second, "/healthz saying NATS is out of reach", func() bool {
 		resp, err := http.Get(p.http + "/healthz")
@@ -317,16 +301,8 @@ func TestClusterWaitsForNATSAtStart(t *testing.T) {
 func TestClusterSilenceTimersSurviveTheirOwner(t *testing.T) {
 	c := natstest.Start(t, 3)
 	srv := smtptest.Start(t, smtptest.Options{})
-	var ps []*proc
-	for _, name := range []string{"a", "b", "v"} {
-		ps = append(ps, clusterSetupWith(t, c.URL(), srv.Port, name, "  checkpoint_interval: 1s\n",
-			`  - {name: quiet, topic: "s/+/t", silent_for: 6s, subject: "quiet {{.Device}}"}`+"\n").start())
-	}
-	a, b, v := ps[0], ps[1], ps[2]
-	waitFor(t, 30*time.Second, "16 partitions shared by three instances", func() bool {
-		na, nb, nv := a.owned(t), b.owned(t), v.owned(t)
-		return na+nb+nv == 16 && na >= 5 && nb >= 5 && nv >= 5
-	})
+	_, _, v := threeInstances(t, c, srv, "  checkpoint_interval: 1s\n",
+		`  - {name: quiet, topic: "s/+/t", silent_for: 6s, subject: "quiet {{.Device}}"}`+"\n")
 	const devices = 60
 	fleet(t, c.MQTTURL(0), span(0, devices), 20) // alive, nothing breached
 	seen := time.Now()
@@ -357,16 +333,8 @@ func TestClusterStopSavesLastSeenTimesForTheNextOwner(t *testing.T) {
 	c := natstest.Start(t, 1)
 	srv := smtptest.Start(t, smtptest.Options{})
 	setup := func(name string) *setup {
-		s := clusterSetupWith(t, c.URL(), srv.Port, name, "  checkpoint_interval: 1h\n",
+		return clusterSetupWith(t, c.URL(), srv.Port, name, "  checkpoint_interval: 1h\n",
 			`  - {name: quiet, topic: "s/+/t", silent_for: 5s, subject: "quiet {{.Device}}"}`+"\n")
-		yaml, err := os.ReadFile(s.config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(s.config, []byte(strings.Replace(string(yaml), "replicas: 3", "replicas: 1", 1)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return s
 	}
 	a := setup("a").start()
 	waitFor(t, 30*time.Second, "a owns the partitions", func() bool { return a.owned(t) == 16 })

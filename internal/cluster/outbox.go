@@ -84,12 +84,7 @@ func NewOutbox(ctx context.Context, cfg OutboxConfig) (*Outbox, error) {
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	}
-	// Create first, as ensureTopology does, for the same reason.
-	_, err := cfg.JS.CreateStream(ctx, scfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		_, err = cfg.JS.UpdateStream(ctx, scfg)
-	}
-	if err != nil {
+	if _, err := createOrUpdateStream(ctx, cfg.JS, scfg); err != nil {
 		return nil, fmt.Errorf("create outbox stream %s: %w", n.outbox(), err)
 	}
 	ccfg := jetstream.ConsumerConfig{
@@ -100,7 +95,7 @@ func NewOutbox(ctx context.Context, cfg OutboxConfig) (*Outbox, error) {
 		MaxDeliver:  -1,
 		Replicas:    cfg.Replicas,
 	}
-	_, err = cfg.JS.CreateConsumer(ctx, n.outbox(), ccfg)
+	_, err := cfg.JS.CreateConsumer(ctx, n.outbox(), ccfg)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
 		_, err = cfg.JS.UpdateConsumer(ctx, n.outbox(), ccfg)
 	}

@@ -202,10 +202,7 @@ func (s *PartitionState) ensureStream(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	st, err := s.js.CreateStream(ctx, scfg)
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		st, err = s.js.UpdateStream(ctx, scfg)
-	}
+	st, err := createOrUpdateStream(ctx, s.js, scfg)
 	if err != nil {
 		return fmt.Errorf("create state stream %s: %w", scfg.Name, err)
 	}

@@ -58,6 +58,17 @@ func ensureTopology(ctx context.Context, c Config, n names) (jetstream.KeyValue,
 	return kv, nil
 }
 
+// createOrUpdateStream creates a stream, or updates it when it exists with
+// another configuration (a create is idempotent on an equal one, and does
+// not need the update's rights).
+func createOrUpdateStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	st, err := js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		st, err = js.UpdateStream(ctx, cfg)
+	}
+	return st, err
+}
+
 // ensureStream makes the stream that captures the devices' subjects and
 // stores each under its partition. The transform's `{{partition(n)}}`
 // with no token arguments hashes the whole subject (nats-server

@@ -115,18 +115,11 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		logRecovery(log, cfg.Store.Path, rec)
 	}
 	a.db = db
-	a.gate = dedupe.New(db, a.now)
-	a.gate.OnQuarantine = a.reportQuarantine
-	a.outbox = outbox.New(db)
-	a.outbox.OnQuarantine = a.reportQuarantine
-	if a.silences, err = silence.Open(db, a.now(), a.reportQuarantine); err != nil {
+	if a.gate, a.outbox, a.silences, err = a.stateOn(db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	a.tracker = alerts.New(alerts.Options{
-		Start: a.now(), MaxSeries: cfg.Limits.MaxSeries, Budgets: seriesBudgets(cfg), Now: a.now, OnQuarantine: a.reportQuarantine,
-		Warn: func(w alerts.Warning) { logSeriesLimit(log, w) },
-	})
+	a.tracker = a.newTracker(log, 0)
 	a.metrics.TrackSeries(a.tracker.Stats)
 	a.tracker.Disconnected("mqtt") // silence is counted from the first connection
 	n, err := a.tracker.Load(db, a.engine)
@@ -201,12 +194,8 @@ func (a *App) Run(ctx context.Context) (err error) {
 		brokerURL = dialable(a.brk.URL())
 		a.log.Info("embedded MQTT broker listening (no mqtt.broker configured)", "url", brokerURL)
 	}
-	a.notify = notify.New(notify.Options{
-		DB: a.db, Gate: a.gate, Silences: a.silences, Outbox: a.outbox, From: a.from, Now: a.now,
-		Log: a.log, Metrics: a.metrics, Rule: func(name string) *rules.Rule { return a.eng.Rules().Rule(name) },
-		Footer: a.footer(),
-	})
-	a.notify.OnQuarantine = a.reportQuarantine
+	a.notify = a.newNotifier(a.db, a.gate, a.silences, a.outbox,
+		func(name string) *rules.Rule { return a.eng.Rules().Rule(name) }, a.log, 0)
 	a.eng = engine.New(engine.Options{
 		Rules: a.engine, Tracker: a.tracker, Commit: a.notify, DB: a.db, Now: a.now, Log: a.log, Metrics: a.metrics,
 	})

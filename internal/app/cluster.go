@@ -17,17 +17,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/cluster"
 	"github.com/alertd/alertd/internal/config"
-	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/httpapi"
-	"github.com/alertd/alertd/internal/notify"
-	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
-	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -280,23 +275,15 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 		_ = db.Close()
 		return err
 	}
-	gate := dedupe.New(db, a.now)
-	ob := outbox.New(db)
-	sil, err := silence.Open(db, a.now(), a.reportQuarantine)
+	gate, ob, sil, err := a.stateOn(db)
 	if err != nil {
 		return fail(err)
 	}
-	tracker := alerts.New(alerts.Options{
-		Start: a.now(), MaxSeries: a.cfg.Limits.MaxSeries, Budgets: seriesBudgets(a.cfg), Now: a.now,
-		Warn: func(w alerts.Warning) { logSeriesLimit(log, w) }, Batch: replicaBatch,
-	})
+	tracker := a.newTracker(log, replicaBatch)
 	if _, err := tracker.Load(db, rs); err != nil {
 		return fail(err)
 	}
-	nf := notify.New(notify.Options{
-		DB: db, Gate: gate, Silences: sil, Outbox: ob, From: a.from, Now: a.now,
-		Log: log, Metrics: a.metrics, Rule: rs.Rule, Footer: a.footer(), MaxGroupItems: replicaBatch,
-	})
+	nf := a.newNotifier(db, gate, sil, ob, rs.Rule, log, replicaBatch)
 	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics})
 	if err := nf.RestoreGroups(); err != nil {
 		return fail(err)

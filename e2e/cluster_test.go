@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/alertd/alertd/internal/cluster/natstest"
+	"github.com/alertd/alertd/internal/httpapi"
 	"github.com/alertd/alertd/internal/smtptest"
 )
 
@@ -128,6 +131,30 @@ func atMostTwice(t *testing.T, msgs []smtptest.Message) {
 	}
 }
 
+// waitSubjects waits until a mail of each subject has arrived, or fails
+// naming those that have not.
+func waitSubjects(t *testing.T, srv *smtptest.Server, subjects []string, timeout time.Duration) {
+	t.Helper()
+	var missing []string
+	deadline := time.Now().Add(timeout)
+	for {
+		got := mails(srv.Messages())
+		missing = missing[:0]
+		for _, s := range subjects {
+			if len(got[s]) == 0 {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d mails missing after %v: %s", len(missing), len(subjects), timeout, strings.Join(missing[:min(len(missing), 20)], ", "))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // mails sorts delivered mails by subject: each subject's Message-IDs.
 func mails(msgs []smtptest.Message) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
@@ -205,37 +232,54 @@ func TestClusterSurvivesKill9OfAnInstance(t *testing.T) {
 }
 
 // An instance paused past its leases (SIGSTOP: a long GC pause, a VM
-// frozen) loses its partitions to the others; resumed, it steps back
-// instead of writing over their state, then takes its share again. No
-// alert is mailed twice under two Message-IDs.
+// frozen) loses its partitions to the others. It was holding alerts
+// pending (for: 4s); pending is not persisted, so the new owners judge the
+// devices' next readings afresh and fire the alerts themselves. Resumed,
+// the stale owner's for: timers are overdue and it writes at once —
+// before its lease renewal can tell it the partitions are gone — and the
+// partitions' states refuse those writes (the fence carries the new
+// owners' terms): it logs so, steps back and takes its share again. No
+// alert is mailed twice under two Message-IDs, and the recoveries,
+// judged from the new owners' state, are mailed once each.
 func TestClusterStaleOwnerStepsBack(t *testing.T) {
 	c := natstest.Start(t, 3)
 	srv := smtptest.Start(t, smtptest.Options{})
-	a, b, v := threeInstances(t, c, srv, "", "")
+	a, b, v := threeInstances(t, c, srv, "",
+		`  - {name: slow, topic: "s/+/t", field: temp, above: 30, for: 4s, subject: "slow {{.Device}}"}`+"\n")
 	const devices = 300
 	fleet(t, c.MQTTURL(0), span(0, devices), 31)
-	srv.WaitMessages(t, devices, 60*time.Second)
-
+	waitFor(t, 3*time.Second, "v holding alerts pending", func() bool { return len(v.statusOf(t).Pending) > 0 })
 	if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	stopped := time.Now()
 	waitFor(t, 30*time.Second, "the others own every partition", func() bool { return a.owned(t)+b.owned(t) == 16 })
-	fleet(t, c.MQTTURL(2), span(0, devices), 20) // every device recovers while v sleeps
+	t.Logf("v's partitions taken %v after the pause", time.Since(stopped).Round(100*time.Millisecond))
+	fleet(t, c.MQTTURL(1), span(0, devices), 32) // still too hot
+	var firing []string
+	for d := range devices {
+		firing = append(firing, fmt.Sprintf("hot dev%04d", d), fmt.Sprintf("slow dev%04d", d))
+	}
+	waitSubjects(t, srv, firing, 60*time.Second)
 	if err := v.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	srv.WaitMessages(t, 2*devices, 60*time.Second)
-	waitFor(t, 30*time.Second, "v steps back and rejoins", func() bool {
-		return strings.Contains(v.out.String(), "stepping back") && v.owned(t) >= 5
+	waitFor(t, 30*time.Second, "v's writes refused by the fence", func() bool {
+		return strings.Contains(v.out.String(), "state write refused: a later owner holds this partition; stepping back")
 	})
+	waitFor(t, 30*time.Second, "v rejoins", func() bool { return v.owned(t) >= 5 })
+	fleet(t, c.MQTTURL(2), span(0, devices), 20) // every device recovers
+	var all []string
+	for _, s := range firing {
+		all = append(all, s, "Re: "+s)
+	}
+	waitSubjects(t, srv, all, 60*time.Second)
 	time.Sleep(time.Second) // a second copy would arrive here
 	atMostTwice(t, srv.Messages())
 	got := mails(srv.Messages())
-	for d := range devices {
-		for _, s := range []string{fmt.Sprintf("hot dev%04d", d), fmt.Sprintf("Re: hot dev%04d", d)} {
-			if len(got[s]) != 1 {
-				t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
-			}
+	for _, s := range all {
+		if len(got[s]) != 1 {
+			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
 		}
 	}
 }
@@ -351,5 +395,82 @@ func TestClusterStopSavesLastSeenTimesForTheNextOwner(t *testing.T) {
 	atMostTwice(t, srv.Messages())
 	if got := mails(srv.Messages()); len(got) != devices {
 		t.Errorf("%d devices reported silent, want %d", len(got), devices)
+	}
+}
+
+// alertd runs one of the binary's verbs and returns what it printed;
+// a failure ends the test.
+func alertd(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("alertd %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// statusOf reads an instance's /api/v1/status.
+func (p *proc) statusOf(t *testing.T) httpapi.Status {
+	t.Helper()
+	resp, err := http.Get(p.http + "/api/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st httpapi.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// A silence is the cluster's, not one partition's: added with `alertd
+// silence add` on one instance's file, it holds back the alerts of every
+// instance's partitions (each status page says so); listed through
+// another's file; removed through the third's, every held alert is
+// mailed at once, each once.
+func TestClusterSilenceHoldsBackEveryInstance(t *testing.T) {
+	c := natstest.Start(t, 3)
+	srv := smtptest.Start(t, smtptest.Options{})
+	a, b, v := threeInstances(t, c, srv, "", "")
+	out := alertd(t, "silence", "add", "-config", a.config, "-rule", "hot", "-series", "s/+/t", "-for", "1h", "-comment", "greenhouse works")
+	if !strings.HasPrefix(out, "silence 1: rule hot on s/+/t until ") || !strings.Contains(out, "NATS at nats://127.0.0.1:") {
+		t.Fatalf("silence add printed %q", out)
+	}
+	const devices = 150
+	fleet(t, c.MQTTURL(1), span(0, devices), 31)
+	waitFor(t, 30*time.Second, "every alert firing, held by the silence, on the three status pages", func() bool {
+		held := 0
+		for _, p := range []*proc{a, b, v} {
+			st := p.statusOf(t)
+			if st.Cluster == nil || st.Cluster.Owned() < 5 || len(st.Silences) != 1 {
+				return false
+			}
+			for _, al := range st.Firing {
+				if al.Held == "silenced" {
+					held++
+				}
+			}
+		}
+		return held == devices
+	})
+	time.Sleep(time.Second) // a mail let through would arrive here
+	if n := len(srv.Messages()); n != 0 {
+		t.Fatalf("%d mails sent under the silence", n)
+	}
+	if out := alertd(t, "silence", "list", "-config", b.config); !strings.Contains(out, "greenhouse works") {
+		t.Fatalf("silence list through b:\n%s", out)
+	}
+	alertd(t, "silence", "remove", "-config", v.config, "1")
+	srv.WaitMessages(t, devices, 30*time.Second)
+	time.Sleep(time.Second) // a second copy would arrive here
+	got := mails(srv.Messages())
+	for d := range devices {
+		if s := fmt.Sprintf("hot dev%04d", d); len(got[s]) != 1 {
+			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
+		}
+	}
+	if n := len(srv.Messages()); n != devices {
+		t.Errorf("%d mails, want %d", n, devices)
 	}
 }

@@ -64,6 +64,7 @@ func (s *syncBuffer) String() string {
 
 // proc is one running alertd.
 type proc struct {
+	config string // the file it runs with
 	cmd    *exec.Cmd
 	out    *syncBuffer
 	http   string
@@ -103,7 +104,7 @@ func (s *setup) start() *proc {
 func (s *setup) launch() *proc {
 	t := s.t
 	t.Helper()
-	p := &proc{out: &syncBuffer{}, http: "http://" + s.httpAddr, done: make(chan struct{})}
+	p := &proc{config: s.config, out: &syncBuffer{}, http: "http://" + s.httpAddr, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, "run", "-config", s.config)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

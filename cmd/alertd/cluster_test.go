@@ -212,11 +212,15 @@ func TestCheckClusterFile(t *testing.T) {
 
 // The commands that work on a store file refuse a clustered file, which
 // has none, instead of making an empty store file nobody reads and
-// reporting success.
+// reporting success. The silences of a cluster are in NATS: the silence
+// command goes there, and says so when NATS does not answer.
 func TestStoreCommandsRefuseAClusteredFile(t *testing.T) {
 	config := natsConfig(t, "nats://127.0.0.1:1", "alertd", "")
+	r := alertd(t, nil, "silence", "add", "-config", config, "-rule", "hot", "-for", "2h")
+	if r.code != 1 || !strings.Contains(r.stderr, "connect to NATS at nats://127.0.0.1:1: no server answered") {
+		t.Errorf("silence add with NATS away: exit %d, stderr %q", r.code, r.stderr)
+	}
 	for _, args := range [][]string{
-		{"silence", "add", "-config", config, "-rule", "hot", "-for", "2h"},
 		{"outbox", "list", "-config", config},
 		{"store", "check", "-config", config},
 	} {

@@ -22,7 +22,8 @@ const silenceUsage = `usage:
 A silence holds back the mails of a rule (on one topic, or a topic filter,
 with -series) until it expires; the alerts keep their state, so a first
 mail still due when it ends goes out then. Works whether alertd is stopped
-or running (through its HTTP API on http.listen).
+or running (through its HTTP API on http.listen). With store.backend: nats
+it talks to NATS: every instance applies the change at once.
 `
 
 func cmdSilence(args []string, stdout, stderr io.Writer) int {

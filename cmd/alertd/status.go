@@ -70,6 +70,16 @@ func printStatus(w io.Writer, st *httpapi.Status) {
 		}
 	}
 	fmt.Fprintf(w, "sources: %s\n", strings.Join(srcs, ", "))
+	if c := st.Cluster; c != nil {
+		fmt.Fprintf(w, "cluster: instance %s of %s; owns %d of %d partitions", cell(c.Instance, 60), cell(strings.Join(c.Members, ", "), 200), c.Owned(), len(c.Partitions))
+		if n := c.Unowned(); n > 0 {
+			fmt.Fprintf(w, ", %d unowned", n)
+		}
+		if c.Error != "" {
+			fmt.Fprintf(w, " (%s)", cell(c.Error, 120))
+		}
+		fmt.Fprintln(w, "; the alerts and outbox below are its partitions' (alertd cluster status shows them all)")
+	}
 	printAlerts(w, st, "firing", st.Firing)
 	printAlerts(w, st, "pending", st.Pending)
 	printHeld(w, st)

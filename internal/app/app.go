@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -53,7 +54,7 @@ type App struct {
 	db        *store.DB
 	engine    *rules.Engine
 	tracker   *alerts.Tracker
-	silences  *silence.Store
+	silences  silenceBackend // the store's, or the cluster's
 	gate      *dedupe.Gate
 	outbox    *outbox.Outbox
 	transport mailer.Transport
@@ -62,6 +63,9 @@ type App struct {
 
 	eng    *engine.Engine   // rules → alerts → notify, built by Run
 	notify *notify.Notifier // built by Run
+	// cluster is this instance's part of the cluster (store.backend:
+	// nats), once connected.
+	cluster atomic.Pointer[clusterNode]
 
 	// LogLevel, when set (by cmd/alertd), follows log.level on reload.
 	LogLevel *slog.LevelVar
@@ -115,7 +119,8 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		logRecovery(log, cfg.Store.Path, rec)
 	}
 	a.db = db
-	if a.gate, a.outbox, a.silences, err = a.stateOn(db); err != nil {
+	a.gate, a.outbox = a.stateOn(db)
+	if a.silences, err = silence.Open(db, a.now(), a.reportQuarantine); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

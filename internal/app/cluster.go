@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,12 +18,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/cluster"
 	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/httpapi"
+	"github.com/alertd/alertd/internal/notify"
+	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
+	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 )
 
@@ -47,7 +52,7 @@ func (a *App) runCluster(ctx context.Context) error {
 	n := a.cfg.Store.NATS
 	// A rule's rate limit is shared by the partitions: each may send its
 	// share, rounded up (docs/cluster.md, "Rate limits").
-	shared, err := compile(splitRateLimits(a.cfg, n.Partitions), invalidPayloads{a.metrics, a.log})
+	split, err := compile(splitRateLimits(a.cfg, n.Partitions), invalidPayloads{a.metrics, a.log})
 	if err != nil {
 		return err
 	}
@@ -72,6 +77,8 @@ func (a *App) runCluster(ctx context.Context) error {
 		a.metrics.SourceUp(s.name, s.ready)
 	}
 	a.sources = srcs
+	shared := &sharedSilences{}
+	a.silences = shared
 	a.metrics.PartitionsOwned(func() int {
 		if ing := owned.Load(); ing != nil {
 			return len(ing.Owned())
@@ -81,7 +88,8 @@ func (a *App) runCluster(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Log: a.log,
+			Registry: a.metrics.Registry, Health: srcs.health, Status: a.Status,
+			Silences: silenceAdmin{shared, a.ruleNames, nil}, Log: a.log,
 		}); err != nil {
 			return err
 		}
@@ -109,12 +117,19 @@ func (a *App) runCluster(ctx context.Context) error {
 			return fmt.Errorf("store.nats: %w", err)
 		}
 		owned.Store(ing)
-		open := func(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
-			return a.openPartition(ctx, ing, js, shared, dir, p, term)
+		cn := &clusterNode{a: a, ing: ing, js: js, rules: split, dir: dir, pipes: map[int]*partitionPipeline{}}
+		// The silences are loaded before any partition is taken: a
+		// silenced alert must not be mailed for want of them.
+		sils, err := cn.openSilences(gctx)
+		if err != nil {
+			return nil // stopped while waiting for NATS
 		}
+		shared.p.Store(sils)
+		g.Go(func() error { return sils.Run(gctx) })
+		a.cluster.Store(cn)
 		a.log.Info("alertd running in cluster mode", "instance", ing.Instance(), "rules", len(a.engine.Rules()),
 			"nats", strings.Join(n.URLs, ","), "partitions", ing.Partitions(), "mail", a.mailTarget())
-		return ingesting.run(func() error { return ing.RunPartitions(gctx, open) })
+		return ingesting.run(func() error { return ing.RunPartitions(gctx, cn.open) })
 	})
 	close(a.started)
 	err = g.Wait()
@@ -182,23 +197,117 @@ func splitRateLimits(cfg *config.Config, n int) *config.Config {
 // within what one commit to the partition's state carries.
 const replicaBatch = store.MaxReplicaWrites / 2
 
+// clusterNode is this instance's part of the cluster once connected: the
+// partitions it owns, each with its pipeline, and the silences every
+// instance shares.
+type clusterNode struct {
+	a     *App
+	ing   *cluster.Ingest
+	js    jetstream.JetStream
+	rules *rules.Engine // with each rate limit split among the partitions
+	dir   string        // the partitions' local stores
+
+	mu    sync.Mutex
+	pipes map[int]*partitionPipeline // the partitions open now
+}
+
+// openSilences opens the cluster's silences, trying again every two
+// seconds while NATS cannot answer, until ctx ends. A silence removed
+// before its end releases what it held back in every owned partition.
+func (cn *clusterNode) openSilences(ctx context.Context) (*cluster.Silences, error) {
+	n := cn.a.cfg.Store.NATS
+	for attempt := 1; ; attempt++ {
+		s, err := cluster.OpenSilences(ctx, cn.js, cluster.SilencesConfig{
+			Prefix: n.Prefix, Replicas: n.Replicas, Logger: cn.a.log.With("component", "silences"),
+			OnRemoved: func(si silence.Silence) {
+				for _, pp := range cn.pipelines() {
+					pp.tracker.RetryHeld(si.Rule, cn.a.now())
+				}
+			},
+		})
+		if err == nil {
+			return s, nil
+		}
+		if attempt == 1 {
+			cn.a.log.Error("silences not loaded yet; retrying every 2s", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// pipelines is the partitions' pipelines open now, by partition.
+func (cn *clusterNode) pipelines() []*partitionPipeline {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	out := make([]*partitionPipeline, 0, len(cn.pipes))
+	for p := range cn.pipes {
+		out = append(out, cn.pipes[p])
+	}
+	slices.SortFunc(out, func(x, y *partitionPipeline) int { return x.partition - y.partition })
+	return out
+}
+
+// sharedSilences is the cluster's silences once loaded: before, nothing
+// is silenced and nothing can be added.
+type sharedSilences struct {
+	p atomic.Pointer[cluster.Silences]
+}
+
+var errSilencesNotLoaded = errors.New("not connected to NATS yet: the silences are not loaded")
+
+func (s *sharedSilences) List(now time.Time) []silence.Silence {
+	if c := s.p.Load(); c != nil {
+		return c.List(now)
+	}
+	return []silence.Silence{}
+}
+
+func (s *sharedSilences) Silenced(rule, series string, now time.Time) time.Time {
+	if c := s.p.Load(); c != nil {
+		return c.Silenced(rule, series, now)
+	}
+	return time.Time{}
+}
+
+func (s *sharedSilences) Add(si silence.Silence) (silence.Silence, error) {
+	if c := s.p.Load(); c != nil {
+		return c.Add(si)
+	}
+	return silence.Silence{}, errSilencesNotLoaded
+}
+
+func (s *sharedSilences) Remove(id uint64) error {
+	if c := s.p.Load(); c != nil {
+		return c.Remove(id)
+	}
+	return errSilencesNotLoaded
+}
+
 // partitionPipeline is alertd's pipeline for one owned partition: the
 // single-node pipeline over a local store that replicates to ps. Its
 // whole life runs in the partition's consumer goroutine (opened before
 // the first reading, closed after the last), and it gives the partition
 // up, through the Ingest, when it can no longer work on it.
 type partitionPipeline struct {
-	a      *App
-	ps     *cluster.PartitionState
-	rs     *rules.Engine
-	path   string
-	log    *slog.Logger
-	giveUp func() // hands the partition back to be taken anew
+	a         *App
+	partition int
+	ps        *cluster.PartitionState
+	rs        *rules.Engine
+	path      string
+	log       *slog.Logger
+	giveUp    func() // hands the partition back to be taken anew
 
-	db   *store.DB
-	eng  *engine.Engine
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	db      *store.DB
+	tracker *alerts.Tracker
+	outbox  *outbox.Outbox
+	notify  *notify.Notifier
+	eng     *engine.Engine
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // openPartition builds the pipeline of partition p under term: its state
@@ -207,18 +316,18 @@ type partitionPipeline struct {
 // and outbox resume. A state fenced by a later owner gives the partition
 // up; anything else that fails is tried again, the readings waiting,
 // while the partition is this instance's (ctx).
-func (a *App) openPartition(ctx context.Context, ing *cluster.Ingest, js jetstream.JetStream, rs *rules.Engine, dir string, p int, term uint64) (cluster.Handler, func(), error) {
-	n := a.cfg.Store.NATS
-	giveUp := func() { ing.GiveUp(p, term) }
-	ps, err := cluster.OpenState(ctx, js, cluster.StateConfig{Prefix: n.Prefix, Replicas: n.Replicas}, p, term)
+func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
+	a, n := cn.a, cn.a.cfg.Store.NATS
+	giveUp := func() { cn.ing.GiveUp(p, term) }
+	ps, err := cluster.OpenState(ctx, cn.js, cluster.StateConfig{Prefix: n.Prefix, Replicas: n.Replicas}, p, term)
 	if err != nil {
 		if errors.Is(err, cluster.ErrFenced) {
 			giveUp() // taken anew under a later term: this one cannot open it again
 		}
 		return nil, nil, fmt.Errorf("partition %d state: %w", p, err)
 	}
-	pp := &partitionPipeline{a: a, ps: ps, rs: rs, giveUp: giveUp,
-		path: filepath.Join(dir, fmt.Sprintf("partition-%04d-term-%d.db", p, term)),
+	pp := &partitionPipeline{a: a, partition: p, ps: ps, rs: cn.rules, giveUp: giveUp,
+		path: filepath.Join(cn.dir, fmt.Sprintf("partition-%04d-term-%d.db", p, term)),
 		log:  a.log.With("partition", p, "term", term)}
 	for {
 		err := pp.start(ctx)
@@ -240,22 +349,42 @@ func (a *App) openPartition(ctx context.Context, ing *cluster.Ingest, js jetstre
 			return nil, nil, fmt.Errorf("partition %d: %w", p, err)
 		}
 	}
+	cn.mu.Lock()
+	cn.pipes[p] = pp
+	cn.mu.Unlock()
 	pp.log.Info("partition opened")
-	return pp.handle, pp.close, nil
+	return pp.handle, func() {
+		cn.mu.Lock()
+		delete(cn.pipes, p)
+		cn.mu.Unlock()
+		pp.close()
+	}, nil
 }
 
 // troubled is a replica that gives the partition up when its state is
 // fenced by a later owner or the local copy fell behind it, whoever wrote
-// (a reading, a timer, the mailer): the partition is then taken anew from
-// its state, rather than left owned and failing.
+// (a reading, a timer, a checkpoint, the mailer): the partition is then
+// taken anew from its state, rather than left owned and failing. It says
+// so once per partition pipeline.
 type troubled struct {
 	store.Replica
 	giveUp func()
+	log    *slog.Logger
+	once   *sync.Once
 }
 
 func (r troubled) Commit(ws []store.Write) error {
 	err := r.Replica.Commit(ws)
-	if errors.Is(err, cluster.ErrFenced) || errors.Is(err, store.ErrReopen) {
+	switch {
+	case errors.Is(err, cluster.ErrFenced):
+		r.once.Do(func() {
+			r.log.Warn("state write refused: a later owner holds this partition; stepping back", "err", err)
+		})
+		r.giveUp()
+	case errors.Is(err, store.ErrReopen):
+		r.once.Do(func() {
+			r.log.Warn("local copy behind the partition's state: giving the partition up to take it anew", "err", err)
+		})
 		r.giveUp()
 	}
 	return err
@@ -267,7 +396,7 @@ func (r troubled) Commit(ws []store.Write) error {
 // partition given up) or close.
 func (pp *partitionPipeline) start(ctx context.Context) error {
 	a, rs, log := pp.a, pp.rs, pp.log
-	db, err := store.OpenReplicated(pp.path, troubled{cluster.NewStoreReplica(pp.ps, stateCommitTimeout), pp.giveUp}, cluster.LoadInto(pp.ps))
+	db, err := store.OpenReplicated(pp.path, troubled{cluster.NewStoreReplica(pp.ps, stateCommitTimeout), pp.giveUp, log, &sync.Once{}}, cluster.LoadInto(pp.ps))
 	if err != nil {
 		return err
 	}
@@ -275,15 +404,12 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 		_ = db.Close()
 		return err
 	}
-	gate, ob, sil, err := a.stateOn(db)
-	if err != nil {
-		return fail(err)
-	}
+	gate, ob := a.stateOn(db)
 	tracker := a.newTracker(log, replicaBatch)
 	if _, err := tracker.Load(db, rs); err != nil {
 		return fail(err)
 	}
-	nf := a.newNotifier(db, gate, sil, ob, rs.Rule, log, replicaBatch)
+	nf := a.newNotifier(db, gate, a.silences, ob, rs.Rule, log, replicaBatch)
 	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics})
 	if err := nf.RestoreGroups(); err != nil {
 		return fail(err)
@@ -296,7 +422,7 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 	d.Queue, d.Transport, d.Parallel, d.OnIdle = ob, transport, nil, nil
 	d.Log = log.With("component", "mailer")
 	ctx, stop := context.WithCancel(ctx)
-	pp.db, pp.eng, pp.stop = db, eng, stop
+	pp.db, pp.tracker, pp.outbox, pp.notify, pp.eng, pp.stop = db, tracker, ob, nf, eng, stop
 	run := func(f func(context.Context) error) {
 		pp.wg.Go(func() {
 			if err := f(ctx); err != nil {
@@ -326,18 +452,10 @@ func (pp *partitionPipeline) handle(_ context.Context, r cluster.Reading) error 
 		received = time.Now()
 	}
 	ev := event.Event{Source: "mqtt", Topic: r.Topic, Payload: r.Payload, Received: received}
-	err := pp.eng.Handle(&ev)
-	switch {
-	case err == nil:
-		return r.Ack()
-	case errors.Is(err, cluster.ErrFenced):
-		pp.log.Warn("a later owner holds this partition: stepping back", "err", err)
-		pp.giveUp()
-	case errors.Is(err, store.ErrReopen):
-		pp.log.Warn("local copy behind the partition's state: giving the partition up to take it anew", "err", err)
-		pp.giveUp()
+	if err := pp.eng.Handle(&ev); err != nil {
+		return err
 	}
-	return err
+	return r.Ack()
 }
 
 // close stops the partition's timers, group mails and mailer, saves the
@@ -350,3 +468,57 @@ func (pp *partitionPipeline) close() {
 	_ = pp.db.Close()
 	_ = os.Remove(pp.path)
 }
+
+// status is the cluster as this instance sees it, for the status page:
+// its lease view and each partition's lag, read within two seconds.
+func (cn *clusterNode) status() *httpapi.StatusCluster {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cs, err := cn.ing.Status(ctx)
+	st := &httpapi.StatusCluster{Instance: cs.Instance, Members: cs.Members, Stream: cs.Stream, Messages: cs.Messages}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	for _, p := range cs.Partitions {
+		st.Partitions = append(st.Partitions, httpapi.StatusPartition{
+			Partition: p.Partition, Owner: p.Owner, Term: p.Term, Pending: p.Pending, AckPending: p.AckPending})
+	}
+	return st
+}
+
+// openClusterSilences reaches the cluster's silences for `alertd silence`:
+// straight from NATS, whether any instance runs or not. Every instance
+// watching the bucket applies a change within a round trip.
+func openClusterSilences(cfg *config.Config) (Silences, string, error) {
+	n := cfg.Store.NATS
+	tc, err := NATSTLS(n)
+	if err != nil {
+		return nil, "", fmt.Errorf("store.nats.tls: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	host, _ := os.Hostname()
+	nc, err := cluster.Connect(ctx, n.URLs, n.CredentialsFile, tc, "alertd silence on "+host)
+	if err != nil {
+		return nil, "", err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, "", fmt.Errorf("JetStream: %w", err)
+	}
+	s, err := cluster.OpenSilences(ctx, js, cluster.SilencesConfig{Prefix: n.Prefix, Replicas: n.Replicas})
+	if err != nil {
+		nc.Close()
+		return nil, "", err
+	}
+	admin := silenceAdmin{s, func() []string { return ruleNames(cfg) }, nil}
+	return &natsSilences{admin, nc}, "NATS at " + nc.ConnectedUrlRedacted(), nil
+}
+
+type natsSilences struct {
+	silenceAdmin
+	nc *nats.Conn
+}
+
+func (s *natsSilences) Close() error { s.nc.Close(); return nil }

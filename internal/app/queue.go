@@ -43,6 +43,9 @@ type Silences interface {
 
 // OpenSilences reaches cfg's silences, like OpenQueue.
 func OpenSilences(cfg *config.Config) (s Silences, via string, err error) {
+	if clustered(cfg) {
+		return openClusterSilences(cfg)
+	}
 	db, base, err := reach(cfg)
 	switch {
 	case err != nil:
@@ -71,8 +74,8 @@ func ruleNames(cfg *config.Config) []string {
 func reach(cfg *config.Config) (*store.DB, string, error) {
 	if clustered(cfg) {
 		// There is no store file: the partitions' states are in NATS.
-		return nil, "", errors.New("the outbox and silence commands do not work with store.backend: nats yet: " +
-			"each partition's outbox and silences are in its state in JetStream (alertd cluster status shows the partitions)")
+		return nil, "", errors.New("the outbox commands do not work with store.backend: nats yet: " +
+			"each partition's outbox is in its state in JetStream (the status page and alertd status show the outbox of an instance's partitions)")
 	}
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
 		// alertd never ran here: a fresh store, as the service would make.
@@ -98,9 +101,18 @@ func reach(cfg *config.Config) (*store.DB, string, error) {
 	return nil, base, err
 }
 
+// silenceBackend is where silences are kept: the store
+// (*silence.Store) or the cluster's bucket (*cluster.Silences).
+type silenceBackend interface {
+	List(now time.Time) []silence.Silence
+	Silenced(rule, series string, now time.Time) time.Time
+	Add(si silence.Silence) (silence.Silence, error)
+	Remove(id uint64) error
+}
+
 // silenceAdmin validates silences against the configured rules.
 type silenceAdmin struct {
-	*silence.Store
+	silenceBackend
 	rules func() []string // the rules in force, for Validate
 	// removed, when alertd runs, releases what the silence held back.
 	removed func(rule string)
@@ -108,12 +120,12 @@ type silenceAdmin struct {
 
 func (s silenceAdmin) Remove(id uint64) error {
 	var rule string
-	for _, si := range s.Store.List(time.Now()) {
+	for _, si := range s.silenceBackend.List(time.Now()) {
 		if si.ID == id {
 			rule = si.Rule
 		}
 	}
-	if err := s.Store.Remove(id); err != nil {
+	if err := s.silenceBackend.Remove(id); err != nil {
 		return err
 	}
 	if s.removed != nil && rule != "" {
@@ -128,7 +140,7 @@ func (s silenceAdmin) Add(si silence.Silence) (silence.Silence, error) {
 	if err := si.Validate(s.rules(), now); err != nil {
 		return silence.Silence{}, err
 	}
-	return s.Store.Add(si)
+	return s.silenceBackend.Add(si)
 }
 
 type directSilences struct {

@@ -8,22 +8,20 @@ import (
 	"github.com/alertd/alertd/internal/notify"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
-	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 )
 
 // The stages that keep state in a store, built alike for the single store
 // of one alertd and for each partition of the cluster mode.
 
-// stateOn builds the dedupe gate, the outbox and the silences over db,
-// each reporting what it cannot read.
-func (a *App) stateOn(db *store.DB) (*dedupe.Gate, *outbox.Outbox, *silence.Store, error) {
+// stateOn builds the dedupe gate and the outbox over db, each reporting
+// what it cannot read.
+func (a *App) stateOn(db *store.DB) (*dedupe.Gate, *outbox.Outbox) {
 	gate := dedupe.New(db, a.now)
 	gate.OnQuarantine = a.reportQuarantine
 	ob := outbox.New(db)
 	ob.OnQuarantine = a.reportQuarantine
-	sil, err := silence.Open(db, a.now(), a.reportQuarantine)
-	return gate, ob, sil, err
+	return gate, ob
 }
 
 // newTracker is the alert state under limits.*; batch bounds the series a
@@ -37,7 +35,7 @@ func (a *App) newTracker(log *slog.Logger, batch int) *alerts.Tracker {
 
 // newNotifier is the notify stage over db; maxGroupItems bounds a group
 // mail (0: all that wait).
-func (a *App) newNotifier(db *store.DB, gate *dedupe.Gate, sil *silence.Store, ob *outbox.Outbox,
+func (a *App) newNotifier(db *store.DB, gate *dedupe.Gate, sil notify.Silences, ob *outbox.Outbox,
 	rule func(string) *rules.Rule, log *slog.Logger, maxGroupItems int) *notify.Notifier {
 	nf := notify.New(notify.Options{
 		DB: db, Gate: gate, Silences: sil, Outbox: ob, From: a.from, Now: a.now,

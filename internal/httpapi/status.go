@@ -38,6 +38,52 @@ type Status struct {
 	Silences   []silence.Silence  `json:"silences"`
 	Outbox     StatusOutbox       `json:"outbox"`
 	Config     StatusConfig       `json:"config"`
+	// Cluster is this instance's view of the cluster (store.backend:
+	// nats); nil for a single alertd. The alerts and the outbox above are
+	// then those of the partitions this instance owns.
+	Cluster *StatusCluster `json:"cluster,omitempty"`
+}
+
+// StatusCluster is the instances sharing a JetStream cluster and who owns
+// which partition, as `alertd cluster status` shows it.
+type StatusCluster struct {
+	Instance   string            `json:"instance"`
+	Members    []string          `json:"members"`
+	Stream     string            `json:"stream"`
+	Messages   uint64            `json:"messages"` // readings stored, not yet acknowledged
+	Partitions []StatusPartition `json:"partitions"`
+	Error      string            `json:"error,omitempty"` // what could not be read
+}
+
+// StatusPartition is one partition's owner and lag (Pending + AckPending).
+type StatusPartition struct {
+	Partition  int    `json:"partition"`
+	Owner      string `json:"owner,omitempty"` // empty while no instance holds it
+	Term       uint64 `json:"term,omitempty"`
+	Pending    uint64 `json:"pending"`
+	AckPending int    `json:"ack_pending"`
+}
+
+// Owned is how many partitions this instance owns.
+func (c *StatusCluster) Owned() int {
+	n := 0
+	for _, p := range c.Partitions {
+		if p.Owner == c.Instance {
+			n++
+		}
+	}
+	return n
+}
+
+// Unowned is how many partitions no instance holds.
+func (c *StatusCluster) Unowned() int {
+	n := 0
+	for _, p := range c.Partitions {
+		if p.Owner == "" {
+			n++
+		}
+	}
+	return n
 }
 
 // StatusSource is one source of readings and its health.
@@ -144,6 +190,10 @@ func (s *Status) normalize() {
 	orEmpty(&s.Suppressed)
 	orEmpty(&s.Silences)
 	orEmpty(&s.Outbox.DeadLetters)
+	if s.Cluster != nil {
+		orEmpty(&s.Cluster.Members)
+		orEmpty(&s.Cluster.Partitions)
+	}
 }
 
 func orEmpty[T any](s *[]T) {

@@ -26,15 +26,21 @@ import (
 	"github.com/alertd/alertd/internal/metrics"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
-	"github.com/alertd/alertd/internal/silence"
 	"github.com/alertd/alertd/internal/store"
 )
+
+// Silences says until when a silence holds back the mails of rule on
+// series (the zero time: none does). Whether the silences are kept in the
+// store or shared by a cluster is not notify's concern.
+type Silences interface {
+	Silenced(rule, series string, now time.Time) time.Time
+}
 
 // Notifier commits transitions and their mails. Safe for concurrent use.
 type Notifier struct {
 	db       *store.DB
 	gate     *dedupe.Gate
-	silences *silence.Store
+	silences Silences
 	outbox   *outbox.Outbox
 	from     string // header From
 	envFrom  string // envelope sender (bare address)
@@ -70,7 +76,7 @@ func (nf *Notifier) EnableDiscovery(d Discovery) {
 type Options struct {
 	DB       *store.DB
 	Gate     *dedupe.Gate
-	Silences *silence.Store
+	Silences Silences
 	Outbox   *outbox.Outbox
 	From     string // "Name <addr>", the mails' From
 	Now      func() time.Time

@@ -6,6 +6,7 @@ package silence
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -59,12 +60,72 @@ func (s *Silence) Validate(rules []string, now time.Time) error {
 	return nil
 }
 
+// Set is silences held in memory, ordered by ID: what every kind of
+// silence store answers from. The zero Set is empty and ready. Safe for
+// concurrent use.
+type Set struct {
+	mu  sync.RWMutex
+	all []Silence // ordered by id
+}
+
+// Put adds si, or replaces the silence of its ID.
+func (s *Set) Put(si Silence) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, found := slices.BinarySearchFunc(s.all, si.ID, func(x Silence, id uint64) int { return cmp.Compare(x.ID, id) })
+	if found {
+		s.all[i] = si
+		return
+	}
+	s.all = slices.Insert(s.all, i, si)
+}
+
+// Delete removes the silence of id, reporting whether there was one.
+func (s *Set) Delete(id uint64) (Silence, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, found := slices.BinarySearchFunc(s.all, id, func(x Silence, id uint64) int { return cmp.Compare(x.ID, id) })
+	if !found {
+		return Silence{}, false
+	}
+	si := s.all[i]
+	s.all = slices.Delete(s.all, i, i+1)
+	return si, true
+}
+
+// List returns the silences still active at now.
+func (s *Set) List(now time.Time) []Silence {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := []Silence{}
+	for _, si := range s.all {
+		if si.Active(now) {
+			out = append(out, si)
+		}
+	}
+	return out
+}
+
+// Silenced returns when the latest silence covering rule on series ends,
+// or the zero time when none does.
+func (s *Set) Silenced(rule, series string, now time.Time) time.Time {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var until time.Time
+	for i := range s.all {
+		si := &s.all[i]
+		if si.Active(now) && si.Matches(rule, series) && si.Expires.After(until) {
+			until = si.Expires
+		}
+	}
+	return until
+}
+
 // Store is the silences of one bbolt file, cached in memory. Safe for
 // concurrent use.
 type Store struct {
-	db  *store.DB
-	mu  sync.RWMutex
-	all []Silence // ordered by id
+	db *store.DB
+	Set
 }
 
 // Open loads the silences of db and deletes those expired. A silence that
@@ -91,7 +152,7 @@ func Open(db *store.DB, now time.Time, onQuarantine func(store.Quarantined)) (*S
 				expired = append(expired, bytes.Clone(k))
 				return nil
 			}
-			s.all = append(s.all, si)
+			s.Put(si)
 			return nil
 		})
 		if err != nil {
@@ -133,9 +194,7 @@ func (s *Store) Add(si Silence) (Silence, error) {
 	if err != nil {
 		return Silence{}, fmt.Errorf("add silence: %w", err)
 	}
-	s.mu.Lock()
-	s.all = append(s.all, si)
-	s.mu.Unlock()
+	s.Put(si)
 	return si, nil
 }
 
@@ -156,36 +215,6 @@ func (s *Store) Remove(id uint64) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.all = slices.DeleteFunc(s.all, func(si Silence) bool { return si.ID == id })
-	s.mu.Unlock()
+	s.Delete(id)
 	return nil
-}
-
-// List returns the silences still active at now.
-func (s *Store) List(now time.Time) []Silence {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := []Silence{}
-	for _, si := range s.all {
-		if si.Active(now) {
-			out = append(out, si)
-		}
-	}
-	return out
-}
-
-// Silenced returns when the latest silence covering rule on series ends,
-// or the zero time when none does.
-func (s *Store) Silenced(rule, series string, now time.Time) time.Time {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	var until time.Time
-	for i := range s.all {
-		si := &s.all[i]
-		if si.Active(now) && si.Matches(rule, series) && si.Expires.After(until) {
-			until = si.Expires
-		}
-	}
-	return until
 }

@@ -474,3 +474,26 @@ func TestClusterSilenceHoldsBackEveryInstance(t *testing.T) {
 		t.Errorf("%d mails, want %d", n, devices)
 	}
 }
+
+// The outbox gauges count the mail of every owned partition: with the
+// server down, alertd_mail_queue_depth says how many wait (and the oldest
+// how long); once the server is back they go out and the gauge is 0.
+func TestClusterQueueGaugesCountEveryPartition(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.SetDown(true)
+	p := clusterSetup(t, c.URL(), srv.Port, "a").start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	const devices = 40
+	fleet(t, c.MQTTURL(0), span(0, devices), 31)
+	waitFor(t, 20*time.Second, "40 mails counted waiting", func() bool {
+		m := p.metrics(t)
+		return m["alertd_mail_queue_depth"] == devices && m["alertd_mail_oldest_pending_seconds"] > 0
+	})
+	if st := p.statusOf(t); st.Outbox.Pending != devices {
+		t.Errorf("status page: %d mails waiting, want %d", st.Outbox.Pending, devices)
+	}
+	srv.SetDown(false)
+	srv.WaitMessages(t, devices, 30*time.Second)
+	waitFor(t, 10*time.Second, "the gauge back to 0", func() bool { return p.metrics(t)["alertd_mail_queue_depth"] == 0 })
+}

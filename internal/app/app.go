@@ -343,13 +343,19 @@ func (a *App) refreshQueueMetrics() {
 	if err != nil {
 		return
 	}
-	a.metrics.QueueDepth.Set(float64(st.Pending))
+	a.setQueueMetrics(st.Pending, st.Oldest)
+	a.refreshQuarantineMetrics()
+}
+
+// setQueueMetrics sets alertd_mail_queue_depth and
+// alertd_mail_oldest_pending_seconds.
+func (a *App) setQueueMetrics(pending int, oldest time.Time) {
+	a.metrics.QueueDepth.Set(float64(pending))
 	age := 0.0
-	if !st.Oldest.IsZero() {
-		age = a.now().Sub(st.Oldest).Seconds()
+	if !oldest.IsZero() {
+		age = a.now().Sub(oldest).Seconds()
 	}
 	a.metrics.OldestPending.Set(age)
-	a.refreshQuarantineMetrics()
 }
 
 // dialable turns a listen address such as tcp://[::]:18830 into one a

@@ -419,7 +419,7 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 		return fail(err)
 	}
 	d := a.deliverer()
-	d.Queue, d.Transport, d.Parallel, d.OnIdle = ob, transport, nil, nil
+	d.Queue, d.Transport, d.Parallel, d.OnIdle = ob, transport, nil, pp.refreshQueueMetrics
 	d.Log = log.With("component", "mailer")
 	ctx, stop := context.WithCancel(ctx)
 	pp.db, pp.tracker, pp.outbox, pp.notify, pp.eng, pp.stop = db, tracker, ob, nf, eng, stop
@@ -440,6 +440,27 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 	run(func(ctx context.Context) error { return eng.RunCheckpoints(ctx, every) })
 	log.Debug("partition pipeline started", "series", tracker.Len(), "firing", tracker.Firing())
 	return nil
+}
+
+// refreshQueueMetrics sets the outbox gauges to the sum of the owned
+// partitions' outboxes, as each partition's mailer goes idle.
+func (pp *partitionPipeline) refreshQueueMetrics() {
+	cn := pp.a.cluster.Load()
+	if cn == nil {
+		return
+	}
+	pending, oldest := 0, time.Time{}
+	for _, p := range cn.pipelines() {
+		st, err := p.outbox.Stats()
+		if err != nil {
+			return
+		}
+		pending += st.Pending
+		if !st.Oldest.IsZero() && (oldest.IsZero() || st.Oldest.Before(oldest)) {
+			oldest = st.Oldest
+		}
+	}
+	pp.a.setQueueMetrics(pending, oldest)
 }
 
 // handle commits what a reading changes, then acknowledges it. A commit

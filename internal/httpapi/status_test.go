@@ -164,3 +164,26 @@ func TestProfilesAreForThisMachineOnly(t *testing.T) {
 		t.Errorf("the command line is served")
 	}
 }
+
+// In cluster mode the page says which instance this is, who else is in
+// the cluster and who owns each partition; instance names are operator
+// input, shown as text. A single alertd's page has no such section.
+func TestStatusPageShowsTheCluster(t *testing.T) {
+	st := sampleStatus()
+	st.Cluster = &StatusCluster{Instance: "pi-" + hostile, Members: []string{"pi-" + hostile, "b"}, Stream: "alertd_ingest", Messages: 7,
+		Partitions: []StatusPartition{{Partition: 0, Owner: "pi-" + hostile, Term: 12, Pending: 3, AckPending: 1}, {Partition: 1, Owner: "b", Term: 9}, {Partition: 2}}}
+	_, page := get(t, serveStatus(t, func() Status { return st })+"/", "")
+	if strings.Contains(page, "pi-<script>") {
+		t.Error("an instance name is shown as markup")
+	}
+	for _, want := range []string{`<section id="cluster">`, "This is instance <b>pi-&lt;script&gt;", "<b>b</b>", "1 of 3 partitions, 1 unowned",
+		`<tr class="partition mine">`, "3 waiting, 1 in hand", `<tr class="partition unowned">`, "holds 7 readings not yet handled"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+	_, single := get(t, serveStatus(t, sampleStatus)+"/", "")
+	if strings.Contains(single, `id="cluster"`) || strings.Contains(single, "partitions") {
+		t.Error("a single alertd's page has a cluster section")
+	}
+}

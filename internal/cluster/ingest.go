@@ -75,6 +75,7 @@ type Ingest struct {
 	log   *slog.Logger
 
 	running atomic.Bool
+	started time.Time // what the heartbeat says: when New ran
 
 	mu   sync.Mutex
 	held map[int]*lease // written by the coordinator only
@@ -100,6 +101,7 @@ func New(cfg Config) (*Ingest, error) {
 	return &Ingest{
 		cfg:     cfg,
 		names:   newNames(cfg.Prefix),
+		started: time.Now().UTC(),
 		log:     cfg.Logger.With("instance", cfg.Instance),
 		held:    map[int]*lease{},
 		view:    newView(),
@@ -295,7 +297,7 @@ func (i *Ingest) step() {
 func (i *Ingest) heartbeat(ctx context.Context, kv jetstream.KeyValue) {
 	op, cancel := context.WithTimeout(ctx, i.cfg.opTimeout())
 	defer cancel()
-	v, _ := jsonValue(memberValue{Started: time.Now().UTC()})
+	v, _ := jsonValue(memberValue{Started: i.started})
 	_, err := kv.Put(op, memberKey(i.cfg.Instance), v)
 	if ctx.Err() == nil {
 		i.noteKV(err)

@@ -65,6 +65,15 @@ func TestReadStatus(t *testing.T) {
 	if st.Stream != "alertd_ingest" || st.Started["a"].IsZero() || st.Started["b"].IsZero() || st.Instance != "" {
 		t.Errorf("status %+v", st)
 	}
+	// The heartbeats that follow keep each member's start time.
+	time.Sleep(a.Ingest.cfg.LeaseTTL/3 + time.Second)
+	later, err := ReadStatus(ctx, js, "alertd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !later.Started["a"].Equal(st.Started["a"]) || !later.Started["b"].Equal(st.Started["b"]) {
+		t.Errorf("start times moved with the heartbeats: %v, then %v", st.Started, later.Started)
+	}
 }
 
 // A failed first connection names the servers, never a URL's credentials.

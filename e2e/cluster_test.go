@@ -497,3 +497,33 @@ func TestClusterQueueGaugesCountEveryPartition(t *testing.T) {
 	srv.WaitMessages(t, devices, 30*time.Second)
 	waitFor(t, 10*time.Second, "the gauge back to 0", func() bool { return p.metrics(t)["alertd_mail_queue_depth"] == 0 })
 }
+
+// A reading that fires hundreds of rules at once writes more than one
+// commit to a partition's state carries: its transitions are committed
+// in chunks, and every alert is mailed once (before, the reading was
+// refused on every delivery and no alert went out).
+func TestClusterReadingThatFiresHundredsOfRules(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	const n = 300
+	var rules strings.Builder
+	for i := range n {
+		fmt.Fprintf(&rules, "  - {name: r%03d, topic: \"many/+/t\", field: temp, above: 30, rate_limit: 1000/h}\n", i)
+	}
+	p := clusterSetupWith(t, c.URL(), srv.Port, "a", "", rules.String()).start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	opts := mqtt.NewClientOptions().AddBroker(c.MQTTURL(0)).SetClientID("many").SetConnectTimeout(5 * time.Second)
+	cl := mqtt.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer cl.Disconnect(100)
+	if tok := cl.Publish("many/dev/t", 1, false, `{"temp": 31}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	srv.WaitMessages(t, n, 30*time.Second)
+	time.Sleep(time.Second) // a second copy would arrive here
+	if got := len(mails(srv.Messages())); got != n || len(srv.Messages()) != n {
+		t.Errorf("%d mails, %d distinct subjects; want %d of each", len(srv.Messages()), got, n)
+	}
+}

@@ -197,6 +197,12 @@ func splitRateLimits(cfg *config.Config, n int) *config.Config {
 // within what one commit to the partition's state carries.
 const replicaBatch = store.MaxReplicaWrites / 2
 
+// replicaTransitions is how many transitions of one reading a partition
+// commits together: each writes a few keys (its record, the dedupe
+// window, a mail or a group item), well within one commit to the state
+// even at ten each.
+const replicaTransitions = store.MaxReplicaWrites / 10
+
 // clusterNode is this instance's part of the cluster once connected: the
 // partitions it owns, each with its pipeline, and the silences every
 // instance shares.
@@ -410,7 +416,8 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 		return fail(err)
 	}
 	nf := a.newNotifier(db, gate, a.silences, ob, rs.Rule, log, replicaBatch)
-	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics})
+	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics,
+		MaxCommit: replicaTransitions})
 	if err := nf.RestoreGroups(); err != nil {
 		return fail(err)
 	}

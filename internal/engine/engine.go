@@ -32,15 +32,16 @@ import (
 // acknowledged. It also runs what time alone decides (for:, repeat:,
 // silent_for:) and saves silence rules' last-seen times.
 type Engine struct {
-	rules    atomic.Pointer[rules.Engine] // swapped by a reload
-	tracker  *alerts.Tracker
-	commit   Committer
-	db       *store.DB
-	now      func() time.Time
-	log      *slog.Logger
-	m        *metrics.Metrics
-	received map[string]prometheus.Counter // per source, looked up once
-	matches  sync.Map                      // rule name → its alertd_rule_matches_total, looked up once
+	rules     atomic.Pointer[rules.Engine] // swapped by a reload
+	tracker   *alerts.Tracker
+	commit    Committer
+	db        *store.DB
+	now       func() time.Time
+	log       *slog.Logger
+	m         *metrics.Metrics
+	maxCommit int                           // Options.MaxCommit
+	received  map[string]prometheus.Counter // per source, looked up once
+	matches   sync.Map                      // rule name → its alertd_rule_matches_total, looked up once
 
 	handled atomic.Uint64 // events fully processed (benchmarks, tests)
 }
@@ -61,12 +62,20 @@ type Options struct {
 	Now     func() time.Time
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
+	// MaxCommit bounds the transitions of one reading committed together
+	// (0: all of them). A replicated store needs it: one commit carries a
+	// bounded number of writes, and a reading on a topic that hundreds of
+	// rules watch would otherwise never fit. The transitions are then
+	// committed in chunks, in order; if one fails, those before it stay
+	// committed and the redelivered reading changes nothing for them
+	// (their series are already in their new state).
+	MaxCommit int
 }
 
 // New returns an Engine.
 func New(o Options) *Engine {
 	e := &Engine{
-		tracker: o.Tracker, commit: o.Commit, db: o.DB, now: o.Now, log: o.Log, m: o.Metrics,
+		tracker: o.Tracker, commit: o.Commit, db: o.DB, now: o.Now, log: o.Log, m: o.Metrics, maxCommit: o.MaxCommit,
 		received: map[string]prometheus.Counter{"mqtt": o.Metrics.MessagesReceived.WithLabelValues("mqtt")},
 	}
 	e.rules.Store(o.Rules)
@@ -138,10 +147,18 @@ func (e *Engine) Handle(ev *event.Event) error {
 			trs = append(trs, tr)
 		}
 	}
-	if len(trs) > 0 {
-		if err := e.apply(trs); err != nil {
+	for len(trs) > 0 {
+		n := len(trs)
+		if e.maxCommit > 0 {
+			n = min(n, e.maxCommit)
+		}
+		if err := e.apply(trs[:n]); err != nil {
+			for _, tr := range trs[n:] {
+				e.tracker.Abort(tr)
+			}
 			return err // the redelivered message decides again
 		}
+		trs = trs[n:]
 	}
 	e.handled.Add(1)
 	return nil

@@ -43,18 +43,22 @@ type committer struct {
 	mu    sync.Mutex
 	sizes []int
 	fail  atomic.Int32  // fail this many calls more
+	failN atomic.Int32  // when > 0, the call of that number (from 1) fails
 	gate  chan struct{} // when set, each call waits for a receive
 	calls atomic.Int32  // calls begun
 	err   error         // what a failing call returns
 }
 
 func (c *committer) CommitAll(trs []alerts.Transition) ([]notify.Outcome, error) {
-	c.calls.Add(1)
+	call := c.calls.Add(1)
 	c.mu.Lock()
 	c.sizes = append(c.sizes, len(trs))
 	c.mu.Unlock()
 	if c.fail.Load() > 0 {
 		c.fail.Add(-1)
+		return nil, c.err
+	}
+	if call == c.failN.Load() {
 		return nil, c.err
 	}
 	return c.next.CommitAll(trs)
@@ -183,6 +187,38 @@ func TestAFailedCommitUndoesEveryTransitionOfTheReading(t *testing.T) {
 	}
 	if err := f.eng.Handle(ev); err != nil {
 		t.Fatal(err)
+	}
+	if q := f.queued(t); len(q) != 3 {
+		t.Fatalf("after the redelivery %d mails queued (%q), want 3", len(q), q)
+	}
+}
+
+// With MaxCommit (a replicated store), a reading's transitions are
+// committed in chunks. When a later chunk fails, the earlier ones stay
+// committed and the rest are undone; the redelivered reading commits only
+// the rest, and every rule mails once.
+func TestAReadingsTransitionsAreCommittedInChunks(t *testing.T) {
+	f := newFixture(t)
+	f.eng.maxCommit = 2
+	f.commit.failN.Store(2)
+	ev := reading("gh/a/t", `{"temp": 38, "hum": 12}`, t0)
+	if err := f.eng.Handle(ev); err == nil {
+		t.Fatal("Handle succeeded with its second chunk failing")
+	}
+	firing := 0
+	for _, r := range []string{"warm", "hot", "dry"} {
+		if f.state(r, "gh/a/t") == alerts.Firing {
+			firing++
+		}
+	}
+	if q := f.queued(t); firing != 2 || len(q) != 2 {
+		t.Fatalf("after the failed second chunk: %d firing, mails %q; want the first chunk's 2", firing, q)
+	}
+	if err := f.eng.Handle(ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.commit.callSizes(); len(got) != 3 || got[0] != 2 || got[1] != 1 || got[2] != 1 {
+		t.Fatalf("commits %v, want [2 1 1]: two chunks, then the redelivery's one transition", got)
 	}
 	if q := f.queued(t); len(q) != 3 {
 		t.Fatalf("after the redelivery %d mails queued (%q), want 3", len(q), q)

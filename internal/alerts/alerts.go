@@ -7,8 +7,10 @@
 // Commit, in the same bbolt transaction as the mail it causes) and, if
 // that fails, undoes it with Abort so the redelivered message decides
 // again. What a restart must not forget — that a series is firing, that
-// its mail went out, the thread it belongs to — is in bbolt; a pending
-// for: timer is not, and starts over after a restart.
+// its mail went out, the thread it belongs to, that a breach began and
+// for: holds it pending — is in bbolt: a restarted alertd, or the new
+// owner of a partition, fires a pending alert when its for: ends, as the
+// one before would have.
 //
 // The table of series is bounded (see table.go): each rule has a budget
 // and all rules together a global limit, and a new series over either
@@ -50,11 +52,17 @@ const (
 	Fire    Kind = iota + 1 // the series started firing: first mail
 	Remind                  // still firing after repeat, or a held-back first mail may go now
 	Resolve                 // a firing series cleared
+	Pend                    // a breach began that for: holds pending: no mail, only its start kept
+	Cancel                  // a pending series cleared before for: ended: no mail
 )
 
 func (k Kind) String() string {
-	return [...]string{"", "fire", "remind", "resolve"}[k]
+	return [...]string{"", "fire", "remind", "resolve", "pend", "cancel"}[k]
 }
+
+// Mails reports whether a transition of kind k may cause a mail: not Pend
+// and Cancel, which only keep the series' state.
+func (k Kind) Mails() bool { return k == Fire || k == Remind || k == Resolve }
 
 // Series is the state of one rule on one topic.
 type Series struct {
@@ -383,7 +391,7 @@ func (t *Tracker) decide(s *Series, rd *rules.Reading) (Transition, bool) {
 		if r.For > 0 {
 			s.State = Pending
 			t.schedule(s)
-			return Transition{}, false
+			return t.quiet(Pend, s, prev, now), true
 		}
 		return t.fire(s, prev, now), true
 	case Pending:
@@ -391,7 +399,7 @@ func (t *Tracker) decide(s *Series, rd *rules.Reading) (Transition, bool) {
 			s.State = OK
 			s.Since = time.Time{}
 			t.schedule(s)
-			return Transition{}, false
+			return t.quiet(Cancel, s, prev, now), true
 		}
 		if now.Sub(s.Since) >= r.For {
 			return t.fire(s, prev, now), true
@@ -640,6 +648,15 @@ func (t *Tracker) hearing(source string) (bool, time.Time) {
 		}
 	}
 	return len(t.away) == 0, from
+}
+
+// quiet is a transition of kind Pend or Cancel: the series' new state to
+// keep, no mail.
+func (t *Tracker) quiet(k Kind, s *Series, prev Series, now time.Time) Transition {
+	tr := t.transition(k, s, prev, now)
+	tr.Notification.State = s.State.String()
+	tr.Snapshot = *s
+	return tr
 }
 
 func (t *Tracker) fire(s *Series, prev Series, now time.Time) Transition {

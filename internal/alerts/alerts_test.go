@@ -123,7 +123,7 @@ func TestHysteresisStopsFlapping(t *testing.T) {
 
 func TestForFiresOnTimeWithoutAnotherReading(t *testing.T) {
 	f := newFixture(t)
-	expect(t, "first hot reading only pends", f.read("slow/x", `{"temp":35}`, t0), "")
+	expect(t, "first hot reading only pends", f.read("slow/x", `{"temp":35}`, t0), "pend")
 	if next := f.tracker.Next(); !next.Equal(t0.Add(2 * time.Minute)) {
 		t.Fatalf("timer at %v, want %v", next, t0.Add(2*time.Minute))
 	}
@@ -138,9 +138,9 @@ func TestForFiresOnTimeWithoutAnotherReading(t *testing.T) {
 func TestForCancelledByANormalReading(t *testing.T) {
 	f := newFixture(t)
 	f.read("slow/x", `{"temp":35}`, t0)
-	expect(t, "back to normal before for", f.read("slow/x", `{"temp":25}`, t0.Add(time.Minute)), "")
+	expect(t, "back to normal before for", f.read("slow/x", `{"temp":25}`, t0.Add(time.Minute)), "cancel")
 	expect(t, "timer finds nothing to fire", f.due(t0.Add(time.Hour)), "")
-	expect(t, "a new breach starts for over", f.read("slow/x", `{"temp":35}`, t0.Add(2*time.Hour)), "")
+	expect(t, "a new breach starts for over", f.read("slow/x", `{"temp":35}`, t0.Add(2*time.Hour)), "pend")
 	expect(t, "a reading after for fires too", f.read("slow/x", `{"temp":36}`, t0.Add(2*time.Hour+2*time.Minute)), "fire")
 }
 
@@ -304,4 +304,41 @@ func put(t *testing.T, db *store.DB, s Series) {
 	if err := db.Update(func(tx *store.Tx) error { return Put(tx, &s) }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A breach that for: holds pending is kept: a restart (or the new owner
+// of a partition) fires it when for: ends, since the first breaching
+// reading, without another reading; a pending breach cancelled before is
+// forgotten by the store too.
+func TestRestartKeepsAPendingForAndForgetsACancelledOne(t *testing.T) {
+	db, _, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := newFixture(t)
+	trs := f.read("slow/x", `{"temp":35}`, t0)
+	expect(t, "x pends", trs, "pend")
+	put(t, db, trs[0].Snapshot)
+	trs = f.read("slow/y", `{"temp":36}`, t0)
+	put(t, db, trs[0].Snapshot)
+	trs = f.read("slow/y", `{"temp":20}`, t0.Add(30*time.Second))
+	expect(t, "y back to normal", trs, "cancel")
+	put(t, db, trs[0].Snapshot)
+
+	later := t0.Add(time.Minute) // a crash and a restart within for: 2m
+	g := newFixture(t)
+	g.tracker = New(Options{Start: later})
+	if n, err := g.tracker.Load(db, g.engine); err != nil || n != 1 {
+		t.Fatalf("loaded %d series, err %v; want x's", n, err)
+	}
+	if next := g.tracker.Next(); !next.Equal(t0.Add(2 * time.Minute)) {
+		t.Fatalf("timer at %v, want the first breach's for: end %v", next, t0.Add(2*time.Minute))
+	}
+	trs = g.due(t0.Add(2 * time.Minute))
+	expect(t, "x fires on time", trs, "fire")
+	if n := trs[0].Notification; !n.Since.Equal(t0) || n.Value.Text != "35" || n.Series != "slow/x" {
+		t.Errorf("fired %s since %v value %q, want slow/x since the first breach, 35", n.Series, n.Since, n.Value.Text)
+	}
+	expect(t, "y stays quiet", g.due(t0.Add(time.Hour)), "")
 }

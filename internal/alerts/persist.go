@@ -51,11 +51,6 @@ func Put(tx *store.Tx, s *Series) error {
 	if s.State == OK && !s.Rule.Silence() {
 		return b.Delete(k)
 	}
-	if s.State == Pending {
-		// for: timers are not persisted: after a restart the condition
-		// must hold for the whole for: again.
-		return b.Delete(k)
-	}
 	v, err := json.Marshal(record{
 		State: s.State, Since: s.Since, LastSeen: s.LastSeen, LastMail: s.LastMail,
 		Notified: s.Notified, Thread: s.Thread, Subject: s.ThreadSubject, RetryAt: s.RetryAt,

@@ -17,7 +17,7 @@ func TestReloadKeepsChangesAndForgetsByRuleName(t *testing.T) {
 	f := newFixture(t)
 	expect(t, "hot fires", f.read("gh/a/t", `{"temp":31}`, t0), "fire")
 	expect(t, "once fires", f.read("o/a", `{"temp":31}`, t0), "fire")
-	expect(t, "slow pends", f.read("slow/x", `{"temp":35}`, t0), "")
+	expect(t, "slow pends", f.read("slow/x", `{"temp":35}`, t0), "pend")
 	old := f.engine
 
 	next := strings.Replace(ruleset, "for: 2m", "for: 5m", 1)                                                      // slow changed

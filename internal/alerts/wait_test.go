@@ -14,7 +14,7 @@ import (
 // ErrBusy for the caller to retry.
 func TestObserveWaitsForTheTransitionBeingSaved(t *testing.T) {
 	f := newFixture(t)
-	expect(t, "slow pends", f.read("slow/x", `{"temp":35}`, t0), "")
+	expect(t, "slow pends", f.read("slow/x", `{"temp":35}`, t0), "pend")
 	trs := f.tracker.Due(t0.Add(2 * time.Minute)) // fire, not settled yet: the series is busy
 	expect(t, "for elapsed", trs, "fire")
 
@@ -42,7 +42,7 @@ func TestObserveWaitsForTheTransitionBeingSaved(t *testing.T) {
 	f.tracker.Settle(r.tr)
 
 	// A context that ends first gives ErrBusy back.
-	expect(t, "slow pends again", f.read("slow/y", `{"temp":35}`, t0), "")
+	expect(t, "slow pends again", f.read("slow/y", `{"temp":35}`, t0), "pend")
 	busy := f.tracker.Due(t0.Add(5 * time.Minute))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()

@@ -168,10 +168,6 @@ func (r *run) observe(rd *rules.Reading) {
 	}
 	after, _ := r.tracker.Lookup(k[0], k[1])
 	switch {
-	case before.State == alerts.OK && after.State == alerts.Pending:
-		r.printf("    alert: ok → pending: fires at %s if it still holds then (for %s)\n", stamp(after.Since.Add(rd.Rule.For)), human(rd.Rule.For))
-	case before.State == alerts.Pending && after.State == alerts.OK:
-		r.printf("    alert: pending → ok: it stopped holding before for %s ran out; no mail\n", human(rd.Rule.For))
 	case after.State == alerts.Pending:
 		r.printf("    alert: pending since %s: fires at %s if it still holds then\n", stamp(after.Since), stamp(after.Since.Add(rd.Rule.For)))
 	case after.State == alerts.Firing:
@@ -186,6 +182,14 @@ func (r *run) observe(rd *rules.Reading) {
 func (r *run) transition(tr alerts.Transition, from alerts.State) {
 	n := &tr.Notification
 	switch tr.Kind {
+	case alerts.Pend:
+		r.printf("    alert: ok → pending: fires at %s if it still holds then (for %s)\n", stamp(n.Since.Add(n.Rule.For)), human(n.Rule.For))
+		r.tracker.Settle(tr)
+		return
+	case alerts.Cancel:
+		r.printf("    alert: pending → ok: it stopped holding before for %s ran out; no mail\n", human(n.Rule.For))
+		r.tracker.Settle(tr)
+		return
 	case alerts.Fire:
 		r.printf("    alert: %s → firing\n", from)
 	case alerts.Resolve:

@@ -148,7 +148,7 @@ func (nf *Notifier) CommitAll(trs []alerts.Transition) ([]Outcome, error) {
 	outs := make([]Outcome, len(trs))
 	for i := range trs {
 		outs[i] = done[i]()
-		if nf.Publish != nil && trs[i].Kind != alerts.Remind {
+		if nf.Publish != nil && trs[i].Kind != alerts.Remind && trs[i].Kind.Mails() {
 			nf.publishState(trs[i])
 		}
 	}
@@ -246,6 +246,9 @@ func (nf *Notifier) settle(steps ...*step) error {
 // commits the decision, the series' new state and the mail; done says,
 // once it has committed, what became of the mail.
 func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() Outcome) {
+	if !tr.Kind.Mails() {
+		return stateStep(tr), func() Outcome { return Outcome{} }
+	}
 	n := &tr.Notification
 	now := nf.now()
 	msgID := mailer.NewMessageID(now, nf.from) // fixed before the tx, which may run twice
@@ -311,6 +314,20 @@ func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() 
 	return s, func() Outcome {
 		log := nf.log.With("rule", n.Rule.Name, "series", n.Series, "transition", tr.Kind.String())
 		return nf.decided(log, n, tr.Kind, s.d, msgID, &queued)
+	}
+}
+
+// stateStep commits a transition that mails nobody (a breach held pending
+// by for:, or a pending one cancelled): only the series' new state.
+func stateStep(tr *alerts.Transition) *step {
+	return &step{
+		decide:   func(*store.Tx) (Decision, error) { return Decision{}, nil },
+		prepared: func(Decision) bool { return true },
+		prepare:  func(Decision) error { return nil },
+		write: func(tx *store.Tx, _ Decision) error {
+			rec := tr.Snapshot
+			return alerts.Put(tx, &rec)
+		},
 	}
 }
 

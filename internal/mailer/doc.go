@@ -7,9 +7,11 @@
 // submission (smtp.go: STARTTLS or implicit TLS per RFC 8314, AUTH PLAIN
 // per RFC 4616 and LOGIN, per-recipient results, RSET after a failed
 // transaction as RFC 5321 section 4.1.1.5 allows) or, with no SMTP server
-// configured, a spool directory of .eml files (spool.go). Every failure is
-// classified (errors.go) as retry or permanent, keeping the server's words,
-// and explained in plain words with what to change (explain.go). A session
+// configured, a spool directory of .eml files (spool.go). The Deliverers
+// of the partitions one instance owns can share at most n SMTP sessions
+// through a Pool (pool.go). Every failure is classified (errors.go) as
+// retry or permanent, keeping the server's words, and explained in plain
+// words with what to change (explain.go). A session
 // can be set up and ended without sending anything (probe.go, the preflight
 // at start) and recorded as a transcript with every AUTH payload redacted
 // (transcript.go, for send-test).

@@ -86,6 +86,7 @@ type Server struct {
 
 	connsMu sync.Mutex
 	open    map[net.Conn]bool // accepted and not yet closed, for Drop
+	maxOpen int               // the most connections open at once
 
 	mu      sync.Mutex
 	msgs    []Message
@@ -278,6 +279,21 @@ func (s *Server) Conns() int {
 	return s.conns
 }
 
+// Open is how many connections are open now: accepted (from the first
+// byte, before any greeting) and not yet closed by either side.
+func (s *Server) Open() int {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	return len(s.open)
+}
+
+// MaxOpen is the most connections that were open at the same time.
+func (s *Server) MaxOpen() int {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	return s.maxOpen
+}
+
 // Messages returns the mails accepted so far (DATA answered 250), in order.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
@@ -336,6 +352,7 @@ func (d *downListener) Accept() (net.Conn, error) {
 				s.open = map[net.Conn]bool{}
 			}
 			s.open[c] = true
+			s.maxOpen = max(s.maxOpen, len(s.open))
 			s.connsMu.Unlock()
 			return &trackedConn{Conn: c, s: s}, nil
 		}

@@ -526,3 +526,32 @@ func TestClusterReadingThatFiresHundredsOfRules(t *testing.T) {
 		t.Errorf("%d mails, %d distinct subjects; want %d of each", len(srv.Messages()), got, n)
 	}
 }
+
+// An instance owning many partitions holds no more connections to the
+// SMTP server than smtp.max_connections: its partitions' mailers share
+// them (providers limit concurrent connections). Every alert is mailed.
+func TestClusterInstanceKeepsToMaxConnections(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.SetDataDelay(20 * time.Millisecond) // the mails of many partitions overlap
+	s := clusterSetup(t, c.URL(), srv.Port, "a")
+	text, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = []byte(strings.Replace(string(text), "  timeout: 2s\n", "  timeout: 2s\n  max_connections: 2\n", 1))
+	if err := os.WriteFile(s.config, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := s.start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	const devices = 120
+	fleet(t, c.MQTTURL(0), span(0, devices), 31)
+	srv.WaitMessages(t, devices, 60*time.Second)
+	if n := srv.MaxOpen(); n > 2 || n < 1 {
+		t.Errorf("%d connections open at once, want at most smtp.max_connections (2)", n)
+	}
+	if got := len(mails(srv.Messages())); got != devices {
+		t.Errorf("%d distinct mails, want %d", got, devices)
+	}
+}

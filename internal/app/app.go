@@ -109,6 +109,11 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		}
 	}
 	if clustered(cfg) {
+		if cfg.SMTP != nil {
+			// Every owned partition has a mailer of its own; they share
+			// smtp.max_connections sessions.
+			a.transport, a.parallel = mailer.NewPool(cfg.SMTP.MaxConnections, a.session, mailer.DefaultLinger), nil
+		}
 		return a, nil // each partition's state is opened as it is taken (cluster.go)
 	}
 	db, rec, err := store.Open(cfg.Store.Path)
@@ -178,6 +183,27 @@ func (a *App) newTransport() (mailer.Transport, error) {
 	}
 	return mailer.NewSMTPTransport(opts, a.log.With("component", "smtp")), nil
 }
+
+// session is one more SMTP session for a pool. Its settings were checked
+// when the first session was built; a TLS file gone since is each send's
+// error, not a crash.
+func (a *App) session() mailer.Transport {
+	t, err := a.newTransport()
+	if err != nil {
+		return failedTransport{err}
+	}
+	return t
+}
+
+// failedTransport is a session that could not be built: every send fails
+// with why.
+type failedTransport struct{ err error }
+
+func (f failedTransport) Send(context.Context, mailer.Envelope, []byte) (mailer.Outcome, error) {
+	return mailer.Outcome{}, &mailer.Error{Kind: mailer.KindConfig, Step: "connect", Err: f.err}
+}
+
+func (f failedTransport) Close() error { return nil }
 
 // Run serves until ctx ends, then shuts down in order and returns nil, or
 // returns the first fatal error.

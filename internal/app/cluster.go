@@ -24,6 +24,7 @@ import (
 	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/httpapi"
+	"github.com/alertd/alertd/internal/mailer"
 	"github.com/alertd/alertd/internal/notify"
 	"github.com/alertd/alertd/internal/outbox"
 	"github.com/alertd/alertd/internal/rules"
@@ -133,6 +134,9 @@ func (a *App) runCluster(ctx context.Context) error {
 	})
 	close(a.started)
 	err = g.Wait()
+	if p, ok := a.transport.(*mailer.Pool); ok {
+		_ = p.Shutdown() // every partition's mailer has stopped
+	}
 	a.log.Info("alertd stopped")
 	return err
 }
@@ -421,12 +425,8 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 	if err := nf.RestoreGroups(); err != nil {
 		return fail(err)
 	}
-	transport, err := a.newTransport()
-	if err != nil {
-		return fail(err)
-	}
 	d := a.deliverer()
-	d.Queue, d.Transport, d.Parallel, d.OnIdle = ob, transport, nil, pp.refreshQueueMetrics
+	d.Queue, d.Parallel, d.OnIdle = ob, nil, pp.refreshQueueMetrics // a.transport: the instance's pool
 	d.Log = log.With("component", "mailer")
 	ctx, stop := context.WithCancel(ctx)
 	pp.db, pp.tracker, pp.outbox, pp.notify, pp.eng, pp.stop = db, tracker, ob, nf, eng, stop

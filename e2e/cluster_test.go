@@ -107,6 +107,20 @@ func fleet(t *testing.T, url string, devices []int, temp float64) {
 	}
 }
 
+// publishOnce publishes one reading at QoS 1, acknowledged once stored.
+func publishOnce(t *testing.T, url, topic, payload string) {
+	t.Helper()
+	opts := mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("once-%d", time.Now().UnixNano())).SetConnectTimeout(5 * time.Second)
+	cl := mqtt.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to %s: %v", url, tok.Error())
+	}
+	defer cl.Disconnect(100)
+	if tok := cl.Publish(topic, 1, false, payload); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish: %v", tok.Error())
+	}
+}
+
 func span(from, to int) []int {
 	var s []int
 	for i := from; i < to; i++ {
@@ -511,15 +525,7 @@ func TestClusterReadingThatFiresHundredsOfRules(t *testing.T) {
 	}
 	p := clusterSetupWith(t, c.URL(), srv.Port, "a", "", rules.String()).start()
 	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
-	opts := mqtt.NewClientOptions().AddBroker(c.MQTTURL(0)).SetClientID("many").SetConnectTimeout(5 * time.Second)
-	cl := mqtt.NewClient(opts)
-	if tok := cl.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer cl.Disconnect(100)
-	if tok := cl.Publish("many/dev/t", 1, false, `{"temp": 31}`); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
+	publishOnce(t, c.MQTTURL(0), "many/dev/t", `{"temp": 31}`)
 	srv.WaitMessages(t, n, 30*time.Second)
 	time.Sleep(time.Second) // a second copy would arrive here
 	if got := len(mails(srv.Messages())); got != n || len(srv.Messages()) != n {
@@ -553,5 +559,63 @@ func TestClusterInstanceKeepsToMaxConnections(t *testing.T) {
 	}
 	if got := len(mails(srv.Messages())); got != devices {
 		t.Errorf("%d distinct mails, want %d", got, devices)
+	}
+}
+
+// A reload in cluster mode (SIGHUP to one instance, `alertd reload` to
+// the other) applies the new rules in every partition each owns: a firing
+// alert of an unchanged rule stays firing (no second mail), a removed
+// rule's alert is forgotten without a mail, and an added rule on a topic
+// the old rules did not watch alerts at once: the ingest stream now
+// captures it.
+func TestClusterReloadAppliesTheRulesInEveryPartition(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	setupOf := func(name string) *setup {
+		return clusterSetupWith(t, c.URL(), srv.Port, name, "",
+			`  - {name: gone, topic: "s/+/t", field: temp, above: 40, subject: "gone {{.Device}}"}`+"\n")
+	}
+	sa, sb := setupOf("a"), setupOf("b")
+	a, b := sa.start(), sb.start()
+	waitFor(t, 30*time.Second, "16 partitions shared", func() bool { return a.owned(t)+b.owned(t) == 16 && a.owned(t) >= 7 })
+	const devices = 40
+	fleet(t, c.MQTTURL(0), span(0, devices), 45) // hot and gone fire
+	srv.WaitMessages(t, 2*devices, 30*time.Second)
+
+	for _, s := range []*setup{sa, sb} {
+		text, err := os.ReadFile(s.config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := strings.Replace(string(text), `  - {name: gone, topic: "s/+/t", field: temp, above: 40, subject: "gone {{.Device}}"}`,
+			`  - {name: wet, topic: "w/+/h", field: hum, above: 90, subject: "wet {{.Device}}"}`, 1)
+		if err := os.WriteFile(s.config, []byte(next), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.hup(t, "success")
+	if out, code := sb.reloadCommand(t); code != 0 || !strings.Contains(out, "reloaded: ") || !strings.Contains(out, "wet") {
+		t.Fatalf("alertd reload on b: exit %d\n%s", code, out)
+	}
+	fleet(t, c.MQTTURL(0), span(0, devices), 46) // hot: still firing; gone: no longer a rule
+	publishOnce(t, c.MQTTURL(0), "w/cellar/h", `{"hum": 95}`)
+	srv.WaitMessages(t, 2*devices+1, 30*time.Second)
+	fleet(t, c.MQTTURL(0), span(0, devices), 20) // hot resolves; gone was forgotten: no resolve
+	srv.WaitMessages(t, 3*devices+1, 30*time.Second)
+	time.Sleep(time.Second) // a mail too many would arrive here
+	got := mails(srv.Messages())
+	if len(got["wet cellar"]) != 1 {
+		t.Errorf("the added rule's alert mailed %d times, want 1", len(got["wet cellar"]))
+	}
+	for d := range devices {
+		for s, want := range map[string]int{fmt.Sprintf("hot dev%04d", d): 1, fmt.Sprintf("Re: hot dev%04d", d): 1,
+			fmt.Sprintf("gone dev%04d", d): 1, fmt.Sprintf("Re: gone dev%04d", d): 0} {
+			if len(got[s]) != want {
+				t.Errorf("%q mailed %d times, want %d", s, len(got[s]), want)
+			}
+		}
+	}
+	if n := len(srv.Messages()); n != 3*devices+1 {
+		t.Errorf("%d mails, want %d", n, 3*devices+1)
 	}
 }

@@ -318,25 +318,47 @@ func (t *Tracker) Lookup(rule, topic string) (Series, bool) {
 // reload), so a restart, or the same rule added back later, does not find
 // an alert nobody tracks any more.
 func ForgetRules(db *store.DB, names []string) error {
+	return ForgetRulesBatched(db, names, 0)
+}
+
+// ForgetRulesBatched is ForgetRules deleting at most batch keys per
+// transaction (0: all in one), for a store whose commits carry a bounded
+// number of writes.
+func ForgetRulesBatched(db *store.DB, names []string, batch int) error {
 	if len(names) == 0 {
 		return nil
 	}
-	return db.Update(func(tx *store.Tx) error {
+	type doomed struct{ bucket, key []byte }
+	var keys []doomed
+	if err := db.View(func(tx *store.Tx) error {
 		for _, name := range names {
 			prefix := append([]byte(name), 0)
 			for _, b := range [][]byte{store.BucketAlerts, store.BucketLastSeen} {
-				var keys [][]byte
 				c := tx.Bucket(b).Cursor()
 				for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-					keys = append(keys, bytes.Clone(k))
-				}
-				for _, k := range keys {
-					if err := tx.Bucket(b).Delete(k); err != nil {
-						return err
-					}
+					keys = append(keys, doomed{b, bytes.Clone(k)})
 				}
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	if batch <= 0 {
+		batch = max(len(keys), 1)
+	}
+	for i := 0; i < len(keys); i += batch {
+		chunk := keys[i:min(i+batch, len(keys))]
+		if err := db.Update(func(tx *store.Tx) error {
+			for _, d := range chunk {
+				if err := tx.Bucket(d.bucket).Delete(d.key); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -89,7 +89,7 @@ func (a *App) runCluster(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Status: a.Status,
+			Registry: a.metrics.Registry, Health: srcs.health, Status: a.Status, Reloader: a,
 			Silences: silenceAdmin{shared, a.ruleNames, nil}, Log: a.log,
 		}); err != nil {
 			return err
@@ -118,7 +118,7 @@ func (a *App) runCluster(ctx context.Context) error {
 			return fmt.Errorf("store.nats: %w", err)
 		}
 		owned.Store(ing)
-		cn := &clusterNode{a: a, ing: ing, js: js, rules: split, dir: dir, pipes: map[int]*partitionPipeline{}}
+		cn := &clusterNode{a: a, ing: ing, js: js, rules: split, budgets: seriesBudgets(a.cfg), dir: dir, pipes: map[int]*partitionPipeline{}}
 		// The silences are loaded before any partition is taken: a
 		// silenced alert must not be mailed for want of them.
 		sils, err := cn.openSilences(gctx)
@@ -217,8 +217,49 @@ type clusterNode struct {
 	rules *rules.Engine // with each rate limit split among the partitions
 	dir   string        // the partitions' local stores
 
-	mu    sync.Mutex
-	pipes map[int]*partitionPipeline // the partitions open now
+	mu      sync.Mutex
+	pipes   map[int]*partitionPipeline // the partitions open now
+	budgets map[string]int             // limits.* per rule, as rules: a reload swaps both
+}
+
+// reload puts cfg's rules in force in every owned partition, as a single
+// alertd's reload does with its one store, after setting the ingest
+// stream's topics to the new rules' filters. A partition opening
+// meanwhile takes them as it registers (open). It returns how many
+// alerts of removed rules were forgotten.
+func (cn *clusterNode) reload(cfg *config.Config, removed []string) (int, error) {
+	split, err := compile(splitRateLimits(cfg, cfg.Store.NATS.Partitions), invalidPayloads{cn.a.metrics, cn.a.log})
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cn.ing.SetFilters(ctx, split.Filters()); err != nil {
+		return 0, fmt.Errorf("store.nats: the ingest stream's topics: %w", err)
+	}
+	cn.mu.Lock()
+	cn.rules, cn.budgets = split, seriesBudgets(cfg)
+	pipes := make([]*partitionPipeline, 0, len(cn.pipes))
+	for _, pp := range cn.pipes {
+		pipes = append(pipes, pp)
+	}
+	cn.mu.Unlock()
+	forgotten := 0
+	for _, pp := range pipes {
+		forgotten += pp.reload(split, seriesBudgets(cfg), removed)
+	}
+	return forgotten, nil
+}
+
+// removedRules is the names of old's rules that rs does not have.
+func removedRules(old, rs *rules.Engine) []string {
+	var out []string
+	for _, r := range old.Rules() {
+		if rs.Rule(r.Name) == nil {
+			out = append(out, r.Name)
+		}
+	}
+	return out
 }
 
 // openSilences opens the cluster's silences, trying again every two
@@ -336,7 +377,10 @@ func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Ha
 		}
 		return nil, nil, fmt.Errorf("partition %d state: %w", p, err)
 	}
-	pp := &partitionPipeline{a: a, partition: p, ps: ps, rs: cn.rules, giveUp: giveUp,
+	cn.mu.Lock()
+	rs := cn.rules
+	cn.mu.Unlock()
+	pp := &partitionPipeline{a: a, partition: p, ps: ps, rs: rs, giveUp: giveUp,
 		path: filepath.Join(cn.dir, fmt.Sprintf("partition-%04d-term-%d.db", p, term)),
 		log:  a.log.With("partition", p, "term", term)}
 	for {
@@ -361,6 +405,10 @@ func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Ha
 	}
 	cn.mu.Lock()
 	cn.pipes[p] = pp
+	if pp.rs != cn.rules {
+		// Reloaded while it opened: it takes the rules in force now.
+		pp.reload(cn.rules, cn.budgets, removedRules(pp.rs, cn.rules))
+	}
 	cn.mu.Unlock()
 	pp.log.Info("partition opened")
 	return pp.handle, func() {
@@ -419,8 +467,9 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 	if _, err := tracker.Load(db, rs); err != nil {
 		return fail(err)
 	}
-	nf := a.newNotifier(db, gate, a.silences, ob, rs.Rule, log, replicaBatch)
-	eng := engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics,
+	var eng *engine.Engine
+	nf := a.newNotifier(db, gate, a.silences, ob, func(name string) *rules.Rule { return eng.Rules().Rule(name) }, log, replicaBatch)
+	eng = engine.New(engine.Options{Rules: rs, Tracker: tracker, Commit: nf, DB: db, Now: a.now, Log: log, Metrics: a.metrics,
 		MaxCommit: replicaTransitions})
 	if err := nf.RestoreGroups(); err != nil {
 		return fail(err)
@@ -441,12 +490,24 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 	run(nf.RunGroups)
 	run(d.Run)
 	run(func(ctx context.Context) error {
-		return a.runPrune(ctx, gate, func() *rules.Engine { return rs }, replicaBatch)
+		return a.runPrune(ctx, gate, eng.Rules, replicaBatch)
 	})
 	every := a.cfg.Store.CheckpointInterval.D()
 	run(func(ctx context.Context) error { return eng.RunCheckpoints(ctx, every) })
 	log.Debug("partition pipeline started", "series", tracker.Len(), "firing", tracker.Firing())
 	return nil
+}
+
+// reload puts rs in force in the partition: its series of unchanged
+// rules kept, of changed ones judged by the new rule from their next
+// reading, of removed ones forgotten (from the state too).
+func (pp *partitionPipeline) reload(rs *rules.Engine, budgets map[string]int, removed []string) int {
+	n := pp.tracker.Reload(rs, budgets)
+	pp.eng.SwapRules(rs)
+	if err := alerts.ForgetRulesBatched(pp.db, removed, replicaBatch); err != nil {
+		pp.log.Error("reload: forget the stored alerts of removed rules (the next owner forgets them too)", "err", err)
+	}
+	return n
 }
 
 // refreshQueueMetrics sets the outbox gauges to the sum of the owned

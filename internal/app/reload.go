@@ -28,8 +28,9 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 	default:
 		return rep, errors.New("alertd is still starting: try again in a moment")
 	}
-	if clustered(a.cfg) {
-		return rep, errors.New("reload is not supported with store.backend: nats yet: restart the instances one at a time (a partition moves to a peer within store.nats.lease_ttl)")
+	cn := a.cluster.Load()
+	if clustered(a.cfg) && cn == nil {
+		return rep, errors.New("alertd is not connected to NATS yet: try again in a moment")
 	}
 	cfg, eng, err := a.loadForReload()
 	if err != nil {
@@ -43,6 +44,18 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 	}
 	rep.Added, rep.Removed, rep.Changed = config.RuleChanges(a.cfg, cfg)
 	rep.Rules = len(eng.Rules())
+	if cn != nil {
+		forgotten, err := cn.reload(cfg, rep.Removed)
+		if err != nil {
+			rep.Errors = errorLines(err)
+			a.log.Error("reload refused; the running configuration stays in force", "error", err)
+			a.metrics.ConfigReloads.WithLabelValues("error").Inc()
+			a.metrics.ConfigLastReloadOK.Set(0)
+			return rep, err
+		}
+		a.reloaded(cfg, eng, rep, forgotten)
+		return rep, nil
+	}
 	forgotten := a.tracker.Reload(eng, seriesBudgets(cfg))
 	a.eng.SwapRules(eng)
 	a.notify.ForgetRules(rep.Removed)
@@ -55,6 +68,12 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 			a.log.Warn("reload: mqtt subscriptions not changed yet", "err", err)
 		}
 	}
+	a.reloaded(cfg, eng, rep, forgotten)
+	return rep, nil
+}
+
+// reloaded puts cfg in force once its rules are, and says so.
+func (a *App) reloaded(cfg *config.Config, eng *rules.Engine, rep httpapi.ReloadReport, forgotten int) {
 	if a.LogLevel != nil {
 		_ = a.LogLevel.UnmarshalText([]byte(cfg.Log.Level))
 	}
@@ -66,7 +85,6 @@ func (a *App) Reload() (httpapi.ReloadReport, error) {
 	a.metrics.ConfigLastReloadAt.SetToCurrentTime()
 	a.log.Info("configuration reloaded", "rules", rep.Rules, "added", rep.Added, "removed", rep.Removed,
 		"changed", rep.Changed, "alerts_forgotten", forgotten)
-	return rep, nil
 }
 
 // loadForReload checks the file as alertd check does and compiles its rules.

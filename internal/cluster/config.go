@@ -125,16 +125,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.MaxAge == 0 {
 		c.MaxAge = DefaultMaxAge
 	}
-	if len(c.Filters) == 0 {
-		return c, errors.New("cluster: no topic filters")
-	}
-	for _, f := range c.Filters {
-		if f == "#" {
-			return c, errors.New(`cluster: filter "#" would capture nats-server's $MQTT subjects; name a first level such as "sensors/#"`)
-		}
-		if _, err := filterToSubject(f); err != nil {
-			return c, fmt.Errorf("cluster: %w", err)
-		}
+	if err := c.validateFilters(); err != nil {
+		return c, err
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -172,3 +164,19 @@ func (c Config) validity() time.Duration { return c.LeaseTTL - c.LeaseTTL/5 }
 // opTimeout bounds one KV operation, so one slow write cannot hold a
 // renewal round past a lease's validity.
 func (c Config) opTimeout() time.Duration { return c.LeaseTTL / 4 }
+
+// validateFilters checks the topic filters the stream is to capture.
+func (c Config) validateFilters() error {
+	if len(c.Filters) == 0 {
+		return errors.New("cluster: no topic filters")
+	}
+	for _, f := range c.Filters {
+		if f == "#" {
+			return errors.New(`cluster: filter "#" would capture nats-server's $MQTT subjects; name a first level such as "sensors/#"`)
+		}
+		if _, err := filterToSubject(f); err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+	}
+	return nil
+}

@@ -110,6 +110,21 @@ func New(cfg Config) (*Ingest, error) {
 	}, nil
 }
 
+// SetFilters changes the MQTT topic filters the ingest stream captures
+// (a reload that adds or removes rules' topics): the stream is updated at
+// once. Every instance must run the same rules; one that starts later
+// sets its own filters again.
+func (i *Ingest) SetFilters(ctx context.Context, filters []string) error {
+	i.mu.Lock()
+	i.cfg.Filters = slices.Clone(filters)
+	c := i.cfg
+	i.mu.Unlock()
+	if err := c.validateFilters(); err != nil {
+		return err
+	}
+	return ensureStream(ctx, c, i.names)
+}
+
 type giveUpReq struct {
 	p    int
 	term uint64

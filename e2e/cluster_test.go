@@ -499,9 +499,10 @@ func TestClusterQueueGaugesCountEveryPartition(t *testing.T) {
 	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
 	const devices = 40
 	fleet(t, c.MQTTURL(0), span(0, devices), 31)
-	waitFor(t, 20*time.Second, "40 mails counted waiting", func() bool {
+	waitFor(t, 20*time.Second, "40 mails counted waiting, and the SMTP preflight failed", func() bool {
 		m := p.metrics(t)
-		return m["alertd_mail_queue_depth"] == devices && m["alertd_mail_oldest_pending_seconds"] > 0
+		_, probed := m["alertd_smtp_preflight_ok"]
+		return m["alertd_mail_queue_depth"] == devices && m["alertd_mail_oldest_pending_seconds"] > 0 && probed && m["alertd_smtp_preflight_ok"] == 0
 	})
 	if st := p.statusOf(t); st.Outbox.Pending != devices {
 		t.Errorf("status page: %d mails waiting, want %d", st.Outbox.Pending, devices)
@@ -550,7 +551,9 @@ func TestClusterInstanceKeepsToMaxConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := s.start()
-	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	waitFor(t, 30*time.Second, "the partitions owned and the SMTP preflight passed", func() bool {
+		return p.owned(t) == 16 && p.metrics(t)["alertd_smtp_preflight_ok"] == 1
+	})
 	const devices = 120
 	fleet(t, c.MQTTURL(0), span(0, devices), 31)
 	srv.WaitMessages(t, devices, 60*time.Second)

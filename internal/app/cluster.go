@@ -86,16 +86,21 @@ func (a *App) runCluster(ctx context.Context) error {
 		}
 		return 0
 	})
+	pf, err := a.newPreflight()
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Status: a.Status, Reloader: a,
+			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Status: a.Status, Reloader: a,
 			Silences: silenceAdmin{shared, a.ruleNames, nil}, Log: a.log,
 		}); err != nil {
 			return err
 		}
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
+	g.Go(func() error { pf.run(gctx); return nil })
 	g.Go(func() error {
 		nc, err := a.connectNATS(gctx, n)
 		if err != nil {

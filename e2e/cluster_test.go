@@ -507,9 +507,50 @@ func TestClusterQueueGaugesCountEveryPartition(t *testing.T) {
 	if st := p.statusOf(t); st.Outbox.Pending != devices {
 		t.Errorf("status page: %d mails waiting, want %d", st.Outbox.Pending, devices)
 	}
+	// A second instance takes half the partitions, and their mail: each
+	// counts only what it owns.
+	q := clusterSetup(t, c.URL(), srv.Port, "b").start()
+	waitFor(t, 30*time.Second, "the partitions shared and the mail counted by its owners", func() bool {
+		na, nb := p.metrics(t)["alertd_mail_queue_depth"], q.metrics(t)["alertd_mail_queue_depth"]
+		return p.owned(t) == 8 && q.owned(t) == 8 && na+nb == devices && na > 0 && nb > 0
+	})
 	srv.SetDown(false)
 	srv.WaitMessages(t, devices, 30*time.Second)
-	waitFor(t, 10*time.Second, "the gauge back to 0", func() bool { return p.metrics(t)["alertd_mail_queue_depth"] == 0 })
+	waitFor(t, 10*time.Second, "the gauges back to 0", func() bool {
+		return p.metrics(t)["alertd_mail_queue_depth"] == 0 && q.metrics(t)["alertd_mail_queue_depth"] == 0
+	})
+}
+
+// A silence removed while no instance ran (alertd silence remove talks to
+// NATS) releases the alerts it held as soon as their partitions are taken
+// again: they were held until the silence's end.
+func TestClusterSilenceRemovedWhileStoppedReleasesItsAlerts(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	s := clusterSetup(t, c.URL(), srv.Port, "a")
+	p := s.start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	alertd(t, "silence", "add", "-config", s.config, "-rule", "hot", "-for", "1h")
+	const devices = 20
+	fleet(t, c.MQTTURL(0), span(0, devices), 31)
+	waitFor(t, 20*time.Second, "every alert held by the silence", func() bool {
+		held := 0
+		for _, al := range p.statusOf(t).Firing {
+			if al.Held == "silenced" {
+				held++
+			}
+		}
+		return held == devices
+	})
+	if _, code := p.term(t); code != 0 {
+		t.Fatalf("alertd exited %d", code)
+	}
+	alertd(t, "silence", "remove", "-config", s.config, "1")
+	s.start()
+	srv.WaitMessages(t, devices, 30*time.Second)
+	if n := len(mails(srv.Messages())); n != devices {
+		t.Errorf("%d distinct mails, want %d", n, devices)
+	}
 }
 
 // A reading that fires hundreds of rules at once writes more than one

@@ -591,10 +591,18 @@ func (s *Series) mailed(sent bool, msgID, subject string, at, retryAt time.Time)
 // RetryHeld makes the held-back first mails of rule due now (a silence
 // that held them was removed early).
 func (t *Tracker) RetryHeld(rule string, now time.Time) {
+	t.RetryHeldIf(func(r, _ string) bool { return r == rule }, now)
+}
+
+// RetryHeldIf is RetryHeld for the held series for which retry(rule,
+// topic) says so: at start, those that no silence covers any more (one
+// removed while this alertd, or this partition's owner, was not running
+// is not heard of).
+func (t *Tracker) RetryHeldIf(retry func(rule, topic string) bool, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range t.series {
-		if s.Rule.Name == rule && s.State == Firing && !s.Notified && !s.RetryAt.IsZero() && s.RetryAt.After(now) {
+		if s.State == Firing && !s.Notified && !s.RetryAt.IsZero() && s.RetryAt.After(now) && retry(s.Rule.Name, s.Topic) {
 			s.RetryAt = now
 			t.schedule(s)
 		}

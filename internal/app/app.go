@@ -137,6 +137,9 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	// A silence removed while alertd was stopped (alertd silence remove
+	// works on the store then) releases what it held.
+	a.tracker.RetryHeldIf(a.unsilenced, a.now())
 	if n > 0 {
 		log.Info("alert state restored", "series", n, "firing", a.tracker.Firing())
 	}
@@ -182,6 +185,11 @@ func (a *App) newTransport() (mailer.Transport, error) {
 		opts.Tokens = a.tokens
 	}
 	return mailer.NewSMTPTransport(opts, a.log.With("component", "smtp")), nil
+}
+
+// unsilenced says no silence covers rule on topic now.
+func (a *App) unsilenced(rule, topic string) bool {
+	return a.silences.Silenced(rule, topic, a.now()).IsZero()
 }
 
 // session is one more SMTP session for a pool. Its settings were checked

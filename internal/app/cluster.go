@@ -225,6 +225,10 @@ type clusterNode struct {
 	mu      sync.Mutex
 	pipes   map[int]*partitionPipeline // the partitions open now
 	budgets map[string]int             // limits.* per rule, as rules: a reload swaps both
+
+	statusMu   sync.Mutex
+	lastStatus *httpapi.StatusCluster // shared by the pages of statusFresh: read only
+	statusAt   time.Time
 }
 
 // reload puts cfg's rules in force in every owned partition, as a single
@@ -415,12 +419,18 @@ func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Ha
 		pp.reload(cn.rules, cn.budgets, removedRules(pp.rs, cn.rules))
 	}
 	cn.mu.Unlock()
+	// Registered, it hears of silences removed from now on; those removed
+	// before (while no instance, or another, owned it) release their
+	// first mails here.
+	pp.tracker.RetryHeldIf(a.unsilenced, a.now())
+	cn.refreshQueueMetrics()
 	pp.log.Info("partition opened")
 	return pp.handle, func() {
 		cn.mu.Lock()
 		delete(cn.pipes, p)
 		cn.mu.Unlock()
 		pp.close()
+		cn.refreshQueueMetrics() // its mail is the next owner's to count
 	}, nil
 }
 
@@ -433,19 +443,19 @@ type troubled struct {
 	store.Replica
 	giveUp func()
 	log    *slog.Logger
-	once   *sync.Once
+	once   *[2]sync.Once // fenced, behind
 }
 
 func (r troubled) Commit(ws []store.Write) error {
 	err := r.Replica.Commit(ws)
 	switch {
 	case errors.Is(err, cluster.ErrFenced):
-		r.once.Do(func() {
+		r.once[0].Do(func() {
 			r.log.Warn("state write refused: a later owner holds this partition; stepping back", "err", err)
 		})
 		r.giveUp()
 	case errors.Is(err, store.ErrReopen):
-		r.once.Do(func() {
+		r.once[1].Do(func() {
 			r.log.Warn("local copy behind the partition's state: giving the partition up to take it anew", "err", err)
 		})
 		r.giveUp()
@@ -459,7 +469,7 @@ func (r troubled) Commit(ws []store.Write) error {
 // partition given up) or close.
 func (pp *partitionPipeline) start(ctx context.Context) error {
 	a, rs, log := pp.a, pp.rs, pp.log
-	db, err := store.OpenReplicated(pp.path, troubled{cluster.NewStoreReplica(pp.ps, stateCommitTimeout), pp.giveUp, log, &sync.Once{}}, cluster.LoadInto(pp.ps))
+	db, err := store.OpenReplicated(pp.path, troubled{cluster.NewStoreReplica(pp.ps, stateCommitTimeout), pp.giveUp, log, &[2]sync.Once{}}, cluster.LoadInto(pp.ps))
 	if err != nil {
 		return err
 	}
@@ -480,7 +490,12 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 		return fail(err)
 	}
 	d := a.deliverer()
-	d.Queue, d.Parallel, d.OnIdle = ob, nil, pp.refreshQueueMetrics // a.transport: the instance's pool
+	d.Queue, d.Parallel = ob, nil // a.transport: the instance's pool
+	d.OnIdle = func() {
+		if cn := a.cluster.Load(); cn != nil {
+			cn.refreshQueueMetrics()
+		}
+	}
 	d.Log = log.With("component", "mailer")
 	ctx, stop := context.WithCancel(ctx)
 	pp.db, pp.tracker, pp.outbox, pp.notify, pp.eng, pp.stop = db, tracker, ob, nf, eng, stop
@@ -516,24 +531,22 @@ func (pp *partitionPipeline) reload(rs *rules.Engine, budgets map[string]int, re
 }
 
 // refreshQueueMetrics sets the outbox gauges to the sum of the owned
-// partitions' outboxes, as each partition's mailer goes idle.
-func (pp *partitionPipeline) refreshQueueMetrics() {
-	cn := pp.a.cluster.Load()
-	if cn == nil {
-		return
-	}
+// partitions' outboxes: as each partition's mailer goes idle, and as a
+// partition is taken or given up. A partition whose outbox cannot be
+// read now (closing) is left out.
+func (cn *clusterNode) refreshQueueMetrics() {
 	pending, oldest := 0, time.Time{}
 	for _, p := range cn.pipelines() {
 		st, err := p.outbox.Stats()
 		if err != nil {
-			return
+			continue
 		}
 		pending += st.Pending
 		if !st.Oldest.IsZero() && (oldest.IsZero() || st.Oldest.Before(oldest)) {
 			oldest = st.Oldest
 		}
 	}
-	pp.a.setQueueMetrics(pending, oldest)
+	cn.a.setQueueMetrics(pending, oldest)
 }
 
 // handle commits what a reading changes, then acknowledges it. A commit
@@ -563,9 +576,21 @@ func (pp *partitionPipeline) close() {
 	_ = os.Remove(pp.path)
 }
 
+// statusFresh is how long a read of the cluster's status serves the
+// status page: each read asks JetStream once per partition, and every
+// open page refreshes itself.
+const statusFresh = 2 * time.Second
+
 // status is the cluster as this instance sees it, for the status page:
-// its lease view and each partition's lag, read within two seconds.
+// its lease view and each partition's lag, read within two seconds, at
+// most once per statusFresh.
 func (cn *clusterNode) status() *httpapi.StatusCluster {
+	cn.statusMu.Lock()
+	defer cn.statusMu.Unlock()
+	if cn.lastStatus != nil && time.Since(cn.statusAt) < statusFresh {
+		c := *cn.lastStatus // the page may fill in its empty lists
+		return &c
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	cs, err := cn.ing.Status(ctx)
@@ -577,7 +602,9 @@ func (cn *clusterNode) status() *httpapi.StatusCluster {
 		st.Partitions = append(st.Partitions, httpapi.StatusPartition{
 			Partition: p.Partition, Owner: p.Owner, Term: p.Term, Pending: p.Pending, AckPending: p.AckPending})
 	}
-	return st
+	cn.lastStatus, cn.statusAt = st, time.Now()
+	c := *st
+	return &c
 }
 
 // openClusterSilences reaches the cluster's silences for `alertd silence`:

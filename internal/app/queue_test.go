@@ -244,3 +244,39 @@ func TestAPIRefusesWebPages(t *testing.T) {
 		t.Errorf("a local read: %v %v", err, resp.StatusCode)
 	}
 }
+
+// A silence removed while alertd is stopped (alertd silence remove works
+// on the store then) releases at the next start the first mail it held:
+// the alert was held until the silence's end.
+func TestSilenceRemovedWhileStoppedReleasesItsMail(t *testing.T) {
+	dir := t.TempDir()
+	yaml := spoolConfig("", `
+  - {name: hot, topic: "s/+/t", field: temp, above: 30, cooldown: 0s}
+`)
+	app := startApp(t, dir, yaml)
+	si, err := app.silences.Add(silence.Silence{Rule: "hot", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := mqtttest.NewPublisher(t, app.BrokerURL())
+	pub.Publish(t, "s/a/t", `{"temp": 31}`)
+	waitFor(t, 10*time.Second, "the silenced alert counted", func() bool { return app.counter("suppressed", "hot", "silenced") == 1 })
+	app.stop(t)
+
+	cfg, err := Check(filepath.Join(dir, "alertd.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, _, err := OpenSilences(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ss.Remove(si.ID); err != nil {
+		t.Fatal(err)
+	}
+	ss.Close()
+	startApp(t, dir, yaml)
+	if mails := waitSpooled(t, filepath.Join(dir, "spool"), 1); mails[0].Subject != "[warning] hot: a temp=31" {
+		t.Errorf("after the restart: %q", mails[0].Subject)
+	}
+}

@@ -35,6 +35,10 @@ type Silences struct {
 
 	mu   sync.Mutex
 	revs map[uint64]uint64 // each silence's revision, for the conditioned delete
+	// seen is the latest revision applied for each ID, put or delete: an
+	// update the watch brings late (after Add or Remove applied a later
+	// one) is ignored.
+	seen map[uint64]uint64
 	w    jetstream.KeyWatcher
 }
 
@@ -85,7 +89,7 @@ func OpenSilences(ctx context.Context, js jetstream.JetStream, cfg SilencesConfi
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Silences{kv: kv, log: log, onRemoved: cfg.OnRemoved, revs: map[uint64]uint64{}}
+	s := &Silences{kv: kv, log: log, onRemoved: cfg.OnRemoved, revs: map[uint64]uint64{}, seen: map[uint64]uint64{}}
 	if err := s.watch(ctx); err != nil {
 		return nil, err
 	}
@@ -93,37 +97,47 @@ func OpenSilences(ctx context.Context, js jetstream.JetStream, cfg SilencesConfi
 }
 
 // watch (re)starts the watch on the silences and brings the set to what
-// the bucket holds now: a silence deleted while no watch ran is removed
-// here, and reported.
+// the bucket holds now. The watch replays each key's last entry, delete
+// markers included, so a silence removed while no watch ran is removed
+// here, and reported; one whose key is gone altogether (purged) is
+// dropped too, if it is older than what the replay brought.
 func (s *Silences) watch(ctx context.Context) error {
 	w, err := s.kv.Watch(ctx, silenceKeyPrefix+">")
 	if err != nil {
 		return fmt.Errorf("watch silences: %w", err)
 	}
-	seen := map[uint64]bool{}
-	for e := range w.Updates() {
+	present := map[uint64]bool{}
+	var newest uint64
+	for {
+		e, ok := <-w.Updates()
+		if !ok {
+			// nats.go ends a watch it cannot keep (a NATS node lost):
+			// what came so far is not the whole bucket.
+			_ = w.Stop()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return errors.New("watch silences: ended before the bucket's silences were all read")
+		}
 		if e == nil {
 			break // the values held at the start are all in
 		}
+		newest = max(newest, e.Revision())
 		if id, ok := s.apply(e); ok {
-			seen[id] = true
+			present[id] = true
 		}
-	}
-	if ctx.Err() != nil {
-		_ = w.Stop()
-		return ctx.Err()
 	}
 	s.mu.Lock()
 	var gone []uint64
-	for id := range s.revs {
-		if !seen[id] {
+	for id, rev := range s.revs {
+		if !present[id] && rev < newest {
 			gone = append(gone, id)
 		}
 	}
 	s.w = w
 	s.mu.Unlock()
 	for _, id := range gone {
-		s.forget(id)
+		s.forget(id, 0)
 	}
 	return nil
 }
@@ -135,27 +149,36 @@ func (s *Silences) apply(e jetstream.KeyValueEntry) (id uint64, ok bool) {
 	if err != nil {
 		return 0, false // not a silence of ours
 	}
+	s.mu.Lock()
+	late := e.Revision() <= s.seen[id]
+	s.mu.Unlock()
+	if late {
+		return id, false
+	}
 	if e.Operation() != jetstream.KeyValuePut {
-		s.forget(id)
+		s.forget(id, e.Revision())
 		return id, false
 	}
 	var si silence.Silence
 	if err := json.Unmarshal(e.Value(), &si); err != nil || si.ID != id {
 		// Holding nothing back is the safe side for an alerting service.
 		s.log.Warn("silence unreadable; ignored", "key", e.Key(), "revision", e.Revision())
+		s.forget(id, e.Revision())
 		return id, false
 	}
 	s.mu.Lock()
-	s.revs[id] = e.Revision()
+	s.revs[id], s.seen[id] = e.Revision(), e.Revision()
 	s.mu.Unlock()
 	s.Put(si)
 	return id, true
 }
 
-// forget drops silence id, telling OnRemoved when it was still active.
-func (s *Silences) forget(id uint64) {
+// forget drops silence id, as of revision rev (0: of none known),
+// telling OnRemoved when it was still active.
+func (s *Silences) forget(id, rev uint64) {
 	s.mu.Lock()
 	delete(s.revs, id)
+	s.seen[id] = max(s.seen[id], rev)
 	s.mu.Unlock()
 	si, ok := s.Delete(id)
 	if ok && s.onRemoved != nil && si.Active(time.Now()) {
@@ -218,8 +241,12 @@ func (s *Silences) stop() {
 }
 
 // sweep deletes the silences expired at now; another instance deleting
-// the same one first makes the conditioned delete fail, which is fine.
+// the same one first makes the conditioned delete fail, which is fine. It
+// takes at most ten seconds, so that NATS in trouble does not hold up the
+// watch's updates for long.
 func (s *Silences) sweep(ctx context.Context, now time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	active := map[uint64]bool{}
 	for _, si := range s.List(now) {
 		active[si.ID] = true
@@ -256,9 +283,14 @@ func (s *Silences) Add(si silence.Silence) (silence.Silence, error) {
 		return silence.Silence{}, fmt.Errorf("add silence: %w", err)
 	}
 	s.mu.Lock()
-	s.revs[id] = rev
+	fresh := rev > s.seen[id] // the watch may have applied it, or a later delete, already
+	if fresh {
+		s.revs[id], s.seen[id] = rev, rev
+	}
 	s.mu.Unlock()
-	s.Put(si) // the watch brings it too; a command that does not watch lists it at once
+	if fresh {
+		s.Put(si) // the watch brings it too; a command that does not watch lists it at once
+	}
 	return si, nil
 }
 
@@ -309,6 +341,6 @@ func (s *Silences) Remove(id uint64) error {
 	if err := s.kv.Delete(ctx, silenceKey(id), jetstream.LastRevision(e.Revision())); err != nil {
 		return fmt.Errorf("remove silence: %w", err)
 	}
-	s.forget(id)
+	s.forget(id, e.Revision()) // the put read; the delete marker comes after it
 	return nil
 }

@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/alertd/alertd/internal/cluster/natstest"
 	"github.com/alertd/alertd/internal/silence"
@@ -90,11 +93,58 @@ func TestSilencesAreSharedByTheInstances(t *testing.T) {
 		t.Fatalf("an instance opened later lists %d silences, want 8", n)
 	}
 	// Expired silences are deleted by the sweep, and every instance
-	// forgets them.
-	a.sweep(ctx, now.Add(2*time.Minute))
-	eventually(t, 5*time.Second, "the expired silences deleted from the bucket", func() bool {
+	// forgets them; an expiry is not a removal (what they held back was
+	// scheduled for their end).
+	short, err := b.Add(silence.Silence{Rule: "hot", Created: now, Expires: time.Now().Add(300 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "a holds the short silence", func() bool { return len(a.List(time.Now())) == 9 })
+	time.Sleep(400 * time.Millisecond)
+	a.sweep(ctx, time.Now())
+	eventually(t, 5*time.Second, "the expired silence deleted from the bucket", func() bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		return len(b.revs) == 0
+		_, held := b.revs[short.ID]
+		return !held && len(b.revs) == 8
 	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(removed) != 1 {
+		t.Errorf("OnRemoved heard of %d silences, want only the one removed (not the expired one)", len(removed))
+	}
 }
+
+// A watch that nats.go ends before the bucket's silences were all read
+// (it does when it cannot keep the watch, as after a NATS node's loss) is
+// an error, not the whole bucket: the silences already held stay, none
+// is reported removed, and the watch is tried again.
+func TestSilencesWatchEndedEarlyKeepsWhatItHolds(t *testing.T) {
+	var removed []silence.Silence
+	s := &Silences{kv: endedWatch{}, log: slog.New(slog.DiscardHandler), revs: map[uint64]uint64{7: 3}, seen: map[uint64]uint64{7: 3},
+		onRemoved: func(si silence.Silence) { removed = append(removed, si) }}
+	s.Put(silence.Silence{ID: 7, Rule: "hot", Expires: time.Now().Add(time.Hour)})
+	if err := s.watch(context.Background()); err == nil {
+		t.Fatal("a watch that ended early was taken for the whole bucket")
+	}
+	if len(s.List(time.Now())) != 1 || len(removed) != 0 {
+		t.Fatalf("after the ended watch: %d silences, %d reported removed; want 1 and 0", len(s.List(time.Now())), len(removed))
+	}
+}
+
+// endedWatch is a bucket whose watches end at once, before any value.
+type endedWatch struct{ jetstream.KeyValue }
+
+func (endedWatch) Watch(context.Context, string, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return closedWatcher{}, nil
+}
+
+type closedWatcher struct{}
+
+func (closedWatcher) Updates() <-chan jetstream.KeyValueEntry {
+	ch := make(chan jetstream.KeyValueEntry)
+	close(ch)
+	return ch
+}
+
+func (closedWatcher) Stop() error { return nil }

@@ -364,7 +364,7 @@ func waitOwned(ps []*alertdProc, n int) (int, error) {
 // clusterLatency publishes n breaching readings at rate per second, each
 // on its own device topic, at QoS 1 through nats-server's MQTT listener,
 // to instances alertd processes, and measures publish → SMTP DATA.
-func clusterLatency(nc *natsCluster, dir, bin string, n, rate, instances int) (res latencyResult, err error) {
+func clusterLatency(nc *natsCluster, dir, bin string, n, rate, instances, breached int) (res latencyResult, err error) {
 	ls, port, stopSink, err := startLatencySink()
 	if err != nil {
 		return res, err
@@ -401,7 +401,10 @@ func clusterLatency(nc *natsCluster, dir, bin string, n, rate, instances int) (r
 		mu.Lock()
 		sent[id] = time.Now()
 		mu.Unlock()
-		pub.Publish(fmt.Sprintf("lat/%s/telemetry", id), 1, false, `{"temp": 45}`)
+		// Rule ri is above 30+i: 30.5 breaches r0 only (one alert, one
+		// mail per reading, as the single-node latency scenario), 39.5 all
+		// ten.
+		pub.Publish(fmt.Sprintf("lat/%s/telemetry", id), 1, false, fmt.Sprintf(`{"temp": %g}`, 29.5+float64(breached)))
 	}
 	res.offered = float64(n) / time.Since(start).Seconds()
 	wait := time.Now().Add(30 * time.Second)
@@ -474,19 +477,22 @@ func clusterScenarios(dir, bin string, o options) (string, error) {
 			medianOf(results[k], func(r clusterResult) float64 { return r.consumerCPU }),
 			medianOf(results[k], func(r clusterResult) float64 { return r.harnessCPU }))
 	}
-	var lats []latencyResult
-	for round := range o.rounds {
-		r, err := clusterLatency(nc, dir, bin, o.alerts, 100, 3)
-		if err != nil {
-			return "", err
+	fmt.Fprintf(&b, "\n| cluster latency, publish (QoS 1, nats-server's MQTT listener) → SMTP DATA accepted of a reading's first mail, %d readings at 100/s, 3 alertd instances | offered alerts/s (mails/s) | p50 | p99 |\n|---|---:|---:|---:|\n", o.alerts)
+	for _, breached := range []int{1, 10} {
+		var lats []latencyResult
+		for round := range o.rounds {
+			r, err := clusterLatency(nc, dir, bin, o.alerts, 100, 3, breached)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(os.Stderr, "round %d cluster latency, %d rules breached: offered %.1f readings/s  p50 %v  p99 %v\n", round+1, breached, r.offered, r.p50, r.p99)
+			lats = append(lats, r)
 		}
-		fmt.Fprintf(os.Stderr, "round %d cluster latency offered %.1f/s  p50 %v  p99 %v\n", round+1, r.offered, r.p50, r.p99)
-		lats = append(lats, r)
+		offered := medianOf(lats, func(r latencyResult) float64 { return r.offered })
+		fmt.Fprintf(&b, "| alertd × 3 on JetStream R3, each reading breaching %d of the 10 rules (median of rounds) | %.0f | %.2f ms | %.2f ms |\n",
+			breached, offered*float64(breached),
+			medianOf(lats, func(r latencyResult) float64 { return msOf(r.p50) }),
+			medianOf(lats, func(r latencyResult) float64 { return msOf(r.p99) }))
 	}
-	fmt.Fprintf(&b, "\n| cluster latency, publish (QoS 1, nats-server's MQTT listener) → SMTP DATA accepted, %d alerts, 3 alertd instances | offered alerts/s | p50 | p99 |\n|---|---:|---:|---:|\n", o.alerts)
-	fmt.Fprintf(&b, "| alertd × 3 on JetStream R3 (median of rounds) | %.1f | %.2f ms | %.2f ms |\n",
-		medianOf(lats, func(r latencyResult) float64 { return r.offered }),
-		medianOf(lats, func(r latencyResult) float64 { return msOf(r.p50) }),
-		medianOf(lats, func(r latencyResult) float64 { return msOf(r.p99) }))
 	return b.String(), nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/alertd/alertd/internal/cluster/natstest"
 	"github.com/alertd/alertd/internal/httpapi"
+	"github.com/alertd/alertd/internal/mqtttest"
 	"github.com/alertd/alertd/internal/smtptest"
 )
 
@@ -661,5 +662,79 @@ func TestClusterReloadAppliesTheRulesInEveryPartition(t *testing.T) {
 	}
 	if n := len(srv.Messages()); n != 3*devices+1 {
 		t.Errorf("%d mails, want %d", n, 3*devices+1)
+	}
+}
+
+// startBridge runs a Mosquitto that devices publish to and that bridges
+// their topics under s/ to nats-server's MQTT listener at natsMQTT (a
+// tcp:// URL) at QoS 1, as an operator keeps the broker the fleet already
+// uses. It returns the Mosquitto's URL.
+func startBridge(t *testing.T, natsMQTT string) string {
+	t.Helper()
+	bin, err := mqtttest.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	conf := fmt.Sprintf(`listener %d 127.0.0.1
+allow_anonymous true
+connection alertd
+address %s
+topic s/# out 1
+try_private false
+bridge_protocol_version mqttv311
+cleansession false
+clientid alertd-bridge
+log_dest file %s
+`, port, strings.TrimPrefix(natsMQTT, "tcp://"), filepath.Join(dir, "mosquitto.log"))
+	if os.Geteuid() == 0 {
+		conf += "user root\n"
+	}
+	path := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", path)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	waitFor(t, 10*time.Second, "the bridging Mosquitto listening", func() bool {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return "tcp://" + addr
+}
+
+// Devices that keep publishing to the Mosquitto they know reach the
+// cluster through a Mosquitto bridge to nats-server's MQTT listener
+// (README, "Running more than one alertd"): every alert is mailed once.
+func TestClusterThroughAMosquittoBridge(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	p := clusterSetup(t, c.URL(), srv.Port, "a").start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	mosq := startBridge(t, c.MQTTURL(0))
+	const devices = 50
+	waitFor(t, 20*time.Second, "the bridge carrying readings", func() bool {
+		fleet(t, mosq, []int{0}, 31)
+		return len(srv.Messages()) > 0
+	})
+	fleet(t, mosq, span(0, devices), 31)
+	srv.WaitMessages(t, devices, 30*time.Second)
+	time.Sleep(time.Second) // a second copy would arrive here
+	got := mails(srv.Messages())
+	for d := range devices {
+		if s := fmt.Sprintf("hot dev%04d", d); len(got[s]) != 1 {
+			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
+		}
+	}
+	if n := len(srv.Messages()); n != devices {
+		t.Errorf("%d mails, want %d", n, devices)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/alertd/alertd/internal/cluster"
 	"github.com/alertd/alertd/internal/cluster/natstest"
 	"github.com/alertd/alertd/internal/httpapi"
 	"github.com/alertd/alertd/internal/mqtttest"
@@ -736,5 +737,41 @@ func TestClusterThroughAMosquittoBridge(t *testing.T) {
 	}
 	if n := len(srv.Messages()); n != devices {
 		t.Errorf("%d mails, want %d", n, devices)
+	}
+}
+
+// The outbox commands reach, through an instance's HTTP API, the outboxes
+// of the partitions it owns: a mail the server refused for good is listed
+// as dead, with the server's words and an ID unique across partitions,
+// and `alertd outbox retry` with that ID sends it once the server takes it.
+func TestClusterOutboxCommandsRetryADeadLetter(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	srv.FailRcpt("ops@example.org", 1, 550, [3]int{5, 1, 1}, "no such user here")
+	p := clusterSetup(t, c.URL(), srv.Port, "a").start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	fleet(t, c.MQTTURL(0), []int{7}, 31)
+	var id string
+	waitFor(t, 20*time.Second, "the refused mail listed as dead", func() bool {
+		out := alertd(t, "outbox", "list", "-config", p.config)
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "hot dev0007") && strings.Contains(line, "no such user here") {
+				id = strings.Fields(line)[0]
+				return true
+			}
+		}
+		return false
+	})
+	part := cluster.PartitionOf("s.dev0007.t", 16) // the topic as nats-server's subject
+	if want := strconv.Itoa(part*1_000_000_000_000 + 1); id != want {
+		t.Errorf("dead letter listed as %q, want %s (partition × 10^12 + its number)", id, want)
+	}
+	alertd(t, "outbox", "retry", "-config", p.config, id)
+	msgs := srv.WaitMessages(t, 1, 20*time.Second)
+	if msgs[0].Subject != "hot dev0007" {
+		t.Errorf("retried mail %q", msgs[0].Subject)
+	}
+	if out := alertd(t, "outbox", "list", "-config", p.config); strings.Contains(out, "hot dev0007") {
+		t.Errorf("the delivered mail is still listed:\n%s", out)
 	}
 }

@@ -93,7 +93,7 @@ func (a *App) runCluster(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTP.Listen != "" && a.cfg.HTTP.Listen != "off" {
 		if a.httpSrv, err = httpapi.Listen(a.cfg.HTTP.Listen, httpapi.Options{
-			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Status: a.Status, Reloader: a,
+			Registry: a.metrics.Registry, Health: srcs.health, Checks: pf.checks, Status: a.Status, Reloader: a, Queue: partitionQueue{a},
 			Silences: silenceAdmin{shared, a.ruleNames, nil}, Log: a.log,
 		}); err != nil {
 			return err

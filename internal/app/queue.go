@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/alertd/alertd/internal/adminclient"
@@ -25,6 +27,24 @@ type Queue interface {
 // OpenQueue reaches cfg's outbox. via says how ("store FILE" or "running
 // alertd at ADDR").
 func OpenQueue(cfg *config.Config) (q Queue, via string, err error) {
+	if clustered(cfg) {
+		// Each partition's outbox is in its state, written only by the
+		// instance that owns it: that instance lists the ones it owns.
+		if cfg.HTTP.Listen == "" || cfg.HTTP.Listen == "off" {
+			return nil, "", errors.New("with store.backend: nats the outbox is each partition's, reached through the instance that owns it: enable http.listen")
+		}
+		base, err := adminclient.APIBase(cfg)
+		if err != nil {
+			return nil, "", err
+		}
+		if c, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 2*time.Second); err != nil {
+			return nil, "", fmt.Errorf("no alertd answers at %s (http.listen of %s): with store.backend: nats the outbox is each partition's, "+
+				"reached through the running instance that owns it", base, cfg.File)
+		} else {
+			_ = c.Close()
+		}
+		return adminclient.Queue{Client: adminclient.New(base)}, "the partitions owned by the alertd at " + base, nil
+	}
 	db, base, err := reach(cfg)
 	switch {
 	case err != nil:
@@ -72,11 +92,6 @@ func ruleNames(cfg *config.Config) []string {
 // reach opens the store directly when no alertd holds it, else returns
 // the base URL of the running alertd's HTTP API.
 func reach(cfg *config.Config) (*store.DB, string, error) {
-	if clustered(cfg) {
-		// There is no store file: the partitions' states are in NATS.
-		return nil, "", errors.New("the outbox commands do not work with store.backend: nats yet: " +
-			"each partition's outbox is in its state in JetStream (the status page and alertd status show the outbox of an instance's partitions)")
-	}
 	if _, err := os.Stat(cfg.Store.Path); errors.Is(err, fs.ErrNotExist) {
 		// alertd never ran here: a fresh store, as the service would make.
 		db, _, err := store.Open(cfg.Store.Path)

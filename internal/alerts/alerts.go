@@ -94,6 +94,10 @@ type Series struct {
 
 	// RetryAt is when a first mail held back by the cooldown may go.
 	RetryAt time.Time
+	// HeldBySilence: the first mail waiting for RetryAt was held by a
+	// silence (not the cooldown), so a silence removed meanwhile releases
+	// it.
+	HeldBySilence bool
 
 	// busy: a transition of this series is being persisted. No other
 	// transition of it is decided until Settle or Abort, so a timer and a
@@ -108,15 +112,21 @@ type Series struct {
 // book is a series' place in the tracker's structures.
 type book struct {
 	tab     *ruleTable
-	links   [nLinks]link  // in its rule's and the global eviction lists, and the dirty list
-	listed  int8          // which eviction lists hold it: unlisted, onceList or moreList
-	seen    uint8         // readings, counted up to 2: once-seen series are evicted first
-	timerAt time.Time     // when its heap entry pops, zero if it has none
-	heapAt  int           // its index in the timer heap plus one, 0 if none
-	dirty   bool          // LastSeen changed since the last checkpoint
-	stored  bool          // the store may hold it: evicting it must delete it there too
-	retired bool          // its rule was removed by a reload: forget it when its transition ends
-	idle    chan struct{} // closed when its transition ends; made only when a reading waits
+	links   [nLinks]link // in its rule's and the global eviction lists, and the dirty list
+	listed  int8         // which eviction lists hold it: unlisted, onceList or moreList
+	seen    uint8        // readings, counted up to 2: once-seen series are evicted first
+	timerAt time.Time    // when its heap entry pops, zero if it has none
+	heapAt  int          // its index in the timer heap plus one, 0 if none
+	dirty   bool         // LastSeen changed since the last checkpoint
+	stored  bool         // the store may hold it: evicting it must delete it there too
+	retired bool         // its rule was removed by a reload: forget it when its transition ends
+	// restored: pending as loaded from the store, no reading since. Its
+	// for: may have ended while alertd was down; it fires no earlier than
+	// RestoreGrace after its source is heard again, so that the readings
+	// queued meanwhile (a persistent session, the stream's backlog) come
+	// first and may clear it.
+	restored bool
+	idle     chan struct{} // closed when its transition ends; made only when a reading waits
 }
 
 // ErrBusy means the series has a transition being persisted: try the
@@ -164,6 +174,12 @@ type Options struct {
 	// series) writes per transaction (0: CheckpointBatch). Each is up to
 	// two keys: a replicated store (store.MaxReplicaWrites) needs fewer.
 	Batch int
+	// KeepUnknownRules makes Load leave in the store the series of rules
+	// it does not know, instead of deleting them: the cluster mode, where
+	// a partition may open on an instance still on an older rule file
+	// during a rolling reload (a reload's ForgetRules deletes a removed
+	// rule's series).
+	KeepUnknownRules bool
 	// Warn hears, at most once per rule per WarnEvery, that a rule's new
 	// series met a limit. It is never called under the tracker's lock.
 	Warn func(Warning)
@@ -194,11 +210,12 @@ type Tracker struct {
 	// dirty lists the silence series whose last-seen time the store does
 	// not have yet, in the order they changed; deletes are evicted series
 	// the store may still hold.
-	dirty   seriesList
-	ndirty  int
-	deletes []key
-	ckMu    sync.Mutex // one checkpoint at a time
-	batch   int        // keys per checkpoint transaction
+	dirty       seriesList
+	ndirty      int
+	deletes     []key
+	ckMu        sync.Mutex // one checkpoint at a time
+	batch       int        // keys per checkpoint transaction
+	keepUnknown bool       // Options.KeepUnknownRules
 
 	rules *rules.Engine // the rules in force (Reload); nil: whatever readings carry
 
@@ -213,7 +230,7 @@ func New(o Options) *Tracker {
 		series: map[key]*Series{}, epoch: o.Start, epochs: map[string]time.Time{}, away: map[string]bool{}, wake: make(chan struct{}, 1),
 		max: o.MaxSeries, tables: map[string]*ruleTable{}, now: o.Now, warn: o.Warn, onQuarantine: o.OnQuarantine,
 		evictable: [2]seriesList{{by: globalLink}, {by: globalLink}}, dirty: seriesList{by: dirtyLink},
-		batch: cmp.Or(o.Batch, CheckpointBatch),
+		batch: cmp.Or(o.Batch, CheckpointBatch), keepUnknown: o.KeepUnknownRules,
 	}
 	if t.max <= 0 {
 		t.max = config.DefaultMaxSeries
@@ -369,6 +386,7 @@ func (t *Tracker) decide(s *Series, rd *rules.Reading) (Transition, bool) {
 	r := rd.Rule
 	prev := *s
 	s.LastSeen = now
+	s.b.restored = false // judged by this reading from now on
 	if rd.Event.Source != "" {
 		s.source = rd.Event.Source
 	}
@@ -583,8 +601,20 @@ func (s *Series) mailed(sent bool, msgID, subject string, at, retryAt time.Time)
 		}
 		s.LastMail = at
 		s.RetryAt = time.Time{}
+		s.HeldBySilence = false
 	} else if !s.Notified {
 		s.RetryAt = retryAt
+		s.HeldBySilence = false // the caller says when a silence held it (HeldBySilence)
+	}
+}
+
+// HeldBySilence records that tr's first mail, held back, was held by a
+// silence: the one a removal of that silence releases.
+func (t *Tracker) HeldBySilence(tr Transition) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := tr.series; s.State == Firing && !s.Notified {
+		s.HeldBySilence = true
 	}
 }
 
@@ -594,15 +624,15 @@ func (t *Tracker) RetryHeld(rule string, now time.Time) {
 	t.RetryHeldIf(func(r, _ string) bool { return r == rule }, now)
 }
 
-// RetryHeldIf is RetryHeld for the held series for which retry(rule,
-// topic) says so: at start, those that no silence covers any more (one
-// removed while this alertd, or this partition's owner, was not running
-// is not heard of).
+// RetryHeldIf is RetryHeld for the series held by a silence for which
+// retry(rule, topic) says so: at start, those that no silence covers any
+// more (one removed while this alertd, or this partition's owner, was not
+// running is not heard of). Mails held by the cooldown are left alone.
 func (t *Tracker) RetryHeldIf(retry func(rule, topic string) bool, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, s := range t.series {
-		if s.State == Firing && !s.Notified && !s.RetryAt.IsZero() && s.RetryAt.After(now) && retry(s.Rule.Name, s.Topic) {
+		if s.State == Firing && !s.Notified && s.HeldBySilence && s.RetryAt.After(now) && retry(s.Rule.Name, s.Topic) {
 			s.RetryAt = now
 			t.schedule(s)
 		}
@@ -634,11 +664,16 @@ func (t *Tracker) Connected(source string, now time.Time) {
 		t.epochs[source] = now
 	}
 	for _, s := range t.series {
-		if s.Rule.Silence() && (s.source == source || s.source == "") {
+		if (s.Rule.Silence() || s.b.restored) && (s.source == source || s.source == "") {
 			t.schedule(s)
 		}
 	}
 }
+
+// RestoreGrace is how long after its source is heard again (or the
+// tracker started) a pending series loaded from the store waits before
+// its for: may fire it.
+const RestoreGrace = 5 * time.Second
 
 // hearing reports whether silence is counted for a series heard through
 // source, and from when at the earliest.
@@ -709,7 +744,17 @@ func (t *Tracker) due(s *Series) time.Time {
 	r := s.Rule
 	switch s.State {
 	case Pending:
-		return s.Since.Add(r.For)
+		at := s.Since.Add(r.For)
+		if s.b.restored {
+			hearing, epoch := t.hearing(s.source)
+			if !hearing {
+				return time.Time{} // its source is away: wait for it
+			}
+			if g := epoch.Add(RestoreGrace); g.After(at) {
+				at = g
+			}
+		}
+		return at
 	case Firing:
 		var next time.Time
 		if !s.RetryAt.IsZero() && !s.Notified {

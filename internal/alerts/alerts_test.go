@@ -342,3 +342,76 @@ func TestRestartKeepsAPendingForAndForgetsACancelledOne(t *testing.T) {
 	}
 	expect(t, "y stays quiet", g.due(t0.Add(time.Hour)), "")
 }
+
+// A pending breach whose for: ended while alertd was down does not fire
+// at start: the readings queued meanwhile (a persistent session, the
+// stream's backlog) arrive once the source is heard again, and may clear
+// it. It waits for its source, then RestoreGrace; a reading decides at
+// once. A series of a rule that is now a silence rule is not restored.
+func TestAPendingBreachLoadedLateWaitsForItsSource(t *testing.T) {
+	db, _, err := store.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f := newFixture(t)
+	for _, topic := range []string{"slow/x", "slow/y"} {
+		trs := f.read(topic, `{"temp":35}`, t0)
+		put(t, db, trs[0].Snapshot)
+	}
+
+	later := t0.Add(time.Hour) // down for longer than for: 2m
+	g := newFixture(t)
+	g.tracker = New(Options{Start: later})
+	g.tracker.Disconnected("mqtt")
+	if n, err := g.tracker.Load(db, g.engine); err != nil || n != 2 {
+		t.Fatalf("loaded %d series, err %v; want 2", n, err)
+	}
+	expect(t, "nothing fires while the source is away", g.due(later.Add(time.Minute)), "")
+	back := later.Add(2 * time.Minute)
+	g.tracker.Connected("mqtt", back)
+	expect(t, "nor within the grace after it is back", g.due(back.Add(RestoreGrace-time.Millisecond)), "")
+	expect(t, "the queued reading of x clears it", g.read("slow/x", `{"temp":20}`, back.Add(time.Second)), "cancel")
+	trs := g.due(back.Add(RestoreGrace))
+	expect(t, "y, not cleared, fires after the grace", trs, "fire")
+	if n := trs[0].Notification; n.Series != "slow/y" || !n.Since.Equal(t0) {
+		t.Errorf("fired %s since %v, want slow/y since the first breach", n.Series, n.Since)
+	}
+
+	h := newFixtureWith(t, strings.Replace(ruleset, "{name: slow, topic: \"slow/+\", field: temp, above: 30, for: 2m}", "{name: slow, topic: \"slow/+\", silent_for: 10m}", 1), Options{})
+	h.tracker = New(Options{Start: later})
+	if n, err := h.tracker.Load(db, h.engine); err != nil || n != 0 {
+		t.Fatalf("a rule now a silence rule: loaded %d series (err %v), want none", n, err)
+	}
+}
+
+// Only a first mail a silence held is released when silences are looked
+// at again (a restart, a partition taken over, a silence removed): one
+// the cooldown holds keeps its time, else each restart would count it
+// held back once more.
+func TestRetryHeldReleasesOnlyWhatASilenceHeld(t *testing.T) {
+	f := newFixture(t)
+	var trs []Transition
+	for _, topic := range []string{"gh/a/t", "gh/b/t"} {
+		for _, rd := range f.engine.Evaluate(&event.Event{Topic: topic, Payload: []byte(`{"temp":31}`), Received: t0}, nil) {
+			tr, ok, err := f.tracker.Observe(&rd)
+			if err != nil || !ok {
+				t.Fatalf("observe %s: %v %v", topic, ok, err)
+			}
+			trs = append(trs, tr)
+		}
+	}
+	until := t0.Add(time.Hour)
+	for i, tr := range trs {
+		f.tracker.Mailed(tr, false, "", "", until) // held back until then
+		if i == 0 {
+			f.tracker.HeldBySilence(tr) // a's by a silence, b's by the cooldown
+		}
+		f.tracker.Settle(tr)
+	}
+	f.tracker.RetryHeldIf(func(string, string) bool { return true }, t0.Add(time.Minute))
+	got := f.due(t0.Add(time.Minute))
+	if len(got) != 1 || got[0].Notification.Series != "gh/a/t" || got[0].Kind != Remind {
+		t.Fatalf("released %v, want only gh/a/t's first mail (held by a silence)", kinds(got))
+	}
+}

@@ -22,10 +22,13 @@ type record struct {
 	Thread   string    `json:"thread,omitempty"`
 	Subject  string    `json:"thread_subject,omitempty"`
 	RetryAt  time.Time `json:"retry_at,omitzero"`
-	Value    string    `json:"value,omitempty"`
-	Num      float64   `json:"num,omitempty"`
-	IsNum    bool      `json:"is_num,omitempty"`
-	Payload  string    `json:"payload,omitempty"`
+	// HeldBySilence is absent in records written before it existed: such
+	// a mail held by a silence is released at the silence's end.
+	HeldBySilence bool    `json:"held_by_silence,omitempty"`
+	Value         string  `json:"value,omitempty"`
+	Num           float64 `json:"num,omitempty"`
+	IsNum         bool    `json:"is_num,omitempty"`
+	Payload       string  `json:"payload,omitempty"`
 }
 
 func seriesKey(rule, topic string) []byte {
@@ -53,7 +56,7 @@ func Put(tx *store.Tx, s *Series) error {
 	}
 	v, err := json.Marshal(record{
 		State: s.State, Since: s.Since, LastSeen: s.LastSeen, LastMail: s.LastMail,
-		Notified: s.Notified, Thread: s.Thread, Subject: s.ThreadSubject, RetryAt: s.RetryAt,
+		Notified: s.Notified, Thread: s.Thread, Subject: s.ThreadSubject, RetryAt: s.RetryAt, HeldBySilence: s.HeldBySilence,
 		Value: s.Value.Text, Num: s.Value.Num, IsNum: s.Value.IsNum, Payload: s.Payload,
 	})
 	if err != nil {
@@ -75,7 +78,7 @@ func (t *Tracker) Load(db *store.DB, engine *rules.Engine) (int, error) {
 	var stale [][]byte
 	var bad []unreadable
 	if err := db.View(func(tx *store.Tx) error {
-		loaded, stale, bad = read(tx, engine)
+		loaded, stale, bad = read(tx, engine, t.keepUnknown)
 		return nil
 	}); err != nil {
 		return 0, fmt.Errorf("load alert state: %w", err)
@@ -121,7 +124,7 @@ func (t *Tracker) Load(db *store.DB, engine *rules.Engine) (int, error) {
 // rule\x00topic, so one ordered pass joins them. A series may be in
 // either or both; stores written before last_seen existed have only
 // records, whose own last_seen is then what counts.
-func read(tx *store.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte, bad []unreadable) {
+func read(tx *store.Tx, engine *rules.Engine, keepUnknown bool) (loaded []*Series, stale [][]byte, bad []unreadable) {
 	ac := tx.Bucket(store.BucketAlerts).Cursor()
 	lc := tx.Bucket(store.BucketLastSeen).Cursor()
 	ak, av := ac.First()
@@ -150,11 +153,19 @@ func read(tx *store.Tx, engine *rules.Engine) (loaded []*Series, stale [][]byte,
 			bad = append(bad, u)
 		case s != nil:
 			loaded = append(loaded, s)
+		case keepUnknown && !known(k, engine):
+			// Another instance's rule file may have it: kept.
 		default:
 			stale = append(stale, bytes.Clone(k))
 		}
 	}
 	return loaded, stale, bad
+}
+
+// known reports whether the series stored under k is of a rule of engine.
+func known(k []byte, engine *rules.Engine) bool {
+	name, _, _ := bytes.Cut(k, []byte{0})
+	return engine.Rule(string(name)) != nil
 }
 
 // unreadable is a stored series that does not decode.
@@ -198,8 +209,13 @@ func decode(k, rec, seen []byte, engine *rules.Engine) (*Series, error) {
 		if rc.State == OK && !r.Silence() {
 			return nil, nil
 		}
+		if rc.State == Pending && r.Silence() {
+			return nil, nil // a rule of that name that no longer has a for:
+		}
+		s.b.restored = rc.State == Pending
 		s.State, s.Since, s.LastSeen, s.LastMail = rc.State, rc.Since, rc.LastSeen, rc.LastMail
 		s.Notified, s.Thread, s.ThreadSubject, s.RetryAt = rc.Notified, rc.Thread, rc.Subject, rc.RetryAt
+		s.HeldBySilence = rc.HeldBySilence
 		s.Value, s.Payload = rules.Value{Text: rc.Value, Num: rc.Num, IsNum: rc.IsNum}, rc.Payload
 	} else if !r.Silence() {
 		return nil, nil

@@ -129,7 +129,7 @@ func New(cfg *config.Config, log *slog.Logger) (*App, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	a.tracker = a.newTracker(log, 0)
+	a.tracker = a.newTracker(cfg, log, 0)
 	a.metrics.TrackSeries(a.tracker.Stats)
 	a.tracker.Disconnected("mqtt") // silence is counted from the first connection
 	n, err := a.tracker.Load(db, a.engine)
@@ -163,9 +163,10 @@ func logRecovery(log *slog.Logger, path string, rec *store.Recovery) {
 }
 
 func (a *App) newTransport() (mailer.Transport, error) {
-	s := a.cfg.SMTP
+	cfg := a.config()
+	s := cfg.SMTP
 	if s == nil {
-		return &mailer.Spool{Dir: a.cfg.Store.Spool}, nil
+		return &mailer.Spool{Dir: cfg.Store.Spool}, nil
 	}
 	tlsCfg, err := clientTLS(s.TLS, s.Host)
 	if err != nil {
@@ -185,6 +186,14 @@ func (a *App) newTransport() (mailer.Transport, error) {
 		opts.Tokens = a.tokens
 	}
 	return mailer.NewSMTPTransport(opts, a.log.With("component", "smtp")), nil
+}
+
+// config is the configuration in force: a reload replaces it while the
+// stages read it.
+func (a *App) config() *config.Config {
+	a.cfgMu.Lock()
+	defer a.cfgMu.Unlock()
+	return a.cfg
 }
 
 // unsilenced says no silence covers rule on topic now.
@@ -361,7 +370,7 @@ func (a *App) newSubscriber(brokerURL string) (*subscriber.Subscriber, error) {
 
 func (a *App) deliverer() *mailer.Deliverer {
 	retry := mailer.Retry{Initial: config.DefaultRetryInitial, Max: config.DefaultRetryMax, GiveUpAfter: config.DefaultRetryGiveUpAfter}
-	if s := a.cfg.SMTP; s != nil {
+	if s := a.config().SMTP; s != nil {
 		retry = mailer.Retry{Initial: s.Retry.Initial.D(), Max: s.Retry.Max.D(), GiveUpAfter: s.Retry.GiveUpAfter.D()}
 	}
 	d := &mailer.Deliverer{
@@ -465,7 +474,7 @@ func (a *App) HTTPIngressAddr() string {
 	return a.httpIn.Addr()
 }
 
-func (a *App) footer() notify.Footer { return Footer(a.cfg) }
+func (a *App) footer() notify.Footer { return Footer(a.config()) }
 
 // Footer is what every mail of cfg ends with: this host, the status page,
 // and the configuration file for the silence command.

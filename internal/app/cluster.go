@@ -112,7 +112,7 @@ func (a *App) runCluster(ctx context.Context) error {
 			return fmt.Errorf("store.nats: %w", err)
 		}
 		owned.Store(ing)
-		cn := &clusterNode{a: a, ing: ing, js: js, rules: split, budgets: seriesBudgets(a.cfg), dir: dir, pipes: map[int]*partitionPipeline{}}
+		cn := &clusterNode{a: a, ing: ing, js: js, rules: split, cfg: a.cfg, dir: dir, pipes: map[int]*partitionPipeline{}}
 		// The silences are loaded before any partition is taken: a
 		// silenced alert must not be mailed for want of them.
 		sils, err := cn.openSilences(gctx)

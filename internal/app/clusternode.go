@@ -30,9 +30,9 @@ type clusterNode struct {
 	rules *rules.Engine // with each rate limit split among the partitions
 	dir   string        // the partitions' local stores
 
-	mu      sync.Mutex
-	pipes   map[int]*partitionPipeline // the partitions open now
-	budgets map[string]int             // limits.* per rule, as rules: a reload swaps both
+	mu    sync.Mutex
+	pipes map[int]*partitionPipeline // the partitions open now
+	cfg   *config.Config             // what rules were compiled from: a reload swaps both
 
 	statusMu   sync.Mutex
 	lastStatus *httpapi.StatusCluster // shared by the pages of statusFresh: read only
@@ -55,7 +55,7 @@ func (cn *clusterNode) reload(cfg *config.Config, removed []string) (int, error)
 		return 0, fmt.Errorf("store.nats: the ingest stream's topics: %w", err)
 	}
 	cn.mu.Lock()
-	cn.rules, cn.budgets = split, seriesBudgets(cfg)
+	cn.rules, cn.cfg = split, cfg
 	pipes := make([]*partitionPipeline, 0, len(cn.pipes))
 	for _, pp := range cn.pipes {
 		pipes = append(pipes, pp)
@@ -83,7 +83,7 @@ func removedRules(old, rs *rules.Engine) []string {
 // seconds while NATS cannot answer, until ctx ends. A silence removed
 // before its end releases what it held back in every owned partition.
 func (cn *clusterNode) openSilences(ctx context.Context) (*cluster.Silences, error) {
-	n := cn.a.cfg.Store.NATS
+	n := cn.a.config().Store.NATS
 	for attempt := 1; ; attempt++ {
 		s, err := cluster.OpenSilences(ctx, cn.js, cluster.SilencesConfig{
 			Prefix: n.Prefix, Replicas: n.Replicas, Logger: cn.a.log.With("component", "silences"),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/alertd/alertd/internal/alerts"
 	"github.com/alertd/alertd/internal/cluster"
+	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/engine"
 	"github.com/alertd/alertd/internal/event"
 	"github.com/alertd/alertd/internal/notify"
@@ -30,6 +31,7 @@ type partitionPipeline struct {
 	partition int
 	ps        *cluster.PartitionState
 	rs        *rules.Engine
+	cfg       *config.Config // the configuration rs came from
 	path      string
 	log       *slog.Logger
 	giveUp    func() // hands the partition back to be taken anew
@@ -50,7 +52,7 @@ type partitionPipeline struct {
 // up; anything else that fails is tried again, the readings waiting,
 // while the partition is this instance's (ctx).
 func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Handler, func(), error) {
-	a, n := cn.a, cn.a.cfg.Store.NATS
+	a, n := cn.a, cn.a.config().Store.NATS
 	giveUp := func() { cn.ing.GiveUp(p, term) }
 	ps, err := cluster.OpenState(ctx, cn.js, cluster.StateConfig{Prefix: n.Prefix, Replicas: n.Replicas}, p, term)
 	if err != nil {
@@ -60,9 +62,9 @@ func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Ha
 		return nil, nil, fmt.Errorf("partition %d state: %w", p, err)
 	}
 	cn.mu.Lock()
-	rs := cn.rules
+	rs, cfg := cn.rules, cn.cfg // taken together: a reload swaps both
 	cn.mu.Unlock()
-	pp := &partitionPipeline{a: a, partition: p, ps: ps, rs: rs, giveUp: giveUp,
+	pp := &partitionPipeline{a: a, partition: p, ps: ps, rs: rs, cfg: cfg, giveUp: giveUp,
 		path: filepath.Join(cn.dir, fmt.Sprintf("partition-%04d-term-%d.db", p, term)),
 		log:  a.log.With("partition", p, "term", term)}
 	for {
@@ -87,11 +89,13 @@ func (cn *clusterNode) open(ctx context.Context, p int, term uint64) (cluster.Ha
 	}
 	cn.mu.Lock()
 	cn.pipes[p] = pp
-	if pp.rs != cn.rules {
-		// Reloaded while it opened: it takes the rules in force now.
-		pp.reload(cn.rules, cn.budgets, removedRules(pp.rs, cn.rules))
-	}
+	now, nowCfg := cn.rules, cn.cfg
 	cn.mu.Unlock()
+	if now != pp.rs {
+		// Reloaded while it opened: it takes the rules in force now (a
+		// reload from here on finds it registered).
+		pp.reload(now, seriesBudgets(nowCfg), removedRules(pp.rs, now))
+	}
 	// Registered, it hears of silences removed from now on; those removed
 	// before (while no instance, or another, owned it) release their
 	// first mails here.
@@ -151,7 +155,7 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 		return err
 	}
 	gate, ob := a.stateOn(db)
-	tracker := a.newTracker(log, replicaBatch)
+	tracker := a.newTracker(pp.cfg, log, replicaBatch)
 	if _, err := tracker.Load(db, rs); err != nil {
 		return fail(err)
 	}
@@ -185,7 +189,7 @@ func (pp *partitionPipeline) start(ctx context.Context) error {
 	run(func(ctx context.Context) error {
 		return a.runPrune(ctx, gate, eng.Rules, replicaBatch)
 	})
-	every := a.cfg.Store.CheckpointInterval.D()
+	every := pp.cfg.Store.CheckpointInterval.D()
 	run(func(ctx context.Context) error { return eng.RunCheckpoints(ctx, every) })
 	log.Debug("partition pipeline started", "series", tracker.Len(), "firing", tracker.Firing())
 	return nil

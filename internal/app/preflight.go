@@ -42,7 +42,7 @@ func (p *preflight) run(ctx context.Context) {
 	if p == nil {
 		return
 	}
-	s := p.a.cfg.SMTP
+	s := p.a.config().SMTP
 	server := fmt.Sprintf("%s:%d", s.Host, s.Port)
 	log := p.a.log.With("component", "smtp", "server", server)
 	res, err := p.probe.Probe(ctx)

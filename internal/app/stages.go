@@ -4,6 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/alertd/alertd/internal/alerts"
+	"github.com/alertd/alertd/internal/config"
 	"github.com/alertd/alertd/internal/dedupe"
 	"github.com/alertd/alertd/internal/notify"
 	"github.com/alertd/alertd/internal/outbox"
@@ -24,11 +25,13 @@ func (a *App) stateOn(db *store.DB) (*dedupe.Gate, *outbox.Outbox) {
 	return gate, ob
 }
 
-// newTracker is the alert state under limits.*; batch bounds the series a
-// checkpoint transaction writes (0: alerts.CheckpointBatch).
-func (a *App) newTracker(log *slog.Logger, batch int) *alerts.Tracker {
-	return alerts.New(alerts.Options{
-		Start: a.now(), MaxSeries: a.cfg.Limits.MaxSeries, Budgets: seriesBudgets(a.cfg), Now: a.now,
+// newTracker is the alert state under cfg's limits.*; batch bounds the
+// series a checkpoint transaction writes (0: alerts.CheckpointBatch). In
+// cluster mode a partition's state keeps the series of rules this
+// instance does not know (another may, during a rolling reload).
+func (a *App) newTracker(cfg *config.Config, log *slog.Logger, batch int) *alerts.Tracker {
+	return alerts.New(alerts.Options{KeepUnknownRules: clustered(cfg),
+		Start: a.now(), MaxSeries: cfg.Limits.MaxSeries, Budgets: seriesBudgets(cfg), Now: a.now,
 		OnQuarantine: a.reportQuarantine, Warn: func(w alerts.Warning) { logSeriesLimit(log, w) }, Batch: batch,
 	})
 }

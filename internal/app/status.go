@@ -37,8 +37,8 @@ func (a *App) Status() httpapi.Status {
 	if a.tracker != nil {
 		views = append(views, stageView{a.tracker, a.outbox, a.notify})
 	}
-	if clustered(a.cfg) {
-		st.Cluster = &httpapi.StatusCluster{Instance: a.cfg.Store.NATS.Instance, Error: "not connected to NATS yet"}
+	if cfg := a.config(); clustered(cfg) {
+		st.Cluster = &httpapi.StatusCluster{Instance: cfg.Store.NATS.Instance, Error: "not connected to NATS yet"}
 		if cn := a.cluster.Load(); cn != nil {
 			st.Cluster = cn.status()
 			for _, pp := range cn.pipelines() {

@@ -115,10 +115,8 @@ func New(cfg Config) (*Ingest, error) {
 // once. Every instance must run the same rules; one that starts later
 // sets its own filters again.
 func (i *Ingest) SetFilters(ctx context.Context, filters []string) error {
-	i.mu.Lock()
-	i.cfg.Filters = slices.Clone(filters)
-	c := i.cfg
-	i.mu.Unlock()
+	c := i.cfg // a copy: i.cfg is never written after New, so readers need no lock
+	c.Filters = slices.Clone(filters)
 	if err := c.validateFilters(); err != nil {
 		return err
 	}

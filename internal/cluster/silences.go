@@ -142,35 +142,38 @@ func (s *Silences) watch(ctx context.Context) error {
 	return nil
 }
 
-// apply takes one update of the bucket; ok says it left the silence id in
-// the set.
-func (s *Silences) apply(e jetstream.KeyValueEntry) (id uint64, ok bool) {
+// apply takes one update of the bucket; present says the bucket holds
+// silence id as of this entry (a put, applied now or already).
+func (s *Silences) apply(e jetstream.KeyValueEntry) (id uint64, present bool) {
 	id, err := strconv.ParseUint(strings.TrimPrefix(e.Key(), silenceKeyPrefix), 10, 64)
 	if err != nil {
 		return 0, false // not a silence of ours
 	}
-	s.mu.Lock()
-	late := e.Revision() <= s.seen[id]
-	s.mu.Unlock()
-	if late {
-		return id, false
-	}
-	if e.Operation() != jetstream.KeyValuePut {
-		s.forget(id, e.Revision())
-		return id, false
-	}
+	put := e.Operation() == jetstream.KeyValuePut
 	var si silence.Silence
-	if err := json.Unmarshal(e.Value(), &si); err != nil || si.ID != id {
+	readable := put && json.Unmarshal(e.Value(), &si) == nil && si.ID == id
+	s.mu.Lock()
+	if e.Revision() <= s.seen[id] {
+		// Applied already (a watch again replays every key), or older
+		// than what Add or Remove applied.
+		_, held := s.revs[id]
+		s.mu.Unlock()
+		return id, put && held
+	}
+	s.seen[id] = e.Revision()
+	if readable {
+		s.revs[id] = e.Revision()
+		s.Put(si) // under s.mu: a Remove cannot slip between the check and the put
+		s.mu.Unlock()
+		return id, true
+	}
+	s.mu.Unlock()
+	if put {
 		// Holding nothing back is the safe side for an alerting service.
 		s.log.Warn("silence unreadable; ignored", "key", e.Key(), "revision", e.Revision())
-		s.forget(id, e.Revision())
-		return id, false
 	}
-	s.mu.Lock()
-	s.revs[id], s.seen[id] = e.Revision(), e.Revision()
-	s.mu.Unlock()
-	s.Put(si)
-	return id, true
+	s.forget(id, e.Revision())
+	return id, false
 }
 
 // forget drops silence id, as of revision rev (0: of none known),
@@ -283,14 +286,11 @@ func (s *Silences) Add(si silence.Silence) (silence.Silence, error) {
 		return silence.Silence{}, fmt.Errorf("add silence: %w", err)
 	}
 	s.mu.Lock()
-	fresh := rev > s.seen[id] // the watch may have applied it, or a later delete, already
-	if fresh {
+	if rev > s.seen[id] { // the watch may have applied it, or a later delete, already
 		s.revs[id], s.seen[id] = rev, rev
-	}
-	s.mu.Unlock()
-	if fresh {
 		s.Put(si) // the watch brings it too; a command that does not watch lists it at once
 	}
+	s.mu.Unlock()
 	return si, nil
 }
 

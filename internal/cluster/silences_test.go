@@ -88,6 +88,18 @@ func TestSilencesAreSharedByTheInstances(t *testing.T) {
 		t.Fatal("a still applies the removed silence")
 	}
 
+	// Watching again (as after a watch nats.go ended) replays every key:
+	// the silences held stay held, none is reported removed.
+	a.stop()
+	if err := a.watch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if n := len(a.List(time.Now())); n != 8 || len(removed) != 1 {
+		t.Fatalf("after watching again: %d silences, %d reported removed; want 8 and the one removed", n, len(removed))
+	}
+	mu.Unlock()
+
 	late := open(nil)
 	if n := len(late.List(time.Now())); n != 8 {
 		t.Fatalf("an instance opened later lists %d silences, want 8", n)

@@ -105,6 +105,9 @@ func (e *Engine) apply(trs []alerts.Transition) error {
 	for i, tr := range trs {
 		if out := outs[i]; out.Mailed {
 			e.tracker.Mailed(tr, out.Sent, out.Thread, out.Subject, out.RetryAt)
+			if out.HeldBySilence {
+				e.tracker.HeldBySilence(tr)
+			}
 		}
 		e.tracker.Settle(tr)
 	}

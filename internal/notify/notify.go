@@ -115,6 +115,8 @@ type Outcome struct {
 	Thread  string
 	Subject string // of the mail that went out, which later ones of the episode reuse
 	RetryAt time.Time
+	// HeldBySilence: the mail was held back by a silence.
+	HeldBySilence bool
 }
 
 // Commit persists a transition and queues its mail, if it may go out now,
@@ -281,6 +283,7 @@ func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() 
 				rec = tr.Record(true, msgID, mailSubject(mail, d), time.Time{})
 			} else {
 				rec = tr.Record(false, "", "", d.RetryAt)
+				rec.HeldBySilence = d.Reason == Silenced
 			}
 			if err := alerts.Put(tx, &rec); err != nil {
 				return err
@@ -375,7 +378,7 @@ func (nf *Notifier) decided(log *slog.Logger, n *rules.Notification, kind alerts
 		}
 		return Outcome{Mailed: true, Sent: true, Thread: msgID, Subject: subject}
 	}
-	return Outcome{Mailed: true, RetryAt: d.RetryAt}
+	return Outcome{Mailed: true, RetryAt: d.RetryAt, HeldBySilence: d.Reason == Silenced}
 }
 
 // ComposeMail renders n's mail and builds its bytes as the outbox holds

@@ -113,6 +113,10 @@ func (s *setup) launch() *proc {
 	go func() { _ = p.cmd.Wait(); p.exitAt = time.Now(); close(p.done) }()
 	t.Cleanup(func() {
 		p.kill()
+		// The binary is built with -race: a race it found is a failure.
+		if out := p.out.String(); strings.Contains(out, "WARNING: DATA RACE") {
+			t.Errorf("alertd (%s) reported a data race", s.config)
+		}
 		if t.Failed() {
 			t.Logf("alertd output:\n%s", p.out.String())
 		}

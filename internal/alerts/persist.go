@@ -49,18 +49,33 @@ func (tr *Transition) Record(sent bool, msgID, subject string, retryAt time.Time
 // Put writes s in tx. A threshold series back to ok is deleted: only what
 // a restart must remember is kept.
 func Put(tx *store.Tx, s *Series) error {
-	b := tx.Bucket(store.BucketAlerts)
-	k := seriesKey(s.Rule.Name, s.Topic)
-	if s.State == OK && !s.Rule.Silence() {
-		return b.Delete(k)
+	v, err := Encode(s)
+	if err != nil {
+		return err
 	}
-	v, err := json.Marshal(record{
+	return PutEncoded(tx, s, v)
+}
+
+// Encode is the stored form of s, nil when Put deletes it: what a caller
+// may compute before the write transaction, which it then does not hold
+// up (the store has one writer).
+func Encode(s *Series) ([]byte, error) {
+	if s.State == OK && !s.Rule.Silence() {
+		return nil, nil
+	}
+	return json.Marshal(record{
 		State: s.State, Since: s.Since, LastSeen: s.LastSeen, LastMail: s.LastMail,
 		Notified: s.Notified, Thread: s.Thread, Subject: s.ThreadSubject, RetryAt: s.RetryAt, HeldBySilence: s.HeldBySilence,
 		Value: s.Value.Text, Num: s.Value.Num, IsNum: s.Value.IsNum, Payload: s.Payload,
 	})
-	if err != nil {
-		return err
+}
+
+// PutEncoded is Put of s with v, its Encode.
+func PutEncoded(tx *store.Tx, s *Series, v []byte) error {
+	b := tx.Bucket(store.BucketAlerts)
+	k := seriesKey(s.Rule.Name, s.Topic)
+	if v == nil {
+		return b.Delete(k)
 	}
 	return b.Put(k, v)
 }

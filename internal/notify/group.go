@@ -35,17 +35,19 @@ type groupItem struct {
 	At       time.Time `json:"at"`
 }
 
-func putGroupItem(tx *store.Tx, n *rules.Notification) error {
+// encodeGroupItem is n as its group's bucket stores it.
+func encodeGroupItem(n *rules.Notification) ([]byte, error) {
+	return json.Marshal(groupItem{Series: n.Series, State: n.State, Reminder: n.Reminder, Value: n.Value.Text, Since: n.Since, At: n.At})
+}
+
+// putGroupItemEncoded stores v, an encodeGroupItem, as rule's next item.
+func putGroupItemEncoded(tx *store.Tx, rule string, v []byte) error {
 	b := tx.Bucket(store.BucketGroups)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
 	}
-	v, err := json.Marshal(groupItem{Series: n.Series, State: n.State, Reminder: n.Reminder, Value: n.Value.Text, Since: n.Since, At: n.At})
-	if err != nil {
-		return err
-	}
-	k := append([]byte(n.Rule.Name), 0)
+	k := append([]byte(rule), 0)
 	k = fmt.Appendf(k, "%020d", seq)
 	return b.Put(k, v)
 }

@@ -191,8 +191,13 @@ type step struct {
 	decide   func(*store.Tx) (Decision, error)
 	prepared func(Decision) bool
 	prepare  func(Decision) error
-	write    func(*store.Tx, Decision) error
-	d        Decision // the last decision made
+	// encode, when set, computes outside the write transaction what
+	// write would encode inside it for d (the records), so that the
+	// store's single writer does not wait for it; write uses it only if
+	// it decides d again.
+	encode func(Decision) error
+	write  func(*store.Tx, Decision) error
+	d      Decision // the last decision made
 }
 
 // settle reads, decides, prepares and writes the steps in one write
@@ -218,6 +223,11 @@ func (nf *Notifier) settle(steps ...*step) error {
 		for _, s := range steps {
 			if !s.prepared(s.d) {
 				if err := s.prepare(s.d); err != nil {
+					return err
+				}
+			}
+			if s.encode != nil {
+				if err := s.encode(s.d); err != nil {
 					return err
 				}
 			}
@@ -263,6 +273,23 @@ func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() 
 	var mail *outbox.Entry // prepared for Outbox with mailFor held back
 	var mailFor uint64
 	var queued outbox.Entry
+	// record is the series as this transition leaves it under d.
+	record := func(d Decision) alerts.Series {
+		switch {
+		case tr.Kind == alerts.Resolve:
+			return tr.Record(false, "", "", time.Time{})
+		case d.Sent():
+			return tr.Record(true, msgID, mailSubject(mail, d), time.Time{})
+		}
+		rec := tr.Record(false, "", "", d.RetryAt)
+		rec.HeldBySilence = d.Reason == Silenced
+		return rec
+	}
+	var enc struct { // what encode computed, for the decision d
+		d         Decision
+		ok        bool
+		rec, item []byte
+	}
 	s = &step{
 		decide: func(tx *store.Tx) (Decision, error) {
 			w, err := nf.gate.Read(tx, c)
@@ -275,17 +302,31 @@ func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() 
 			mailFor = d.Suppressed
 			return err
 		},
-		write: func(tx *store.Tx, d Decision) error {
-			var rec alerts.Series
-			if tr.Kind == alerts.Resolve {
-				rec = tr.Record(false, "", "", time.Time{})
-			} else if d.Sent() {
-				rec = tr.Record(true, msgID, mailSubject(mail, d), time.Time{})
-			} else {
-				rec = tr.Record(false, "", "", d.RetryAt)
-				rec.HeldBySilence = d.Reason == Silenced
+		encode: func(d Decision) (err error) {
+			rec := record(d)
+			enc.d, enc.ok = d, false
+			if enc.rec, err = alerts.Encode(&rec); err != nil {
+				return err
 			}
-			if err := alerts.Put(tx, &rec); err != nil {
+			if d.Route == Group || d.Route == Summary {
+				if enc.item, err = encodeGroupItem(n); err != nil {
+					return err
+				}
+			}
+			enc.ok = true
+			return nil
+		},
+		write: func(tx *store.Tx, d Decision) error {
+			rec := record(d)
+			v, item := enc.rec, enc.item
+			if !enc.ok || enc.d != d {
+				var err error
+				if v, err = alerts.Encode(&rec); err != nil {
+					return err
+				}
+				item = nil
+			}
+			if err := alerts.PutEncoded(tx, &rec, v); err != nil {
 				return err
 			}
 			if tr.Kind != alerts.Resolve {
@@ -306,7 +347,13 @@ func (nf *Notifier) transitionStep(tr *alerts.Transition) (s *step, done func() 
 			}
 			switch d.Route {
 			case Group, Summary:
-				return putGroupItem(tx, n)
+				if item == nil {
+					var err error
+					if item, err = encodeGroupItem(n); err != nil {
+						return err
+					}
+				}
+				return putGroupItemEncoded(tx, n.Rule.Name, item)
 			case Outbox:
 				queued = *mail
 				return outbox.Put(tx, &queued) // assigns its ID

@@ -775,3 +775,41 @@ func TestClusterOutboxCommandsRetryADeadLetter(t *testing.T) {
 		t.Errorf("the delivered mail is still listed:\n%s", out)
 	}
 }
+
+// An instance cut off from NATS says so itself: its self alerts run in a
+// pipeline of its own (a partition moves; an instance away from NATS owns
+// none), mail "nats unreachable" through its SMTP sessions, and the
+// resolution once NATS is back.
+func TestClusterInstanceMailsWhenNATSIsOutOfReach(t *testing.T) {
+	c := natstest.Start(t, 1)
+	srv := smtptest.Start(t, smtptest.Options{})
+	s := clusterSetup(t, c.URL(), srv.Port, "a")
+	text, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text = []byte(strings.Replace(string(text), "defaults:", "self_alerts: {source_down_after: 2s}\ndefaults:", 1))
+	if err := os.WriteFile(s.config, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := s.start()
+	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
+	c.Kill(0)
+	waitFor(t, 30*time.Second, "the instance's mail about NATS", func() bool {
+		for _, m := range srv.Messages() {
+			if strings.Contains(m.Subject, "nats unreachable for 2s") && !strings.HasPrefix(m.Subject, "Re: ") {
+				return true
+			}
+		}
+		return false
+	})
+	c.Restart(0)
+	waitFor(t, 60*time.Second, "its resolution once NATS is back", func() bool {
+		for _, m := range srv.Messages() {
+			if strings.HasPrefix(m.Subject, "Re: ") && strings.Contains(m.Subject, "nats unreachable") && strings.Contains(m.Body, "reaches nats again") {
+				return true
+			}
+		}
+		return false
+	})
+}

@@ -90,6 +90,8 @@ func (a *App) runCluster(ctx context.Context) error {
 		g.Go(func() error { return a.httpSrv.Run(gctx) })
 	}
 	g.Go(func() error { pf.run(gctx); return nil })
+	selfCfg := a.cfg
+	g.Go(func() error { return a.runSelfAlerts(gctx, selfCfg, srcs, a.oldestMail) })
 	g.Go(func() error {
 		nc, err := a.connectNATS(gctx, n)
 		if err != nil {

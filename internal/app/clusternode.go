@@ -34,6 +34,8 @@ type clusterNode struct {
 	pipes map[int]*partitionPipeline // the partitions open now
 	cfg   *config.Config             // what rules were compiled from: a reload swaps both
 
+	gaugeMu sync.Mutex // refreshQueueMetrics
+
 	statusMu   sync.Mutex
 	lastStatus *httpapi.StatusCluster // shared by the pages of statusFresh: read only
 	statusAt   time.Time
@@ -160,6 +162,12 @@ func (s *sharedSilences) Remove(id uint64) error {
 // partition is taken or given up. A partition whose outbox cannot be
 // read now (closing) is left out.
 func (cn *clusterNode) refreshQueueMetrics() {
+	// One at a time: two mailers going idle together would otherwise set
+	// the gauges in either order, the later one from an older sum (a
+	// mail the other had just removed), and nothing sets them again until
+	// the next mail.
+	cn.gaugeMu.Lock()
+	defer cn.gaugeMu.Unlock()
 	pending, oldest := 0, time.Time{}
 	for _, p := range cn.pipelines() {
 		st, err := p.outbox.Stats()

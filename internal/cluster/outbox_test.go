@@ -105,7 +105,7 @@ func TestOutboxRedeliversAfterCrash(t *testing.T) {
 		}
 	}
 	seen := map[string]int{}
-	deadline := time.After(10 * time.Second)
+	deadline := time.After(30 * time.Second) // a CI run under load once saw neither within 10 s
 	for seen["<temp@x>"] < 2 || seen["<perm@x>"] < 1 {
 		select {
 		case m := <-got:

@@ -120,13 +120,24 @@ func loopback(ctx context.Context, c *config.OAuth2, w io.Writer) (*oauth2.Token
 		} else {
 			fmt.Fprint(rw, "<p>alertd: signed in. You can close this page.</p>")
 		}
+		if f, ok := rw.(http.Flusher); ok {
+			f.Flush() // the page reaches the browser before the server goes
+		}
 		select {
 		case got <- res:
 		default:
 		}
 	})}
 	go func() { _ = srv.Serve(ln) }()
-	defer srv.Close()
+	defer func() {
+		// Let the answer to the browser finish rather than cut it (it
+		// saw an empty reply when the exchange was quick).
+		sctx, stop := context.WithTimeout(context.Background(), 2*time.Second)
+		defer stop()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(ctx, loginTimeout)
 	defer cancel()

@@ -171,6 +171,36 @@ func waitSubjects(t *testing.T, srv *smtptest.Server, subjects []string, timeout
 	}
 }
 
+// edit replaces the first old in s's configuration file with new.
+func (s *setup) edit(t *testing.T, old, new string) {
+	t.Helper()
+	text, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(text), old) {
+		t.Fatalf("%s has no %q", s.config, old)
+	}
+	if err := os.WriteFile(s.config, []byte(strings.Replace(string(text), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hotOnce fails the test unless each device's "hot" alert was mailed
+// once (one Message-ID) and srv received no other mail.
+func hotOnce(t *testing.T, srv *smtptest.Server, devices int) {
+	t.Helper()
+	got := mails(srv.Messages())
+	for d := range devices {
+		if s := fmt.Sprintf("hot dev%04d", d); len(got[s]) != 1 {
+			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
+		}
+	}
+	if n := len(srv.Messages()); n != devices {
+		t.Errorf("%d mails, want %d", n, devices)
+	}
+}
+
 // mails sorts delivered mails by subject: each subject's Message-IDs.
 func mails(msgs []smtptest.Message) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
@@ -479,15 +509,7 @@ func TestClusterSilenceHoldsBackEveryInstance(t *testing.T) {
 	alertd(t, "silence", "remove", "-config", v.config, "1")
 	srv.WaitMessages(t, devices, 30*time.Second)
 	time.Sleep(time.Second) // a second copy would arrive here
-	got := mails(srv.Messages())
-	for d := range devices {
-		if s := fmt.Sprintf("hot dev%04d", d); len(got[s]) != 1 {
-			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
-		}
-	}
-	if n := len(srv.Messages()); n != devices {
-		t.Errorf("%d mails, want %d", n, devices)
-	}
+	hotOnce(t, srv, devices)
 }
 
 // The outbox gauges count the mail of every owned partition: with the
@@ -585,14 +607,7 @@ func TestClusterInstanceKeepsToMaxConnections(t *testing.T) {
 	srv := smtptest.Start(t, smtptest.Options{})
 	srv.SetDataDelay(20 * time.Millisecond) // the mails of many partitions overlap
 	s := clusterSetup(t, c.URL(), srv.Port, "a")
-	text, err := os.ReadFile(s.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text = []byte(strings.Replace(string(text), "  timeout: 2s\n", "  timeout: 2s\n  max_connections: 2\n", 1))
-	if err := os.WriteFile(s.config, text, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	s.edit(t, "  timeout: 2s\n", "  timeout: 2s\n  max_connections: 2\n")
 	p := s.start()
 	waitFor(t, 30*time.Second, "the partitions owned and the SMTP preflight passed", func() bool {
 		return p.owned(t) == 16 && p.metrics(t)["alertd_smtp_preflight_ok"] == 1
@@ -629,15 +644,8 @@ func TestClusterReloadAppliesTheRulesInEveryPartition(t *testing.T) {
 	srv.WaitMessages(t, 2*devices, 30*time.Second)
 
 	for _, s := range []*setup{sa, sb} {
-		text, err := os.ReadFile(s.config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		next := strings.Replace(string(text), `  - {name: gone, topic: "s/+/t", field: temp, above: 40, subject: "gone {{.Device}}"}`,
-			`  - {name: wet, topic: "w/+/h", field: hum, above: 90, subject: "wet {{.Device}}"}`, 1)
-		if err := os.WriteFile(s.config, []byte(next), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		s.edit(t, `  - {name: gone, topic: "s/+/t", field: temp, above: 40, subject: "gone {{.Device}}"}`,
+			`  - {name: wet, topic: "w/+/h", field: hum, above: 90, subject: "wet {{.Device}}"}`)
 	}
 	a.hup(t, "success")
 	if out, code := sb.reloadCommand(t); code != 0 || !strings.Contains(out, "reloaded: ") || !strings.Contains(out, "wet") {
@@ -729,15 +737,7 @@ func TestClusterThroughAMosquittoBridge(t *testing.T) {
 	fleet(t, mosq, span(0, devices), 31)
 	srv.WaitMessages(t, devices, 30*time.Second)
 	time.Sleep(time.Second) // a second copy would arrive here
-	got := mails(srv.Messages())
-	for d := range devices {
-		if s := fmt.Sprintf("hot dev%04d", d); len(got[s]) != 1 {
-			t.Errorf("%q mailed under %d Message-IDs, want 1", s, len(got[s]))
-		}
-	}
-	if n := len(srv.Messages()); n != devices {
-		t.Errorf("%d mails, want %d", n, devices)
-	}
+	hotOnce(t, srv, devices)
 }
 
 // The outbox commands reach, through an instance's HTTP API, the outboxes
@@ -784,14 +784,7 @@ func TestClusterInstanceMailsWhenNATSIsOutOfReach(t *testing.T) {
 	c := natstest.Start(t, 1)
 	srv := smtptest.Start(t, smtptest.Options{})
 	s := clusterSetup(t, c.URL(), srv.Port, "a")
-	text, err := os.ReadFile(s.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text = []byte(strings.Replace(string(text), "defaults:", "self_alerts: {source_down_after: 2s}\ndefaults:", 1))
-	if err := os.WriteFile(s.config, text, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	s.edit(t, "defaults:", "self_alerts: {source_down_after: 2s}\ndefaults:")
 	p := s.start()
 	waitFor(t, 30*time.Second, "the partitions owned", func() bool { return p.owned(t) == 16 })
 	c.Kill(0)

@@ -168,7 +168,13 @@ func (cn *clusterNode) refreshQueueMetrics() {
 	// the next mail.
 	cn.gaugeMu.Lock()
 	defer cn.gaugeMu.Unlock()
-	pending, oldest := 0, time.Time{}
+	cn.a.setQueueMetrics(cn.outboxTotals())
+}
+
+// outboxTotals is how many mails wait in the owned partitions' outboxes
+// and when the oldest was queued (zero: none waits). A partition whose
+// outbox cannot be read now (closing) is left out.
+func (cn *clusterNode) outboxTotals() (pending int, oldest time.Time) {
 	for _, p := range cn.pipelines() {
 		st, err := p.outbox.Stats()
 		if err != nil {
@@ -179,7 +185,7 @@ func (cn *clusterNode) refreshQueueMetrics() {
 			oldest = st.Oldest
 		}
 	}
-	cn.a.setQueueMetrics(pending, oldest)
+	return pending, oldest
 }
 
 // statusFresh is how long a read of the cluster's status serves the

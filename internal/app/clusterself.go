@@ -93,15 +93,9 @@ func (a *App) runSelfAlerts(ctx context.Context, cfg *config.Config, srcs source
 // oldestMail is when the oldest mail waiting in the owned partitions'
 // outboxes was queued (zero: none waits, or no partition is owned).
 func (a *App) oldestMail() time.Time {
-	cn := a.cluster.Load()
-	if cn == nil {
-		return time.Time{}
+	if cn := a.cluster.Load(); cn != nil {
+		_, oldest := cn.outboxTotals()
+		return oldest
 	}
-	var oldest time.Time
-	for _, pp := range cn.pipelines() {
-		if st, err := pp.outbox.Stats(); err == nil && !st.Oldest.IsZero() && (oldest.IsZero() || st.Oldest.Before(oldest)) {
-			oldest = st.Oldest
-		}
-	}
-	return oldest
+	return time.Time{}
 }

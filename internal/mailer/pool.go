@@ -185,6 +185,12 @@ func (p *Pool) expire(s *pooled, gen uint64) {
 		<-p.slots
 		return
 	}
+	p.closeTaken(s)
+}
+
+// closeTaken closes s, taken off the free list with p.mu held (which it
+// releases), and gives back the slot it held until its QUIT was answered.
+func (p *Pool) closeTaken(s *pooled) {
 	p.closing.Add(1)
 	p.mu.Unlock()
 	p.closeSession(s)
@@ -256,11 +262,7 @@ func (p *Pool) Close() error {
 			return nil
 		}
 		p.take(stale)
-		p.closing.Add(1)
-		p.mu.Unlock()
-		p.closeSession(stale)
-		<-p.slots
-		p.closing.Done()
+		p.closeTaken(stale)
 	}
 }
 
